@@ -96,3 +96,17 @@ func ComputeID(provider v1alpha1.Provider, command string, body []byte) string {
 	sum := sha256.Sum256(body)
 	return command + ":sha256:" + hex.EncodeToString(sum[:16])
 }
+
+// Target is one Async route's delivery settings, captured when the callback is
+// acknowledged, so that a later change or deletion of the route never drops a callback
+// that was already promised.
+type Target struct {
+	// Route is the route's namespace/name, sent as X-Callback-Route.
+	Route string
+	// URL is the full backend URL (base + path); the callback's RawQuery is appended.
+	URL            string
+	Timeout        time.Duration
+	MaxAttempts    int
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+}
