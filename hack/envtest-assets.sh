@@ -14,7 +14,9 @@ KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 STAGING_VERSION="v0${KUBE_VERSION#v1}"           # v1.36.3 -> v0.36.3
 ETCD_GO_VERSION="${ETCD_GO_VERSION:-v3.5.21}"
 CACHE_ROOT="${CALLBACK_ROUTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/callback-router}"
-ASSETS="${CACHE_ROOT}/envtest/${KUBE_VERSION}"
+# Bump RECIPE when the way the binaries are built changes, so caches are rebuilt.
+RECIPE=2
+ASSETS="${CACHE_ROOT}/envtest/${KUBE_VERSION}-r${RECIPE}"
 
 log() { echo "envtest-assets: $*" >&2; }
 
@@ -55,7 +57,11 @@ build_kube() { # $1: package under k8s.io/kubernetes/cmd, $2: output
     (cd "${mod}" && go mod tidy -e >/dev/null 2>&1 || true)
   fi
   log "building $1 from k8s.io/kubernetes ${KUBE_VERSION} (first run only; takes a few minutes)"
-  (cd "${mod}" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$2" "k8s.io/kubernetes/cmd/$1")
+  local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+  local ldflags="-s -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION}"
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}"
+  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  (cd "${mod}" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags="${ldflags}" -o "$2" "k8s.io/kubernetes/cmd/$1")
 }
 
 if [[ ! -x "${ASSETS}/kube-apiserver" ]]; then

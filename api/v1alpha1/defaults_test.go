@@ -1,0 +1,83 @@
+package v1alpha1
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestEffectiveDefaults(t *testing.T) {
+	d := func(v time.Duration) *metav1.Duration { return &metav1.Duration{Duration: v} }
+	tests := map[string]struct {
+		spec CallbackRouteSpec
+		// the effective values the receiver must use
+		mode       Mode
+		policy     FailurePolicy
+		timeout    time.Duration
+		maxAge     time.Duration
+		attempts   int
+		initial    time.Duration
+		maxBackoff time.Duration
+	}{
+		"empty spec is an async route with every default": {
+			spec: CallbackRouteSpec{},
+			mode: ModeAsync, policy: FailurePolicyAllow, timeout: DefaultAsyncTimeout, maxAge: DefaultMaxRequestAge,
+			attempts: DefaultMaxAttempts, initial: DefaultInitialBackoff, maxBackoff: DefaultMaxBackoff,
+		},
+		"sync route defaults to a timeout inside Tencent's 2s budget": {
+			spec: CallbackRouteSpec{Mode: ModeSync},
+			mode: ModeSync, policy: FailurePolicyAllow, timeout: DefaultSyncTimeout, maxAge: DefaultMaxRequestAge,
+			attempts: DefaultMaxAttempts, initial: DefaultInitialBackoff, maxBackoff: DefaultMaxBackoff,
+		},
+		"explicit values win": {
+			spec: CallbackRouteSpec{
+				Mode: ModeSync, FailurePolicy: FailurePolicyReject,
+				Backend: Backend{Timeout: d(700 * time.Millisecond)},
+				Verify:  &Verification{MaxRequestAge: d(time.Minute)},
+			},
+			mode: ModeSync, policy: FailurePolicyReject, timeout: 700 * time.Millisecond, maxAge: time.Minute,
+			attempts: DefaultMaxAttempts, initial: DefaultInitialBackoff, maxBackoff: DefaultMaxBackoff,
+		},
+		"partial retry policy keeps the other defaults": {
+			spec: CallbackRouteSpec{Retry: &RetryPolicy{MaxAttempts: 3}},
+			mode: ModeAsync, policy: FailurePolicyAllow, timeout: DefaultAsyncTimeout, maxAge: DefaultMaxRequestAge,
+			attempts: 3, initial: DefaultInitialBackoff, maxBackoff: DefaultMaxBackoff,
+		},
+		"initial backoff is capped by a smaller max backoff": {
+			spec: CallbackRouteSpec{Retry: &RetryPolicy{MaxBackoff: d(500 * time.Millisecond)}},
+			mode: ModeAsync, policy: FailurePolicyAllow, timeout: DefaultAsyncTimeout, maxAge: DefaultMaxRequestAge,
+			attempts: DefaultMaxAttempts, initial: 500 * time.Millisecond, maxBackoff: 500 * time.Millisecond,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := tc.spec
+			if got := s.EffectiveMode(); got != tc.mode {
+				t.Errorf("mode = %s, want %s", got, tc.mode)
+			}
+			if got := s.EffectiveFailurePolicy(); got != tc.policy {
+				t.Errorf("failurePolicy = %s, want %s", got, tc.policy)
+			}
+			if got := s.EffectiveTimeout(); got != tc.timeout {
+				t.Errorf("timeout = %s, want %s", got, tc.timeout)
+			}
+			if got := s.EffectiveMaxRequestAge(); got != tc.maxAge {
+				t.Errorf("maxRequestAge = %s, want %s", got, tc.maxAge)
+			}
+			a, i, m := s.EffectiveRetry()
+			if a != tc.attempts || i != tc.initial || m != tc.maxBackoff {
+				t.Errorf("retry = (%d, %s, %s), want (%d, %s, %s)", a, i, m, tc.attempts, tc.initial, tc.maxBackoff)
+			}
+		})
+	}
+}
+
+func TestEffectiveTokenKey(t *testing.T) {
+	if got := (&TokenSecretReference{Name: "s"}).EffectiveTokenKey(); got != DefaultTokenKey {
+		t.Errorf("default key = %q, want %q", got, DefaultTokenKey)
+	}
+	if got := (&TokenSecretReference{Name: "s", Key: "current"}).EffectiveTokenKey(); got != "current" {
+		t.Errorf("key = %q, want current", got)
+	}
+}
