@@ -1,0 +1,107 @@
+package spool
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of the Options fields. Each is the value used when the field is left zero.
+const (
+	// DefaultMaxBytes caps the logical size of the spool (payloads, pending deliveries and
+	// dead letters). Past it Enqueue returns ErrFull and the receiver answers 503. The
+	// bbolt file itself may be larger, as freed pages are reused but never returned.
+	DefaultMaxBytes int64 = 1 << 30
+	// DefaultMaxBatchSize is how many writes (enqueues and delivery results) one commit,
+	// and so one fsync, may carry.
+	DefaultMaxBatchSize = 1024
+	// DefaultMaxConcurrencyPerRoute bounds the in-flight deliveries of one route.
+	DefaultMaxConcurrencyPerRoute = 16
+	// DefaultLockTimeout is how long Open waits for the spool's file lock, held by a
+	// running receiver, before returning ErrInUse.
+	DefaultLockTimeout = time.Second
+	// DefaultMaxRetryAfter caps how long a backend's Retry-After may postpone a retry.
+	DefaultMaxRetryAfter = time.Hour
+	// DefaultRetentionSweepInterval is how often dead letters older than
+	// Options.DeadLetterRetention are removed, when a retention is set.
+	DefaultRetentionSweepInterval = time.Minute
+	// DefaultDialTimeout bounds a TCP connect to a backend (inside the attempt's timeout).
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultIdleConnTimeout closes keep-alive connections to backends idle this long.
+	DefaultIdleConnTimeout = 90 * time.Second
+)
+
+// Fixed limits of the delivery path.
+const (
+	// MaxErrorBodyBytes is how much of a failed backend answer is kept in a dead letter's
+	// LastError and in the log.
+	MaxErrorBodyBytes = 256
+	// MaxDrainBytes is how much of a backend answer is read (and discarded) so that the
+	// connection can be reused; a longer answer closes the connection instead.
+	MaxDrainBytes = 64 << 10
+	// dbFileName is the bbolt file inside the spool directory.
+	dbFileName = "spool.db"
+)
+
+// DefaultDir is the spool directory used when none is given: a directory under the OS
+// temp dir. Production receivers should set --spool-dir to a persistent volume.
+func DefaultDir() string {
+	return filepath.Join(os.TempDir(), "callback-router-spool")
+}
+
+// Options tune a Spool. The zero value is a durable spool with the defaults above.
+type Options struct {
+	// NoSync skips fsync on commit: acknowledgements are then only as durable as the OS
+	// page cache (a process crash loses nothing, a machine crash may). Used to compare the
+	// durable figures against; never set it in production.
+	NoSync bool
+	// MaxBytes caps the spool's logical size; see DefaultMaxBytes. Negative: no cap.
+	MaxBytes int64
+	// MaxBatchSize caps the writes per commit; see DefaultMaxBatchSize.
+	MaxBatchSize int
+	// MaxConcurrencyPerRoute caps in-flight deliveries per route; see DefaultMaxConcurrencyPerRoute.
+	MaxConcurrencyPerRoute int
+	// LockTimeout is how long Open waits for the file lock; see DefaultLockTimeout.
+	LockTimeout time.Duration
+	// MaxRetryAfter caps a backend's Retry-After; see DefaultMaxRetryAfter.
+	MaxRetryAfter time.Duration
+	// DeadLetterRetention removes dead letters this long after they died. Zero keeps them
+	// until they are redriven or purged with `callback-router deadletters`.
+	DeadLetterRetention time.Duration
+	// RetentionSweepInterval; see DefaultRetentionSweepInterval.
+	RetentionSweepInterval time.Duration
+	// Registerer, when set, receives the spool's metrics (names prefixed callback_router_).
+	Registerer prometheus.Registerer
+	// Logger; the zero value uses controller-runtime's global logger named "spool".
+	Logger logr.Logger
+	// HTTPClient sends deliveries; nil uses a keep-alive client tuned for
+	// MaxConcurrencyPerRoute that does not follow redirects. Its Timeout should be zero:
+	// each attempt is bounded by its route's timeout.
+	HTTPClient *http.Client
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.MaxBatchSize <= 0 {
+		o.MaxBatchSize = DefaultMaxBatchSize
+	}
+	if o.MaxConcurrencyPerRoute <= 0 {
+		o.MaxConcurrencyPerRoute = DefaultMaxConcurrencyPerRoute
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.MaxRetryAfter <= 0 {
+		o.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if o.RetentionSweepInterval <= 0 {
+		o.RetentionSweepInterval = DefaultRetentionSweepInterval
+	}
+	return o
+}
