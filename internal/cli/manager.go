@@ -159,4 +159,3 @@ func runManager(args []string) error {
 	}
 	return nil
 }
-
