@@ -62,8 +62,8 @@ type received struct {
 // with whatever status its respond func returns.
 type backend struct {
 	*httptest.Server
-	mu      sync.Mutex
-	got     []received
+	mu  sync.Mutex
+	got []received
 	// respond returns the status to answer; n is the 1-based count of requests so far.
 	// It may set response headers on w.
 	respond func(w http.ResponseWriter, r *http.Request, n int) int
