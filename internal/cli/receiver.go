@@ -1,15 +1,238 @@
 package cli
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/callback-router/callback-router/webhook/receiver"
+	"github.com/callback-router/callback-router/webhook/routing"
+	"github.com/callback-router/callback-router/webhook/spool"
+)
 
 func init() {
 	register("receiver", "run the data plane: verify, route and deliver IM callbacks", runReceiver)
 }
 
+// receiverFlags are the receiver's command-line settings; docs/receiver.md documents each.
+type receiverFlags struct {
+	routes         string
+	listen         string
+	metricsListen  string
+	spoolDir       string
+	trustedProxies string
+	maxBodyBytes   int64
+	syncBudget     time.Duration
+	server         receiver.ServerConfig
+	drainDelay     time.Duration
+}
+
+func (f *receiverFlags) bind(fs *flag.FlagSet) {
+	fs.StringVar(&f.routes, "routes", "", "standalone mode: a multi-document YAML of CallbackRoute and Secret manifests (SIGHUP reloads it)")
+	fs.StringVar(&f.listen, "listen", ":8080", "address of the callback endpoints, /healthz and /readyz (and /metrics without --metrics-listen)")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", "address to serve /metrics on instead of --listen")
+	fs.StringVar(&f.spoolDir, "spool-dir", spool.DefaultDir(), "directory of the durable queue of acknowledged Async callbacks")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed for sourceCIDRs checks (default: none, X-Forwarded-For ignored)")
+	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", receiver.DefaultMaxBodyBytes, "largest callback body accepted; larger is answered 413")
+	fs.DurationVar(&f.syncBudget, "sync-budget", receiver.DefaultSyncBudget, "overall deadline of a Tencent IM Sync answer, from arrival (Tencent waits 2s)")
+	fs.DurationVar(&f.server.ReadHeaderTimeout, "read-header-timeout", receiver.DefaultReadHeaderTimeout, "bound on reading a request's headers")
+	fs.DurationVar(&f.server.ReadTimeout, "read-timeout", receiver.DefaultReadTimeout, "bound on reading a whole request")
+	fs.DurationVar(&f.server.WriteTimeout, "write-timeout", receiver.DefaultWriteTimeout, "bound on answering a request (must exceed the longest Sync wait)")
+	fs.DurationVar(&f.server.IdleTimeout, "idle-timeout", receiver.DefaultIdleTimeout, "keep-alive connections idle this long are closed")
+	fs.IntVar(&f.server.MaxHeaderBytes, "max-header-bytes", receiver.DefaultMaxHeaderBytes, "largest request line plus headers accepted")
+	fs.DurationVar(&f.drainDelay, "drain-delay", receiver.DefaultDrainDelay, "on SIGTERM, how long /readyz answers 503 before the listener closes")
+	fs.DurationVar(&f.server.ShutdownTimeout, "shutdown-timeout", receiver.DefaultShutdownTimeout, "bound on waiting for callbacks in flight at shutdown")
+}
+
+func parseCIDRs(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, c := range strings.Split(s, ",") {
+		c = strings.TrimSpace(c)
+		if c == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 func runReceiver(args []string) error {
 	fs := newFlagSet("receiver", "[--routes FILE] [--listen :8080] [--metrics-listen ADDR] [--spool-dir DIR]")
+	var f receiverFlags
+	f.bind(fs)
+	zopts := zap.Options{}
+	zopts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	return errors.New("receiver: not implemented yet (see the receiver issue)")
+	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("receiver")
+	if f.routes == "" {
+		// The controller engineer adds in-cluster mode here (flags --namespace, --table):
+		// watch the compiled table and call h.SetTable on each change.
+		return errors.New("in-cluster mode: not implemented yet (run with --routes FILE for standalone mode)")
+	}
+	trusted, err := parseCIDRs(f.trustedProxies)
+	if err != nil {
+		return err
+	}
+	if f.maxBodyBytes <= 0 {
+		return errors.New("--max-body-bytes must be positive")
+	}
+	if f.syncBudget <= 0 || f.syncBudget >= 2*time.Second {
+		return fmt.Errorf("--sync-budget must be positive and under Tencent's 2s, not %s", f.syncBudget)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	sp, err := spool.Open(f.spoolDir, spool.Options{Registerer: reg, Logger: log.WithName("spool")})
+	if err != nil {
+		return fmt.Errorf("opening spool %s: %w", f.spoolDir, err)
+	}
+	defer func() {
+		if err := sp.Close(); err != nil {
+			log.Error(err, "Failed to close the spool")
+		}
+	}()
+
+	h, err := receiver.New(receiver.Options{
+		Sink:           sp,
+		MaxBodyBytes:   f.maxBodyBytes,
+		SyncBudget:     f.syncBudget,
+		TrustedProxies: trusted,
+		Logger:         log,
+		Registry:       reg,
+		ServeMetrics:   f.metricsListen == "",
+	})
+	if err != nil {
+		return err
+	}
+	if err := loadRoutes(log, h, f.routes); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", f.listen, err)
+	}
+	var mln net.Listener
+	if f.metricsListen != "" {
+		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listening on %s: %w", f.metricsListen, err)
+		}
+	}
+
+	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	spoolCtx, stopSpool := context.WithCancel(context.Background())
+	defer stopSpool()
+
+	var g errgroup.Group
+	g.Go(func() error { return receiver.Serve(serveCtx, ln, h, f.server) })
+	if mln != nil {
+		mux := http.NewServeMux()
+		mux.Handle(receiver.PathMetrics, h.MetricsHandler())
+		g.Go(func() error { return receiver.Serve(serveCtx, mln, mux, f.server) })
+	}
+	spoolDone := make(chan error, 1)
+	go func() { spoolDone <- sp.Run(spoolCtx) }()
+	log.Info("Receiver started", "listen", ln.Addr().String(), "metricsListen", f.metricsListen, "spoolDir", f.spoolDir, "routes", f.routes)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- g.Wait() }()
+	for done := false; !done; {
+		select {
+		case <-hup:
+			if err := loadRoutes(log, h, f.routes); err != nil {
+				log.Error(err, "Failed to reload routes; keeping the previous table")
+			}
+		case <-sigCtx.Done():
+			done = true
+		case err := <-serveErr:
+			stopSpool()
+			<-spoolDone
+			return err
+		case err := <-spoolDone:
+			stopServing()
+			<-serveErr
+			return fmt.Errorf("spool stopped: %w", err)
+		}
+	}
+	// Graceful shutdown: 1. readiness 503 so load balancers stop sending; 2. wait the drain
+	// delay while still serving; 3. close the listeners and finish callbacks in flight;
+	// 4. stop delivering and close the spool (acknowledged copies stay on disk).
+	log.Info("Shutting down: draining", "drainDelay", f.drainDelay)
+	h.SetDraining(true)
+	served := false
+	select {
+	case <-time.After(f.drainDelay):
+	case err = <-serveErr:
+		served = true
+	}
+	stopServing()
+	if !served {
+		err = <-serveErr // bounded by --shutdown-timeout
+	}
+	stopSpool()
+	if serr := <-spoolDone; serr != nil && !errors.Is(serr, context.Canceled) {
+		log.Error(serr, "Spool delivery loop ended with an error")
+	}
+	log.Info("Receiver stopped")
+	return err
+}
+
+// loadRoutes compiles the routes file, logs each route's status and swaps the table in.
+func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
+	m, err := routing.LoadFile(path)
+	if err != nil {
+		return err
+	}
+	for _, s := range m.Skipped {
+		log.Info("Skipped a document that is neither a CallbackRoute nor a Secret", "object", s)
+	}
+	snap, statuses := routing.Compile(m.Input())
+	for _, st := range statuses {
+		kv := []any{"route", st.Namespace + "/" + st.Name, "url", st.URL}
+		switch {
+		case st.Routed:
+			log.Info("Route loaded", kv...)
+		case !st.Accepted:
+			log.Info("Route not loaded", append(kv, "reason", st.AcceptedReason, "message", st.AcceptedMessage)...)
+		default:
+			log.Info("Route not loaded", append(kv, "reason", st.RefsReason, "message", st.RefsMessage)...)
+		}
+	}
+	t, err := routing.NewTable(snap)
+	if err != nil {
+		return fmt.Errorf("building the routing table: %w", err)
+	}
+	h.SetTable(t)
+	log.Info("Routing table loaded", "routes", t.Len(), "of", len(statuses))
+	return nil
 }

@@ -1,15 +1,222 @@
 package cli
 
-import "errors"
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/webhook/samples"
+)
 
 func init() {
 	register("send", "send a sample callback to a receiver and print the answer", runSend)
 }
 
+// Defaults of `callback-router send`.
+const (
+	// DefaultSendURL is the receiver that `make run` starts.
+	DefaultSendURL = "http://127.0.0.1:8080"
+	// DefaultSendTencentApp is the SDKAppID of the examples.
+	DefaultSendTencentApp = "1400000001"
+	// DefaultSendOpenIMApp is the OpenIM app name of the examples.
+	DefaultSendOpenIMApp = "prod"
+	// DefaultSendTimeout bounds the whole exchange.
+	DefaultSendTimeout = 10 * time.Second
+	// MaxSendAnswerBytes caps how much of the answer is printed.
+	MaxSendAnswerBytes = 1 << 20
+)
+
+// sendOptions are the settings of one `send`.
+type sendOptions struct {
+	url, provider, app, command, sample, bodyFile string
+	token, requestTime, basicAuth                 string
+	timeout                                       time.Duration
+	list, verbose                                 bool
+}
+
 func runSend(args []string) error {
-	fs := newFlagSet("send", "[flags]")
+	fs := newFlagSet("send", "[--url URL] [--provider TencentIM|OpenIM] [--command CMD] [--token TOKEN] ...")
+	var o sendOptions
+	fs.StringVar(&o.url, "url", DefaultSendURL, "receiver base URL (the /tencent or /openim/<app>/<command> path is added when the URL has no path)")
+	fs.StringVar(&o.provider, "provider", string(v1alpha1.ProviderTencentIM), "TencentIM or OpenIM")
+	fs.StringVar(&o.app, "app", "", "SDKAppID (TencentIM, default "+DefaultSendTencentApp+") or app name (OpenIM, default "+DefaultSendOpenIMApp+")")
+	fs.StringVar(&o.command, "command", "", "callback command (default: the sample's own); any command works, the body's command field is rewritten")
+	fs.StringVar(&o.sample, "sample", "", "sample name (see --list; default: the sample of --command, else the provider's first)")
+	fs.StringVar(&o.bodyFile, "body", "", "send this JSON file instead of a sample ('-' reads stdin)")
+	fs.StringVar(&o.token, "token", "", "TencentIM callback token: adds Sign=hex(sha256(token+RequestTime)) and RequestTime")
+	fs.StringVar(&o.requestTime, "request-time", "", "RequestTime in Unix seconds (default: now)")
+	fs.StringVar(&o.basicAuth, "basic-auth", "", "OpenIM user:password sent as Basic auth")
+	fs.DurationVar(&o.timeout, "timeout", DefaultSendTimeout, "bound on the whole exchange")
+	fs.BoolVar(&o.list, "list", false, "list the samples and exit")
+	fs.BoolVar(&o.verbose, "v", false, "print the request too")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	return errors.New("send: not implemented yet (see the receiver issue)")
+	if o.list {
+		for _, s := range samples.All() {
+			fmt.Printf("%-38s %-10s %s\n", s.Name, s.Provider, s.Command)
+		}
+		return nil
+	}
+	req, err := buildSendRequest(&o, time.Now())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	req = req.WithContext(ctx)
+	if o.verbose {
+		fmt.Fprintf(os.Stderr, "> %s %s\n", req.Method, req.URL.Redacted())
+		for k, v := range req.Header {
+			if k != "Authorization" {
+				fmt.Fprintf(os.Stderr, "> %s: %s\n", k, strings.Join(v, ", "))
+			}
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("sending to %s: %w", req.URL.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxSendAnswerBytes))
+	if err != nil {
+		return fmt.Errorf("reading the answer: %w", err)
+	}
+	fmt.Printf("%s %s\n%s\n", resp.Proto, resp.Status, bytes.TrimSpace(body))
+	if resp.StatusCode >= 400 {
+		return fmt.Errorf("the receiver answered %s", resp.Status)
+	}
+	return nil
+}
+
+// buildSendRequest builds the signed callback request the IM platform would send.
+func buildSendRequest(o *sendOptions, now time.Time) (*http.Request, error) {
+	p := v1alpha1.Provider(o.provider)
+	if p != v1alpha1.ProviderTencentIM && p != v1alpha1.ProviderOpenIM {
+		return nil, fmt.Errorf("--provider must be TencentIM or OpenIM, not %q", o.provider)
+	}
+	var s samples.Sample
+	switch {
+	case o.sample != "":
+		var ok bool
+		if s, ok = samples.Get(o.sample); !ok {
+			return nil, fmt.Errorf("no sample %q (see --list)", o.sample)
+		}
+		if s.Provider != p {
+			return nil, fmt.Errorf("sample %s is a %s callback, not %s", s.Name, s.Provider, p)
+		}
+	default:
+		s, _ = samples.ForCommand(p, o.command)
+	}
+	body, command := s.Body, s.Command
+	if o.bodyFile != "" {
+		var err error
+		if o.bodyFile == "-" {
+			body, err = io.ReadAll(io.LimitReader(os.Stdin, MaxSendAnswerBytes))
+		} else {
+			body, err = os.ReadFile(o.bodyFile)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading --body: %w", err)
+		}
+	}
+	if o.command != "" && o.command != command {
+		command = o.command
+		if o.bodyFile == "" {
+			var err error
+			if body, err = rewriteCommand(p, body, command); err != nil {
+				return nil, err
+			}
+		}
+	}
+	app := o.app
+	if app == "" {
+		app = DefaultSendTencentApp
+		if p == v1alpha1.ProviderOpenIM {
+			app = DefaultSendOpenIMApp
+		}
+	}
+	u, err := url.Parse(o.url)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--url %q is not an absolute URL", o.url)
+	}
+	withPath := u.Path == "" || u.Path == "/"
+	if p == v1alpha1.ProviderTencentIM {
+		if withPath {
+			u.Path = "/tencent"
+		}
+		q := url.Values{}
+		q.Set("SdkAppid", app)
+		q.Set("CallbackCommand", command)
+		q.Set("contenttype", "json")
+		q.Set("ClientIP", "127.0.0.1")
+		q.Set("OptPlatform", "RESTAPI")
+		if o.token != "" {
+			rt := o.requestTime
+			if rt == "" {
+				rt = strconv.FormatInt(now.Unix(), 10)
+			}
+			sum := sha256.Sum256([]byte(o.token + rt))
+			q.Set("RequestTime", rt)
+			q.Set("Sign", hex.EncodeToString(sum[:]))
+		}
+		u.RawQuery = q.Encode()
+	} else {
+		if withPath {
+			u.Path = "/openim/" + app
+		}
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/" + command
+	}
+	req, err := http.NewRequest(http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("building the request: %w", err)
+	}
+	if p == v1alpha1.ProviderOpenIM {
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+		req.Header.Set("operationID", strconv.FormatInt(now.UnixMilli(), 10))
+		if o.basicAuth != "" {
+			user, pass, _ := strings.Cut(o.basicAuth, ":")
+			req.SetBasicAuth(user, pass)
+		}
+	} else {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+// rewriteCommand sets the body's command field (CallbackCommand or callbackCommand, and
+// each Push event's) so the body matches the command sent.
+func rewriteCommand(p v1alpha1.Provider, body []byte, command string) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("sample is not a JSON object: %w", err)
+	}
+	c, _ := json.Marshal(command)
+	field := "CallbackCommand"
+	if p == v1alpha1.ProviderOpenIM {
+		field = "callbackCommand"
+	}
+	if raw, ok := m["Events"]; ok {
+		var events []map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &events); err == nil {
+			for _, e := range events {
+				e[field] = c
+			}
+			m["Events"], _ = json.Marshal(events)
+		}
+	} else {
+		m[field] = c
+	}
+	return json.Marshal(m)
 }

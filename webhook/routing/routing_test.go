@@ -152,10 +152,12 @@ func TestCompileDeterministic(t *testing.T) {
 func TestCompileInvalid(t *testing.T) {
 	base := route("ns", "r", 0, v1alpha1.ProviderTencentIM, "1400000001", v1alpha1.ModeSync, "C2C.*")
 	cases := map[string]func(r *v1alpha1.CallbackRoute){
-		"unknown provider":        func(r *v1alpha1.CallbackRoute) { r.Spec.Provider = "Slack" },
-		"no commands":             func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = nil },
-		"star in the middle":      func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"C2C*.x"} },
-		"both backends":           func(r *v1alpha1.CallbackRoute) { r.Spec.Backend.Service = &v1alpha1.ServiceReference{Name: "a", Port: 1} },
+		"unknown provider":   func(r *v1alpha1.CallbackRoute) { r.Spec.Provider = "Slack" },
+		"no commands":        func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = nil },
+		"star in the middle": func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"C2C*.x"} },
+		"both backends": func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Backend.Service = &v1alpha1.ServiceReference{Name: "a", Port: 1}
+		},
 		"no backend":              func(r *v1alpha1.CallbackRoute) { r.Spec.Backend.URL = "" },
 		"ftp url":                 func(r *v1alpha1.CallbackRoute) { r.Spec.Backend.URL = "ftp://x" },
 		"path with query":         func(r *v1alpha1.CallbackRoute) { r.Spec.Backend.Path = "/a?b" },
@@ -167,7 +169,9 @@ func TestCompileInvalid(t *testing.T) {
 		"basic auth on tencent": func(r *v1alpha1.CallbackRoute) {
 			r.Spec.Verify = &v1alpha1.Verification{BasicAuthSecretRef: &v1alpha1.LocalObjectReference{Name: "x"}}
 		},
-		"bad cidr": func(r *v1alpha1.CallbackRoute) { r.Spec.Verify = &v1alpha1.Verification{SourceCIDRs: []string{"10.0.0.0/33"}} },
+		"bad cidr": func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Verify = &v1alpha1.Verification{SourceCIDRs: []string{"10.0.0.0/33"}}
+		},
 		"request age 0.5s": func(r *v1alpha1.CallbackRoute) {
 			r.Spec.Verify = &v1alpha1.Verification{MaxRequestAge: &metav1.Duration{Duration: 500 * time.Millisecond}}
 		},

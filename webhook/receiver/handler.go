@@ -1,0 +1,452 @@
+// Package receiver is the callback-router data plane: an http.Handler that parses IM
+// callbacks, verifies them against each matching route's checks, answers Sync routes by
+// proxying to their backend, hands Async copies to a durable sink, and always answers in
+// the provider's own envelope. The routing table is swapped atomically (SetTable), never
+// locked per request, so the same handler serves standalone and in-cluster modes.
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/routing"
+)
+
+// AsyncSink stores the Async copies of a callback durably. A nil error means every copy is
+// stored and the callback may be acknowledged; an error is answered with 503.
+type AsyncSink interface {
+	Enqueue(ctx context.Context, cb *callback.Callback, targets []callback.Target) error
+}
+
+// Defaults of Options.
+const (
+	// DefaultMaxBodyBytes is the largest callback body accepted (1 MiB); larger gets 413.
+	DefaultMaxBodyBytes = 1 << 20
+	// DefaultSyncBudget is the overall deadline of a Tencent IM Sync answer, counted from
+	// the moment the request arrived: Tencent waits 2s, and the fallback answer must reach
+	// it before then.
+	DefaultSyncBudget = 1800 * time.Millisecond
+	// DefaultMaxIdleConnsPerHost is the keep-alive pool per backend of the default transport.
+	DefaultMaxIdleConnsPerHost = 512
+	// DefaultDialTimeout bounds a TCP connect to a backend of the default transport.
+	DefaultDialTimeout = time.Second
+	// DefaultBackendIdleConnTimeout closes idle backend connections of the default transport.
+	DefaultBackendIdleConnTimeout = 90 * time.Second
+)
+
+// Paths of the receiver's HTTP contract.
+const (
+	PathTencent      = "/tencent"
+	PathOpenIMPrefix = "/openim/"
+	PathHealthz      = "/healthz"
+	PathReadyz       = "/readyz"
+	PathMetrics      = "/metrics"
+)
+
+// Options configures a Handler. Zero values take the documented defaults.
+type Options struct {
+	// Sink receives Async copies. Nil answers 503 to callbacks that reach an Async route.
+	Sink AsyncSink
+	// Transport sends Sync requests. Nil uses NewTransport().
+	Transport http.RoundTripper
+	// MaxBodyBytes caps the callback body and a Sync backend's answer. Default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// SyncBudget is the overall deadline for a Tencent IM Sync answer. Default DefaultSyncBudget.
+	// OpenIM Sync routes use their own backend timeout (OpenIM waits up to 15s).
+	SyncBudget time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For is believed for sourceCIDRs
+	// checks. Empty: X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
+	// Logger logs rejected callbacks and backend failures; nothing on the success path.
+	Logger logr.Logger
+	// Registry holds the metrics. Nil creates a private registry.
+	Registry *prometheus.Registry
+	// ServeMetrics serves GET /metrics on this handler too (off when --metrics-listen is used).
+	ServeMetrics bool
+	// Now is the clock for RequestTime checks. Nil uses time.Now.
+	Now func() time.Time
+}
+
+// Handler is the receiver's http.Handler. Create it with New.
+type Handler struct {
+	opts     Options
+	log      logr.Logger
+	metrics  *Metrics
+	registry *prometheus.Registry
+	metricsH http.Handler
+
+	table      atomic.Pointer[routing.Table]
+	generation atomic.Int64
+	draining   atomic.Bool
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// NewTransport returns the tuned transport used for Sync backends: a large keep-alive
+// pool per host, short connect timeout, no compression (bodies are passed byte for byte)
+// and no proxy from the environment (backends are cluster-internal or explicit URLs).
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          4 * DefaultMaxIdleConnsPerHost,
+		MaxIdleConnsPerHost:   DefaultMaxIdleConnsPerHost,
+		IdleConnTimeout:       DefaultBackendIdleConnTimeout,
+		TLSHandshakeTimeout:   DefaultDialTimeout,
+		ExpectContinueTimeout: 0,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+		WriteBufferSize:       16 << 10,
+		ReadBufferSize:        16 << 10,
+	}
+}
+
+// New returns a Handler. It is not ready (readyz 503, callbacks 503) until SetTable.
+func New(opts Options) (*Handler, error) {
+	if opts.Transport == nil {
+		opts.Transport = NewTransport()
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.SyncBudget <= 0 {
+		opts.SyncBudget = DefaultSyncBudget
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = logr.Discard()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	m, err := NewMetrics(opts.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
+	return &Handler{
+		opts:     opts,
+		log:      opts.Logger,
+		metrics:  m,
+		registry: opts.Registry,
+		metricsH: promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}),
+	}, nil
+}
+
+// SetTable swaps in a new routing table atomically; requests in flight keep the table
+// they started with. The first call makes the handler ready.
+func (h *Handler) SetTable(t *routing.Table) {
+	h.table.Store(t)
+	h.metrics.generation.Set(float64(h.generation.Add(1)))
+	h.metrics.routes.Set(float64(t.Len()))
+}
+
+// Table returns the live routing table, or nil before the first SetTable.
+func (h *Handler) Table() *routing.Table { return h.table.Load() }
+
+// SetDraining makes readyz answer 503 so load balancers stop sending, while callbacks in
+// flight and arriving are still served until the server shuts down.
+func (h *Handler) SetDraining(d bool) { h.draining.Store(d) }
+
+// Registry is the registry the metrics are in, to serve them elsewhere.
+func (h *Handler) Registry() *prometheus.Registry { return h.registry }
+
+// MetricsHandler serves the metrics in the Prometheus text format.
+func (h *Handler) MetricsHandler() http.Handler { return h.metricsH }
+
+// Ready reports whether a table is loaded and the handler is not draining.
+func (h *Handler) Ready() bool { return h.table.Load() != nil && !h.draining.Load() }
+
+// ServeHTTP dispatches the receiver's paths.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case p == PathTencent || p == PathTencent+"/":
+		h.serveCallback(w, r, v1alpha1.ProviderTencentIM)
+	case strings.HasPrefix(p, PathOpenIMPrefix):
+		h.serveCallback(w, r, v1alpha1.ProviderOpenIM)
+	case p == PathHealthz:
+		writeText(w, http.StatusOK, "ok\n")
+	case p == PathReadyz:
+		switch {
+		case h.draining.Load():
+			writeText(w, http.StatusServiceUnavailable, "draining\n")
+		case h.table.Load() == nil:
+			writeText(w, http.StatusServiceUnavailable, "no routing table loaded yet\n")
+		default:
+			writeText(w, http.StatusOK, "ok\n")
+		}
+	case p == PathMetrics && h.opts.ServeMetrics:
+		h.metricsH.ServeHTTP(w, r)
+	default:
+		writeText(w, http.StatusNotFound, "not found: callbacks go to /tencent or /openim/<appID>/<command>\n")
+	}
+}
+
+func writeText(w http.ResponseWriter, status int, s string) {
+	w.Header()["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, s)
+}
+
+// request is the parsed head of a callback.
+type request struct {
+	provider           v1alpha1.Provider
+	appID, command     string
+	sign, requestTime  string
+	received           time.Time
+	appLabel, cmdLabel string
+	app                *routing.App
+	verifier           verifier
+}
+
+// parseTencentQuery extracts the four parameters the receiver needs without building a
+// url.Values map. The first occurrence of a key wins, as with url.Values.Get.
+func parseTencentQuery(raw string) (app, cmd, sign, rt string, err error) {
+	var seen uint8
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		var bit uint8
+		var dst *string
+		switch k {
+		case "SdkAppid":
+			bit, dst = 1, &app
+		case "CallbackCommand":
+			bit, dst = 2, &cmd
+		case "Sign":
+			bit, dst = 4, &sign
+		case "RequestTime":
+			bit, dst = 8, &rt
+		default:
+			continue
+		}
+		if seen&bit != 0 {
+			continue
+		}
+		seen |= bit
+		if strings.ContainsAny(v, "%+") {
+			if v, err = url.QueryUnescape(v); err != nil {
+				return "", "", "", "", fmt.Errorf("query parameter %s: %w", k, err)
+			}
+		}
+		*dst = v
+	}
+	return app, cmd, sign, rt, nil
+}
+
+// parseOpenIMPath splits /openim/<appID>/<command>. A doubled slash (OpenIM configured
+// with a trailing "/" in its URL) is tolerated.
+func parseOpenIMPath(p string) (app, cmd string, ok bool) {
+	rest := strings.TrimPrefix(p, PathOpenIMPrefix)
+	app, cmd, found := strings.Cut(rest, "/")
+	cmd = strings.TrimLeft(cmd, "/")
+	if !found || app == "" || cmd == "" || strings.Contains(cmd, "/") {
+		return "", "", false
+	}
+	return app, cmd, true
+}
+
+// bodyPool recycles the buffers that Sync answers are read into.
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+var errTooLarge = errors.New("body too large")
+
+// readBody reads at most limit bytes. A body with a known length is read into one
+// exact-size slice; the slice is never reused, because the transport and the Async sink
+// may still hold it after the handler returns.
+func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
+	if contentLength > limit {
+		return nil, errTooLarge
+	}
+	if contentLength >= 0 {
+		b := make([]byte, contentLength)
+		if _, err := io.ReadFull(body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
+func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, provider v1alpha1.Provider) {
+	q := &request{provider: provider, received: h.opts.Now(), appLabel: labelOther, cmdLabel: labelOther}
+	if r.Method != http.MethodPost {
+		h.reject(w, r, q, http.StatusMethodNotAllowed, OutcomeBadRequest, "method_not_allowed", "callbacks must be POST")
+		return
+	}
+	var err error
+	if provider == v1alpha1.ProviderTencentIM {
+		q.appID, q.command, q.sign, q.requestTime, err = parseTencentQuery(r.URL.RawQuery)
+		if err == nil && (q.appID == "" || q.command == "") {
+			err = errors.New("query needs SdkAppid and CallbackCommand")
+		}
+	} else {
+		var ok bool
+		if q.appID, q.command, ok = parseOpenIMPath(r.URL.Path); !ok {
+			err = errors.New("path must be /openim/<appID>/<command>")
+		}
+	}
+	if err != nil {
+		h.reject(w, r, q, http.StatusBadRequest, OutcomeBadRequest, "bad_url", err.Error())
+		return
+	}
+	table := h.table.Load()
+	if table == nil {
+		h.reject(w, r, q, http.StatusServiceUnavailable, OutcomeUnavailable, "not_ready", "no routing table loaded yet")
+		return
+	}
+	q.app = table.App(provider, q.appID)
+	if q.app == nil {
+		h.reject(w, r, q, http.StatusNotFound, OutcomeNotFound, "no_route", fmt.Sprintf("no route for %s app %s", provider, q.appID))
+		return
+	}
+	q.appLabel = q.appID
+	if q.app.IsExactCommand(q.command) {
+		q.cmdLabel = q.command
+	}
+
+	body, err := readBody(r.Body, r.ContentLength, h.opts.MaxBodyBytes)
+	if errors.Is(err, errTooLarge) {
+		h.reject(w, r, q, http.StatusRequestEntityTooLarge, OutcomeTooLarge, "too_large",
+			fmt.Sprintf("body over %d bytes", h.opts.MaxBodyBytes))
+		return
+	}
+	if err != nil {
+		h.reject(w, r, q, http.StatusBadRequest, OutcomeBadRequest, "read_body", "reading the body: "+err.Error())
+		return
+	}
+	if !json.Valid(body) {
+		h.reject(w, r, q, http.StatusBadRequest, OutcomeBadRequest, "bad_json", "body is not JSON")
+		return
+	}
+
+	v := &q.verifier
+	v.init(r, q.received, q.app, h.opts.TrustedProxies, q.sign, q.requestTime)
+	match := q.app.Lookup(q.command)
+	var syncRoute *routing.Route
+	var asyncRoutes []*routing.Route
+	passed := false
+	firstReason, allSource := "", true
+	note := func(reason string) {
+		if reason != ReasonSourceIP {
+			allSource = false
+			if firstReason == "" || firstReason == ReasonSourceIP {
+				firstReason = reason
+			}
+		} else if firstReason == "" {
+			firstReason = reason
+		}
+	}
+	if match != nil {
+		for _, rt := range match.Sync {
+			if reason := v.check(rt); reason == "" {
+				syncRoute, passed = rt, true
+				break
+			} else {
+				note(reason)
+			}
+		}
+		for _, rt := range match.Async {
+			if reason := v.check(rt); reason == "" {
+				asyncRoutes, passed = append(asyncRoutes, rt), true
+			} else {
+				note(reason)
+			}
+		}
+	} else {
+		// Nothing routed: acknowledge only a caller that passes some route of the app.
+		for _, rt := range q.app.Routes {
+			if reason := v.check(rt); reason == "" {
+				passed = true
+				break
+			} else {
+				note(reason)
+			}
+		}
+	}
+	if !passed {
+		h.metrics.verifyFails.WithLabelValues(string(provider), firstReason).Inc()
+		status, outcome := http.StatusUnauthorized, OutcomeUnauthorized
+		if allSource {
+			status, outcome = http.StatusForbidden, OutcomeForbidden
+		}
+		h.reject(w, r, q, status, outcome, firstReason, "callback failed verification: "+firstReason)
+		return
+	}
+	q.cmdLabel = q.command
+
+	cb := &callback.Callback{
+		Provider:   provider,
+		AppID:      q.appID,
+		Command:    q.command,
+		RawQuery:   r.URL.RawQuery,
+		Body:       body,
+		ReceivedAt: q.received,
+	}
+	if syncRoute != nil || len(asyncRoutes) > 0 {
+		cb.ID = callback.ComputeID(provider, q.command, body)
+	}
+	if len(asyncRoutes) > 0 {
+		if err := h.enqueue(r.Context(), cb, asyncRoutes); err != nil {
+			h.log.Error(err, "Failed to store Async copies", "provider", provider, "appID", q.appID, "command", q.command, "callbackID", cb.ID)
+			h.reject(w, r, q, http.StatusServiceUnavailable, OutcomeUnavailable, "", "callback could not be stored: "+err.Error())
+			return
+		}
+	}
+	if syncRoute == nil {
+		h.metrics.request(string(provider), q.appLabel, q.cmdLabel, OutcomeAcknowledged)
+		writeJSON(w, http.StatusOK, OKEnvelope(provider))
+		return
+	}
+	h.proxy(w, r, q, cb, syncRoute)
+}
+
+func (h *Handler) enqueue(ctx context.Context, cb *callback.Callback, routes []*routing.Route) error {
+	if h.opts.Sink == nil {
+		return errors.New("no Async sink configured")
+	}
+	targets := make([]callback.Target, len(routes))
+	for i, rt := range routes {
+		targets[i] = rt.Target
+	}
+	if err := h.opts.Sink.Enqueue(ctx, cb, targets); err != nil {
+		return fmt.Errorf("enqueueing %d copies: %w", len(targets), err)
+	}
+	h.metrics.asyncCopiesAdd(string(cb.Provider), cb.AppID, len(targets))
+	return nil
+}
+
+// reject answers an error in the provider's envelope, counts it and logs one line.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, q *request, status int, outcome, reason, why string) {
+	h.metrics.request(string(q.provider), q.appLabel, q.cmdLabel, outcome)
+	h.log.Info("Rejected callback", "status", status, "reason", reason, "provider", q.provider,
+		"appID", q.appID, "command", q.command, "remoteAddr", r.RemoteAddr, "detail", why)
+	writeJSON(w, status, RejectEnvelope(q.provider, status, why))
+}

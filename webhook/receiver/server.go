@@ -1,0 +1,96 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Server timeouts and limits. Each has a receiver flag of the same meaning.
+const (
+	// DefaultReadHeaderTimeout bounds reading the request line and headers (slowloris).
+	DefaultReadHeaderTimeout = 5 * time.Second
+	// DefaultReadTimeout bounds reading a whole request, body included.
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultWriteTimeout bounds a request from the end of its headers to the end of the
+	// answer. It exceeds the longest Sync wait (OpenIM routes, up to 15s).
+	DefaultWriteTimeout = 20 * time.Second
+	// DefaultIdleTimeout closes keep-alive connections idle this long.
+	DefaultIdleTimeout = 120 * time.Second
+	// DefaultMaxHeaderBytes caps the request line and headers.
+	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultDrainDelay is how long readyz answers 503 before the listener closes, so that
+	// load balancers stop sending first.
+	DefaultDrainDelay = 5 * time.Second
+	// DefaultShutdownTimeout bounds waiting for callbacks in flight at shutdown.
+	DefaultShutdownTimeout = 25 * time.Second
+)
+
+// ServerConfig are the HTTP server settings. Zero values take the defaults above.
+type ServerConfig struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	ShutdownTimeout   time.Duration
+}
+
+func (c ServerConfig) withDefaults() ServerConfig {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	def(&c.ReadTimeout, DefaultReadTimeout)
+	def(&c.WriteTimeout, DefaultWriteTimeout)
+	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	return c
+}
+
+// NewHTTPServer returns an http.Server for handler with the configured timeouts.
+func NewHTTPServer(handler http.Handler, c ServerConfig) *http.Server {
+	c = c.withDefaults()
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxHeaderBytes:    c.MaxHeaderBytes,
+	}
+}
+
+// Serve serves on ln until ctx is done, then shuts the server down gracefully: the
+// listener closes, callbacks in flight finish (bounded by ShutdownTimeout), idle
+// connections close. Flip readiness first (Handler.SetDraining) and wait the drain delay
+// before cancelling ctx.
+func Serve(ctx context.Context, ln net.Listener, handler http.Handler, c ServerConfig) error {
+	c = c.withDefaults()
+	srv := NewHTTPServer(handler, c)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shutting down %s: %w", ln.Addr(), err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+package receiver
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/callback-router/callback-router/webhook/routing"
+)
+
+// Reasons a callback fails a route's verification, as logged and as the reason label of
+// callback_router_verification_failures_total.
+const (
+	ReasonMissingSign      = "missing_sign"
+	ReasonBadSign          = "bad_sign"
+	ReasonBadRequestTime   = "bad_request_time"
+	ReasonStaleRequestTime = "stale_request_time"
+	ReasonMissingBasicAuth = "missing_basic_auth"
+	ReasonBadBasicAuth     = "bad_basic_auth"
+	ReasonSourceIP         = "source_ip"
+)
+
+// MaxXForwardedForHops bounds how many X-Forwarded-For entries are examined.
+const MaxXForwardedForHops = 16
+
+// tokenMemoSize is how many distinct tokens per app a request remembers the outcome of.
+const tokenMemoSize = 16
+
+// verifier holds what one request presents, parsed once, and the outcomes already
+// computed, so that checking many routes of one app hashes each token at most once.
+type verifier struct {
+	r              *http.Request
+	now            time.Time
+	app            *routing.App
+	trustedProxies []netip.Prefix
+
+	signRaw, requestTime string
+	sign                 [sha256.Size]byte
+	signParsed           bool // sign holds a well-formed Sign
+	rt                   int64
+	rtParsed             bool
+
+	client    netip.Addr
+	clientSet bool
+
+	basicUser, basicPass string
+	basicOK, basicSet    bool
+
+	tokenMemo [tokenMemoSize]uint8 // 0 unknown, 1 matches, 2 does not
+}
+
+func (v *verifier) init(r *http.Request, now time.Time, app *routing.App, trusted []netip.Prefix, sign, requestTime string) {
+	v.r, v.now, v.app, v.trustedProxies = r, now, app, trusted
+	v.signRaw, v.requestTime = sign, requestTime
+	if len(sign) == 2*sha256.Size {
+		if _, err := hex.Decode(v.sign[:], []byte(sign)); err == nil {
+			v.signParsed = true
+		}
+	}
+	if requestTime != "" {
+		if t, err := strconv.ParseInt(requestTime, 10, 64); err == nil {
+			v.rt, v.rtParsed = t, true
+		}
+	}
+}
+
+// check returns "" when the request passes the route's checks, else the reason.
+func (v *verifier) check(rt *routing.Route) string {
+	if len(rt.Prefixes) > 0 {
+		ip := v.clientIP()
+		ok := false
+		for _, p := range rt.Prefixes {
+			if p.Contains(ip) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return ReasonSourceIP
+		}
+	}
+	if len(rt.TokenIdx) > 0 {
+		if v.signRaw == "" || v.requestTime == "" {
+			return ReasonMissingSign
+		}
+		if !v.rtParsed {
+			return ReasonBadRequestTime
+		}
+		age := v.now.Unix() - v.rt
+		if age < 0 {
+			age = -age
+		}
+		if time.Duration(age)*time.Second > rt.MaxRequestAge {
+			return ReasonStaleRequestTime
+		}
+		if !v.signParsed {
+			return ReasonBadSign
+		}
+		ok := false
+		for _, i := range rt.TokenIdx {
+			if v.tokenMatches(i) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return ReasonBadSign
+		}
+	}
+	if rt.BasicAuth != nil {
+		if !v.basicSet {
+			v.basicUser, v.basicPass, v.basicOK = v.r.BasicAuth()
+			v.basicSet = true
+		}
+		if !v.basicOK {
+			return ReasonMissingBasicAuth
+		}
+		// Both compared in full, constant time, so timing reveals neither.
+		u := subtle.ConstantTimeCompare([]byte(v.basicUser), []byte(rt.BasicAuth.Username))
+		p := subtle.ConstantTimeCompare([]byte(v.basicPass), []byte(rt.BasicAuth.Password))
+		if u&p != 1 {
+			return ReasonBadBasicAuth
+		}
+	}
+	return ""
+}
+
+// tokenMatches reports whether Sign = hex(sha256(token + RequestTime)) for the app's
+// token i, comparing in constant time.
+func (v *verifier) tokenMatches(i int) bool {
+	if i < tokenMemoSize && v.tokenMemo[i] != 0 {
+		return v.tokenMemo[i] == 1
+	}
+	var buf [256]byte
+	b := append(append(buf[:0], v.app.Tokens[i]...), v.requestTime...)
+	sum := sha256.Sum256(b)
+	ok := subtle.ConstantTimeCompare(sum[:], v.sign[:]) == 1
+	if i < tokenMemoSize {
+		v.tokenMemo[i] = 2
+		if ok {
+			v.tokenMemo[i] = 1
+		}
+	}
+	return ok
+}
+
+// clientIP is the peer address, or, when the peer is a trusted proxy, the right-most
+// X-Forwarded-For entry that is not itself a trusted proxy. X-Forwarded-For is ignored
+// unless the peer is trusted, so a client cannot choose its own address.
+func (v *verifier) clientIP() netip.Addr {
+	if v.clientSet {
+		return v.client
+	}
+	v.clientSet = true
+	ap, err := netip.ParseAddrPort(v.r.RemoteAddr)
+	if err != nil {
+		return v.client // the zero Addr is in no prefix
+	}
+	v.client = ap.Addr().Unmap()
+	if len(v.trustedProxies) == 0 || !trusted(v.trustedProxies, v.client) {
+		return v.client
+	}
+	xff := v.r.Header.Values("X-Forwarded-For")
+	hops := 0
+	for i := len(xff) - 1; i >= 0 && hops < MaxXForwardedForHops; i-- {
+		list := xff[i]
+		for list != "" && hops < MaxXForwardedForHops {
+			var entry string
+			if j := strings.LastIndexByte(list, ','); j >= 0 {
+				entry, list = list[j+1:], list[:j]
+			} else {
+				entry, list = list, ""
+			}
+			hops++
+			a, err := netip.ParseAddr(strings.TrimSpace(entry))
+			if err != nil {
+				// A malformed hop: stop at the last address we could trust.
+				return v.client
+			}
+			v.client = a.Unmap()
+			if !trusted(v.trustedProxies, v.client) {
+				return v.client
+			}
+		}
+	}
+	return v.client
+}
+
+func trusted(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

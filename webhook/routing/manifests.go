@@ -1,0 +1,139 @@
+package routing
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/callback-router/callback-router/api/v1alpha1"
+)
+
+// DefaultNamespace is the namespace of manifests that name none, as with kubectl apply.
+const DefaultNamespace = "default"
+
+// MaxManifestBytes caps a standalone routes file.
+const MaxManifestBytes = 64 << 20
+
+// fileEpoch is the creationTimestamp given to routes from a file that carry none: the
+// n-th route of the file is n seconds after it, so earlier routes count as older and win
+// Sync ties, as they would had they been applied in file order.
+var fileEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Manifests are the objects of a standalone routes file.
+type Manifests struct {
+	Routes  []v1alpha1.CallbackRoute
+	Secrets map[string]*corev1.Secret // by namespace/name
+	// Skipped lists "Kind namespace/name" of documents that are neither routes nor Secrets.
+	Skipped []string
+}
+
+// Input returns the Compile input for the manifests, resolving Service backends to their
+// cluster DNS names.
+func (m *Manifests) Input() Input {
+	return Input{
+		Routes: m.Routes,
+		Secret: func(ns, name string) (*corev1.Secret, bool) {
+			s, ok := m.Secrets[ns+"/"+name]
+			return s, ok
+		},
+	}
+}
+
+// LoadFile reads a multi-document YAML (or JSON) file of CallbackRoute and Secret
+// manifests, exactly as a user would kubectl apply them.
+func LoadFile(path string) (*Manifests, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening routes file: %w", err)
+	}
+	defer f.Close()
+	m, err := DecodeManifests(io.LimitReader(f, MaxManifestBytes))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// DecodeManifests decodes a multi-document YAML stream. Unknown fields in a CallbackRoute
+// or Secret are errors (a typo would otherwise silently drop a check); documents of other
+// kinds are skipped and listed.
+func DecodeManifests(r io.Reader) (*Manifests, error) {
+	m := &Manifests{Secrets: map[string]*corev1.Secret{}}
+	rd := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	seenRoutes := map[string]bool{}
+	for doc := 1; ; doc++ {
+		raw, err := rd.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", doc, err)
+		}
+		if len(bytes.TrimSpace(raw)) == 0 {
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(raw, &tm); err != nil {
+			return nil, fmt.Errorf("document %d: %w", doc, err)
+		}
+		if tm.Kind == "" && tm.APIVersion == "" {
+			// Only comments, or an empty document.
+			var any map[string]any
+			if err := yaml.Unmarshal(raw, &any); err == nil && len(any) == 0 {
+				continue
+			}
+		}
+		switch {
+		case tm.Kind == "CallbackRoute" && tm.APIVersion == v1alpha1.GroupVersion.String():
+			var cr v1alpha1.CallbackRoute
+			if err := yaml.UnmarshalStrict(raw, &cr); err != nil {
+				return nil, fmt.Errorf("document %d (CallbackRoute): %w", doc, err)
+			}
+			if cr.Namespace == "" {
+				cr.Namespace = DefaultNamespace
+			}
+			key := cr.Namespace + "/" + cr.Name
+			if seenRoutes[key] {
+				return nil, fmt.Errorf("document %d: CallbackRoute %s appears twice", doc, key)
+			}
+			seenRoutes[key] = true
+			if cr.CreationTimestamp.IsZero() {
+				cr.CreationTimestamp = metav1.NewTime(fileEpoch.Add(time.Duration(len(m.Routes)) * time.Second))
+			}
+			m.Routes = append(m.Routes, cr)
+		case tm.Kind == "Secret" && tm.APIVersion == "v1":
+			var s corev1.Secret
+			if err := yaml.UnmarshalStrict(raw, &s); err != nil {
+				return nil, fmt.Errorf("document %d (Secret): %w", doc, err)
+			}
+			if s.Namespace == "" {
+				s.Namespace = DefaultNamespace
+			}
+			// stringData wins over data, as the API server merges it.
+			if len(s.StringData) > 0 && s.Data == nil {
+				s.Data = map[string][]byte{}
+			}
+			for k, v := range s.StringData {
+				s.Data[k] = []byte(v)
+			}
+			s.StringData = nil
+			m.Secrets[s.Namespace+"/"+s.Name] = &s
+		default:
+			var om struct {
+				Metadata metav1.ObjectMeta `json:"metadata"`
+			}
+			_ = yaml.Unmarshal(raw, &om)
+			m.Skipped = append(m.Skipped, fmt.Sprintf("%s %s/%s", tm.Kind, om.Metadata.Namespace, om.Metadata.Name))
+		}
+	}
+	return m, nil
+}
