@@ -212,7 +212,8 @@ type request struct {
 	provider           v1alpha1.Provider
 	appID, command     string
 	sign, requestTime  string
-	received           time.Time
+	received           time.Time // Options.Now at arrival: RequestTime checks and ReceivedAt
+	arrived            time.Time // time.Now at arrival (monotonic): the Sync budget
 	appLabel, cmdLabel string
 	app                *routing.App
 	verifier           verifier
@@ -296,7 +297,7 @@ func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
 }
 
 func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, provider v1alpha1.Provider) {
-	q := &request{provider: provider, received: h.opts.Now(), appLabel: labelOther, cmdLabel: labelOther}
+	q := &request{provider: provider, arrived: time.Now(), received: h.opts.Now(), appLabel: labelOther, cmdLabel: labelOther}
 	if r.Method != http.MethodPost {
 		h.reject(w, r, q, http.StatusMethodNotAllowed, OutcomeBadRequest, "method_not_allowed", "callbacks must be POST")
 		return

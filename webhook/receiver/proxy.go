@@ -27,7 +27,7 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, q *request, cb *
 	if q.provider == v1alpha1.ProviderTencentIM {
 		// The budget counts from arrival, so time spent reading the body and storing
 		// Async copies is included.
-		if b := q.received.Add(h.opts.SyncBudget); b.Before(deadline) {
+		if b := q.arrived.Add(h.opts.SyncBudget); b.Before(deadline) {
 			deadline = b
 		}
 	}
