@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/callback-router/callback-router/webhook/routing"
@@ -44,4 +45,17 @@ func Watch(ctx context.Context, cfg *rest.Config, namespace, name string, onTabl
 		log.Info("Loaded routing table", "routes", len(s.Routes), "sha256", sum)
 		onTable(s)
 	})
+}
+
+// ReadSnapshot reads and decodes the stored snapshot; see Read.
+func ReadSnapshot(ctx context.Context, r client.Reader, namespace, name string) (*routing.Snapshot, error) {
+	b, err := Read(ctx, r, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	s := &routing.Snapshot{}
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("decoding routing snapshot: %w", err)
+	}
+	return s, nil
 }

@@ -162,3 +162,33 @@ func (w *Writer) deleteExtraShards(ctx context.Context, keep int) (int, error) {
 	}
 	return deleted, nil
 }
+
+// Read returns the stored table (its JSON) through a client, checking it against the
+// manifest like the receiver does; for tests and tools. r must be able to read whole
+// Secrets (an uncached reader in the manager).
+func Read(ctx context.Context, r client.Reader, namespace, name string) ([]byte, error) {
+	manifest := &corev1.Secret{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ManifestName(name)}, manifest); err != nil {
+		return nil, fmt.Errorf("reading table manifest %s/%s: %w", namespace, ManifestName(name), err)
+	}
+	m, err := ParseManifest(manifest.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	var readErr error
+	data, err := Decode(m, func(i int) ([]byte, bool) {
+		s := &corev1.Secret{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ShardName(name, i)}, s); err != nil {
+			readErr = err
+			return nil, false
+		}
+		return shardData(s)
+	})
+	if err != nil {
+		if readErr != nil && !apierrors.IsNotFound(readErr) {
+			return nil, fmt.Errorf("reading table shard: %w", readErr)
+		}
+		return nil, err
+	}
+	return data, nil
+}
