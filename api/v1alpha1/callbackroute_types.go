@@ -295,7 +295,3 @@ type CallbackRouteList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []CallbackRoute `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&CallbackRoute{}, &CallbackRouteList{})
-}

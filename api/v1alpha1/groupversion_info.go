@@ -1,11 +1,13 @@
 // Package v1alpha1 contains the CallbackRoute API of the callbacks.callback-router.dev group.
+// It depends only on k8s.io/apimachinery, so that any project can import it.
 // +kubebuilder:object:generate=true
 // +groupName=callbacks.callback-router.dev
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
@@ -13,8 +15,14 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "callbacks.callback-router.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the API types with a scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the API types to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &CallbackRoute{}, &CallbackRouteList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}
