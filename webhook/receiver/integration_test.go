@@ -1,0 +1,361 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+
+	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/spool"
+)
+
+const syncRouteYAML = `
+apiVersion: v1
+kind: Secret
+metadata: {name: tok, namespace: ns}
+stringData: {token: xxxxyyyy}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: allow, namespace: ns}
+spec:
+  provider: TencentIM
+  appID: "1"
+  commands: [C2C.CallbackBeforeSendMsg]
+  mode: Sync
+  backend: {url: BACKEND, path: /hook/v1, timeout: 400ms}
+  verify: {tokenSecretRef: {name: tok}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: reject, namespace: ns}
+spec:
+  provider: TencentIM
+  appID: "1"
+  commands: [Group.CallbackBeforeSendMsg]
+  mode: Sync
+  failurePolicy: Reject
+  backend: {url: BACKEND, path: /hook/v1, timeout: 400ms}
+  verify: {tokenSecretRef: {name: tok}}
+`
+
+// TestSyncBackends drives real loopback backends that answer well, slowly, wrongly, or
+// not at all, and checks what Tencent IM hears for each failure policy.
+func TestSyncBackends(t *testing.T) {
+	type answer func(w http.ResponseWriter, r *http.Request)
+	hijackClose := func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}
+	cases := []struct {
+		name    string
+		answer  answer
+		down    bool
+		failed  bool   // the failurePolicy answer is expected
+		passed  string // else this body is passed back
+		status  int
+		outcome string
+	}{
+		{"answers", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{"ErrorCode":2}`) }, false, false, `{"ErrorCode":2}`, 200, OutcomeSyncAnswered},
+		{"4xx with JSON is an answer", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(409)
+			_, _ = io.WriteString(w, `{"ErrorCode":120001}`)
+		}, false, false, `{"ErrorCode":120001}`, 409, OutcomeSyncAnswered},
+		{"slow", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-time.After(2 * time.Second):
+			case <-r.Context().Done():
+			}
+		}, false, true, "", 200, ""},
+		{"down", nil, true, true, "", 200, ""},
+		{"500", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500); _, _ = io.WriteString(w, `{"a":1}`) }, false, true, "", 200, ""},
+		{"not JSON", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `<html>oops</html>`) }, false, true, "", 200, ""},
+		{"empty body", func(w http.ResponseWriter, r *http.Request) {}, false, true, "", 200, ""},
+		{"answer too large", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, `{"x":"`+strings.Repeat("a", DefaultMaxBodyBytes)+`"}`)
+		}, false, true, "", 200, ""},
+		{"hangs up", hijackClose, false, true, "", 200, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			be := newBackend(t, c.answer)
+			url := be.URL
+			if c.down {
+				be.Close() // nothing listens there any more
+			}
+			f := newFixture(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", url), func(o *Options) { o.Now = time.Now })
+			for _, policy := range []struct{ command, route, outcome string }{
+				{"C2C.CallbackBeforeSendMsg", "allow", OutcomeSyncFailedAllow},
+				{"Group.CallbackBeforeSendMsg", "reject", OutcomeSyncFailedReject},
+			} {
+				start := time.Now()
+				status, body, _ := post(t, tencentURL(f.srv.URL, "1", policy.command, testToken, time.Now()), []byte(`{"k":1}`), nil)
+				// Inside Tencent's 2s whatever the backend does (loose: the machine is shared).
+				if d := time.Since(start); d > 1900*time.Millisecond {
+					t.Errorf("%s: answered after %s", policy.route, d)
+				}
+				switch {
+				case !c.failed:
+					if status != c.status || string(body) != c.passed {
+						t.Errorf("%s: got %d %s, want %d %s", policy.route, status, body, c.status, c.passed)
+					}
+				case policy.route == "allow":
+					if status != 200 || !bytes.Equal(body, tencentOK) {
+						t.Errorf("allow: got %d %s", status, body)
+					}
+				default:
+					m := envelope(t, body)
+					if status != 200 || m["ActionStatus"] != "FAIL" || !strings.Contains(m["ErrorInfo"].(string), "ns/reject") {
+						t.Errorf("reject: got %d %s", status, body)
+					}
+				}
+				outcome := c.outcome
+				if outcome == "" {
+					outcome = policy.outcome
+				}
+				if n := counterValue(t, f.h, "callback_router_requests_total", map[string]string{"outcome": outcome, "command": policy.command}); n != 1 {
+					t.Errorf("%s: outcome %s counted %v times", policy.route, outcome, n)
+				}
+			}
+		})
+	}
+}
+
+// TestSyncForwarding: the backend gets the body byte for byte, the original query, the
+// X-Callback-* headers; connections are reused.
+func TestSyncForwarding(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{}`) })
+	f := newFixture(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", be.URL), nil)
+	body := []byte("{\"MsgKey\":\"1_2_3\",  \"odd spacing\" : [1,2,3]}\n")
+	u := tencentURL(f.srv.URL, "1", "C2C.CallbackBeforeSendMsg", testToken, now)
+	const n = 50
+	for range n {
+		if status, b, _ := post(t, u, body, nil); status != 200 || string(b) != `{}` {
+			t.Fatalf("got %d %s", status, b)
+		}
+	}
+	reqs := be.take()
+	if len(reqs) != n {
+		t.Fatalf("backend got %d requests", len(reqs))
+	}
+	r := reqs[0]
+	if !bytes.Equal(r.body, body) {
+		t.Errorf("body changed: %q", r.body)
+	}
+	if r.path != "/hook/v1" || r.rawQuery != u[strings.Index(u, "?")+1:] {
+		t.Errorf("path %q query %q", r.path, r.rawQuery)
+	}
+	for k, v := range map[string]string{
+		callback.HeaderProvider: "TencentIM", callback.HeaderApp: "1", callback.HeaderCommand: "C2C.CallbackBeforeSendMsg",
+		callback.HeaderRoute: "ns/allow", callback.HeaderAttempt: "1", callback.HeaderID: "C2C.CallbackBeforeSendMsg:1_2_3",
+		"Content-Type": "application/json",
+	} {
+		if got := r.header.Get(k); got != v {
+			t.Errorf("%s: %q, want %q", k, got, v)
+		}
+	}
+	be.mu.Lock()
+	conns := be.conns
+	be.mu.Unlock()
+	if conns != 1 {
+		t.Errorf("%d backend connections for %d sequential callbacks, want 1 (keep-alive)", conns, n)
+	}
+	if v := counterValue(t, f.h, "callback_router_backend_request_duration_seconds", map[string]string{"result": "ok"}); v != n {
+		t.Errorf("latency histogram has %v samples", v)
+	}
+}
+
+// TestAsyncThroughSpool acknowledges callbacks into the real durable spool and checks
+// that every copy reaches its loopback backend, fanned out to each route.
+func TestAsyncThroughSpool(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string][]string{} // route -> callback IDs
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.Header.Get(callback.HeaderRoute)] = append(got[r.Header.Get(callback.HeaderRoute)], r.Header.Get(callback.HeaderID))
+		mu.Unlock()
+	})
+	sp, err := spool.Open(t.TempDir(), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sp.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		if err := sp.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	yaml := strings.ReplaceAll(`
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: archive, namespace: a}
+spec: {provider: TencentIM, appID: "1", commands: ["*"], backend: {url: BACKEND, path: /a}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: analytics, namespace: b}
+spec: {provider: TencentIM, appID: "1", commands: ["C2C.*"], backend: {url: BACKEND, path: /b}}
+`, "BACKEND", be.URL)
+	f := newFixture(t, yaml, func(o *Options) { o.Sink = sp })
+	const n = 20
+	for i := range n {
+		body := fmt.Appendf(nil, `{"MsgKey":"k%d"}`, i)
+		if status, b, _ := post(t, tencentURL(f.srv.URL, "1", "C2C.CallbackAfterSendMsg", "", now), body, nil); status != 200 {
+			t.Fatalf("got %d %s", status, b)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		a, b := len(got["a/archive"]), len(got["b/analytics"])
+		mu.Unlock()
+		if a == n && b == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %d and %d of %d", a, b, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if v := counterValue(t, f.h, "callback_router_async_copies_total", map[string]string{"app": "1"}); v != 2*n {
+		t.Errorf("async copies counted %v", v)
+	}
+}
+
+// TestTableSwapUnderLoad swaps tables while callbacks flow: every answer belongs to one
+// table or the other, never a mix, and the race detector sees no shared state.
+func TestTableSwapUnderLoad(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"route":%q}`, r.Header.Get(callback.HeaderRoute))
+	})
+	mk := func(name string) string {
+		return strings.NewReplacer("BACKEND", be.URL, "NAME", name).Replace(`
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: NAME, namespace: ns}
+spec: {provider: OpenIM, appID: prod, commands: ["*"], mode: Sync, backend: {url: BACKEND, timeout: 10s}}
+`)
+	}
+	t1, t2 := table(t, mk("one")), table(t, mk("two"))
+	f := newFixture(t, mk("one"), func(o *Options) { o.Logger = testr.New(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ctx.Err() == nil && i < 10000; i++ {
+			if i%2 == 0 {
+				f.h.SetTable(t2)
+			} else {
+				f.h.SetTable(t1)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil && i < 200; i++ {
+				resp, err := client.Post(f.srv.URL+"/openim/prod/cmd", "application/json", strings.NewReader(`{}`))
+				if err != nil {
+					t.Errorf("worker %d: %v", w, err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if s := string(b); s != `{"route":"ns/one"}` && s != `{"route":"ns/two"}` {
+					t.Errorf("worker %d: %s", w, s)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if g := counterValue(t, f.h, "callback_router_table_generation", nil); g < 2 {
+		t.Errorf("generation %v", g)
+	}
+}
+
+// TestServeGracefulShutdown: a callback in flight when shutdown starts is answered, and
+// Serve returns once it is.
+func TestServeGracefulShutdown(t *testing.T) {
+	started := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		time.Sleep(300 * time.Millisecond)
+		_, _ = io.WriteString(w, `{"late":true}`)
+	})
+	h, err := New(Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SetTable(table(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", be.URL)))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- Serve(ctx, ln, h, ServerConfig{ShutdownTimeout: 5 * time.Second}) }()
+	answer := make(chan string, 1)
+	go func() {
+		_, b, _ := post(t, tencentURL("http://"+ln.Addr().String(), "1", "C2C.CallbackBeforeSendMsg", testToken, now), []byte(`{}`), nil)
+		answer <- string(b)
+	}()
+	<-started
+	h.SetDraining(true)
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if a := <-answer; a != `{"late":true}` {
+		t.Errorf("in-flight callback got %q", a)
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Error("listener still open after Serve returned")
+	}
+}
+
+func TestMetricsExposition(t *testing.T) {
+	f := newFixture(t, routesYAML("http://127.0.0.1:1"), nil)
+	post(t, tencentURL(f.srv.URL, "1400000001", "C2C.CallbackAfterSendMsg", testToken, now), []byte(`{}`), nil)
+	post(t, tencentURL(f.srv.URL, "1400000001", "Made.Up", "", now), []byte(`{}`), nil)
+	resp, err := http.Get(f.srv.URL + PathMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`callback_router_requests_total{app="1400000001",command="C2C.CallbackAfterSendMsg",outcome="acknowledged",provider="TencentIM"} 1`,
+		// An unverified, unknown command never becomes a label value.
+		`callback_router_requests_total{app="1400000001",command="_other",outcome="unauthorized",provider="TencentIM"} 1`,
+		`callback_router_verification_failures_total{provider="TencentIM",reason="missing_sign"} 1`,
+		`callback_router_table_generation 1`,
+		`callback_router_table_routes 7`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	_ = v1alpha1.ProviderOpenIM
+}
