@@ -181,7 +181,7 @@ func runReceiver(args []string) error {
 		case err := <-spoolDone:
 			stopServing()
 			<-serveErr
-			return fmt.Errorf("spool stopped: %w", err)
+			return fmt.Errorf("spool delivery loop stopped unexpectedly: %v", err)
 		}
 	}
 	// Graceful shutdown: 1. readiness 503 so load balancers stop sending; 2. wait the drain

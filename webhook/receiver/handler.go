@@ -219,6 +219,21 @@ type request struct {
 	verifier           verifier
 }
 
+// commandLabel is the command as a metric label: only well-formed command names (those a
+// route could name), so that no caller can add label values that break the exposition.
+func commandLabel(c string) string {
+	if c == "" || len(c) > routing.MaxCommandLength {
+		return labelOther
+	}
+	for i := 0; i < len(c); i++ {
+		b := c[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '_' || b == '-') {
+			return labelOther
+		}
+	}
+	return c
+}
+
 // parseTencentQuery extracts the four parameters the receiver needs without building a
 // url.Values map. The first occurrence of a key wins, as with url.Values.Get.
 func parseTencentQuery(raw string) (app, cmd, sign, rt string, err error) {
@@ -330,7 +345,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, provider
 	}
 	q.appLabel = q.appID
 	if q.app.IsExactCommand(q.command) {
-		q.cmdLabel = q.command
+		q.cmdLabel = commandLabel(q.command)
 	}
 
 	body, err := readBody(r.Body, r.ContentLength, h.opts.MaxBodyBytes)
@@ -401,7 +416,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, provider
 		h.reject(w, r, q, status, outcome, firstReason, "callback failed verification: "+firstReason)
 		return
 	}
-	q.cmdLabel = q.command
+	q.cmdLabel = commandLabel(q.command)
 
 	cb := &callback.Callback{
 		Provider:   provider,
