@@ -174,7 +174,7 @@ func (s *Spool) purge(ctx context.Context, match func(*DeadLetter) bool, drop bo
 			}
 		},
 	}
-	if err := s.submit(ctx, o, false); err != nil {
+	if err := s.submit(ctx, o); err != nil {
 		return 0, err
 	}
 	return len(done), nil

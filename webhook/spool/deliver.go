@@ -187,20 +187,26 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 		return
 	}
 	key := deliveryKey(it.seq, it.idx)
+	// Results are recorded asynchronously (see submitAsync); the in-memory index follows
+	// once they are committed, so the next attempt never runs ahead of the stored count.
 	switch {
 	case res.ok:
 		s.metrics.deliveries.WithLabelValues(t.Route, OutcomeDelivered).Inc()
-		err := s.submit(context.Background(), &op{apply: func(w *txWriter) error {
-			if err := w.del(bucketPending, key); err != nil {
-				return err
-			}
-			return w.dropCallbackIfUnused(it.seq)
-		}}, true)
-		if err != nil {
-			// Still pending on disk: delivered again after a restart, a duplicate.
-			log.Error(err, "Failed to record a delivery")
-		}
 		q.remove(it)
+		s.submitAsync(&op{
+			apply: func(w *txWriter) error {
+				if err := w.del(bucketPending, key); err != nil {
+					return err
+				}
+				return w.dropCallbackIfUnused(it.seq)
+			},
+			finish: func(err error) {
+				if err != nil {
+					// Still pending on disk: delivered again after a restart, a duplicate.
+					log.Error(err, "Failed to record a delivery")
+				}
+			},
+		})
 		log.V(1).Info("Delivered callback")
 
 	case res.retryable && n < t.MaxAttempts:
@@ -209,35 +215,41 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 		wait := backoff(t, n, res.retryAfter, s.opts.MaxRetryAfter)
 		d := &delivery{Target: *t, Attempts: n, NextAt: time.Now().Add(wait), LastError: res.reason}
 		val := encodeDelivery(d)
-		err := s.submit(context.Background(), &op{apply: func(w *txWriter) error {
-			return w.put(bucketPending, key, val)
-		}}, true)
-		if err != nil {
-			log.Error(err, "Failed to record a failed attempt")
-		}
-		it.attempts, it.nextAt = n, d.NextAt
-		q.push(it)
+		s.submitAsync(&op{
+			apply: func(w *txWriter) error { return w.put(bucketPending, key, val) },
+			finish: func(err error) {
+				if err != nil {
+					log.Error(err, "Failed to record a failed attempt")
+				}
+				it.attempts, it.nextAt = n, d.NextAt
+				q.push(it)
+			},
+		})
 		log.V(1).Info("Delivery failed, will retry", "reason", res.reason, "retryIn", wait.String())
 
 	default:
 		s.metrics.deliveries.WithLabelValues(t.Route, OutcomeDeadLetter).Inc()
-		d := &delivery{Target: *t, Attempts: n, NextAt: time.Now(), DeadAt: time.Now(), LastError: res.reason}
-		val := encodeDelivery(d)
-		err := s.submit(context.Background(), &op{apply: func(w *txWriter) error {
-			if err := w.del(bucketPending, key); err != nil {
-				return err
-			}
-			return w.put(bucketDead, key, val)
-		}}, true)
-		if err != nil {
-			// Not recorded: keep it pending and try again later rather than lose it.
-			log.Error(err, "Failed to dead-letter a delivery")
-			it.attempts, it.nextAt = n-1, time.Now().Add(t.MaxBackoff)
-			q.push(it)
-			return
-		}
-		s.metrics.deadLetters.WithLabelValues(t.Route).Inc()
-		q.remove(it)
-		log.Info("Dead-lettered callback", "reason", res.reason, "retryable", res.retryable)
+		now := time.Now()
+		val := encodeDelivery(&delivery{Target: *t, Attempts: n, NextAt: now, DeadAt: now, LastError: res.reason})
+		s.submitAsync(&op{
+			apply: func(w *txWriter) error {
+				if err := w.del(bucketPending, key); err != nil {
+					return err
+				}
+				return w.put(bucketDead, key, val)
+			},
+			finish: func(err error) {
+				if err != nil {
+					// Not recorded: keep it pending and try again later rather than lose it.
+					log.Error(err, "Failed to dead-letter a delivery")
+					it.attempts, it.nextAt = n-1, time.Now().Add(t.MaxBackoff)
+					q.push(it)
+					return
+				}
+				s.metrics.deadLetters.WithLabelValues(t.Route).Inc()
+				q.remove(it)
+				log.Info("Dead-lettered callback", "reason", res.reason, "retryable", res.retryable)
+			},
+		})
 	}
 }

@@ -43,6 +43,10 @@ const (
 	// MaxDrainBytes is how much of a backend answer is read (and discarded) so that the
 	// connection can be reused; a longer answer closes the connection instead.
 	MaxDrainBytes = 64 << 10
+	// initialMmapSize is the address space bbolt maps up front (not disk space): growing
+	// the map makes a commit wait for every open read transaction, so starting large
+	// keeps those stalls off the acknowledgement path for the first 256 MiB.
+	initialMmapSize = 256 << 20
 	// dbFileName is the bbolt file inside the spool directory.
 	dbFileName = "spool.db"
 )

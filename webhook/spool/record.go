@@ -81,7 +81,7 @@ func encodeCallback(cb *callback.Callback) []byte {
 	b = appendString(b, cb.AppID)
 	b = appendString(b, cb.Command)
 	b = appendString(b, cb.RawQuery)
-	b = appendInt(b, cb.ReceivedAt.UnixNano())
+	b = appendInt(b, timeNano(cb.ReceivedAt))
 	b = binary.AppendUvarint(b, uint64(len(cb.Body)))
 	return append(b, cb.Body...)
 }

@@ -83,11 +83,12 @@ func Open(dir string, opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("creating spool dir: %w", err)
 	}
 	db, err := bolt.Open(filepath.Join(dir, dbFileName), 0o600, &bolt.Options{
-		Timeout:        opts.LockTimeout,
-		NoSync:         opts.NoSync,
-		NoGrowSync:     opts.NoSync,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+		Timeout:         opts.LockTimeout,
+		NoSync:          opts.NoSync,
+		NoGrowSync:      opts.NoSync,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: initialMmapSize,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening spool %s: %w", dir, ErrInUse)
@@ -206,7 +207,23 @@ type op struct {
 	apply func(w *txWriter) error
 	// after runs in the committer once the op is committed, before done is signalled.
 	after func()
-	done  chan error
+	// finish, if set, runs in the committer with the op's outcome (nil: committed).
+	finish func(error)
+	// done, if set, receives the op's outcome.
+	done chan error
+}
+
+// report tells o's submitter how it went.
+func (o *op) report(err error) {
+	if err == nil && o.after != nil {
+		o.after()
+	}
+	if o.finish != nil {
+		o.finish(err)
+	}
+	if o.done != nil {
+		o.done <- err
+	}
 }
 
 // txWriter wraps a transaction and counts how many bytes it adds or frees.
@@ -252,11 +269,10 @@ func (w *txWriter) dropCallbackIfUnused(seq uint64) error {
 	return w.del(bucketCallbacks, prefix)
 }
 
-// submit hands o to the committer and waits for its commit. Writers of the delivery
-// path pass internal=true so their results are still recorded while Close drains.
-func (s *Spool) submit(ctx context.Context, o *op, internal bool) error {
+// submit hands o to the committer and waits for its commit.
+func (s *Spool) submit(ctx context.Context, o *op) error {
 	s.mu.Lock()
-	if s.closed && !internal {
+	if s.closed {
 		s.mu.Unlock()
 		return ErrClosed
 	}
@@ -278,6 +294,16 @@ func (s *Spool) submit(ctx context.Context, o *op, internal bool) error {
 		// was told it failed. That is a duplicate at worst, never a loss.
 		return fmt.Errorf("waiting for the spool commit: %w", ctx.Err())
 	}
+}
+
+// submitAsync hands o to the committer without waiting: the delivery path records
+// results this way, so a worker slot is free again as soon as the backend has answered,
+// and o.finish sees the outcome. It is only used while Close waits for the workers, so
+// the channel is still open.
+func (s *Spool) submitAsync(o *op) {
+	s.writers.Add(1)
+	s.ops <- o
+	s.writers.Done()
 }
 
 // commitLoop is the single writer: it takes every op waiting, commits them in one
@@ -311,7 +337,7 @@ func (s *Spool) commit(batch []*op) {
 	projected := s.usedBytes.Load()
 	for _, o := range batch {
 		if o.grow > 0 && s.opts.MaxBytes > 0 && projected+o.grow > s.opts.MaxBytes {
-			o.done <- ErrFull
+			o.report(ErrFull)
 			continue
 		}
 		projected += o.grow
@@ -324,29 +350,15 @@ func (s *Spool) commit(batch []*op) {
 	err := s.runTx(runnable)
 	s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 	s.metrics.batchSize.Observe(float64(len(runnable)))
-	if err == nil {
+	if err == nil || len(runnable) == 1 {
 		for _, o := range runnable {
-			if o.after != nil {
-				o.after()
-			}
-			o.done <- nil
+			o.report(err)
 		}
-		return
-	}
-	if len(runnable) == 1 {
-		runnable[0].done <- err
 		return
 	}
 	// One op may have failed the whole batch: run each alone so the others still land.
 	for _, o := range runnable {
-		if err := s.runTx([]*op{o}); err != nil {
-			o.done <- err
-			continue
-		}
-		if o.after != nil {
-			o.after()
-		}
-		o.done <- nil
+		o.report(s.runTx([]*op{o}))
 	}
 }
 
@@ -437,7 +449,7 @@ func (s *Spool) Enqueue(ctx context.Context, cb *callback.Callback, targets []ca
 			}
 		},
 	}
-	if err := s.submit(ctx, o, false); err != nil {
+	if err := s.submit(ctx, o); err != nil {
 		result := "error"
 		if errors.Is(err, ErrFull) {
 			result = "full"
