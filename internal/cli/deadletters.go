@@ -1,0 +1,128 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/callback-router/callback-router/webhook/spool"
+)
+
+func init() {
+	register("deadletters", "list, redrive or purge the dead letters of a spool directory (receiver stopped)", runDeadLetters)
+}
+
+// deadLettersOut is where the deadletters subcommand prints; tests replace it.
+var deadLettersOut io.Writer = os.Stdout
+
+// deadLettersLastErrorWidth is how much of a dead letter's last error the table shows
+// (JSON output shows all of it).
+const deadLettersLastErrorWidth = 80
+
+const deadLettersSynopsis = "list|redrive|purge --spool-dir DIR [--route ns/name] [--id ID] [--output table|json] [--all]"
+
+func runDeadLetters(args []string) error {
+	fs := newFlagSet("deadletters", deadLettersSynopsis)
+	dir := fs.String("spool-dir", spool.DefaultDir(), "the receiver's spool directory")
+	route := fs.String("route", "", "only dead letters of this route (namespace/name)")
+	id := fs.String("id", "", "only dead letters of this callback (its X-Callback-Id)")
+	output := fs.String("output", "table", "list format: table or json")
+	all := fs.Bool("all", false, "purge: allow purging every dead letter when no --route or --id is given")
+	lockTimeout := fs.Duration("lock-timeout", spool.DefaultLockTimeout, "how long to wait for a spool held by another process")
+	// The action may come before or after the flags.
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	action := fs.Arg(0)
+	if fs.NArg() > 0 {
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("deadletters: unexpected argument %q", fs.Arg(0))
+		}
+	}
+	if *output != "table" && *output != "json" {
+		return fmt.Errorf("deadletters: --output must be table or json, not %q", *output)
+	}
+	filter := spool.Filter{Route: *route, ID: *id}
+	switch action {
+	case "list", "redrive", "purge":
+	case "":
+		fs.Usage()
+		return errors.New("deadletters: no action given (list, redrive or purge)")
+	default:
+		return fmt.Errorf("deadletters: unknown action %q (list, redrive or purge)", action)
+	}
+	if action == "purge" && filter == (spool.Filter{}) && !*all {
+		return errors.New("deadletters purge: give --route, --id or --all")
+	}
+	if _, err := os.Stat(*dir); err != nil {
+		return fmt.Errorf("deadletters: spool dir: %w", err)
+	}
+
+	// bbolt holds an exclusive lock while a receiver runs, so this fails fast with
+	// spool.ErrInUse instead of waiting for the receiver to stop.
+	s, err := spool.Open(*dir, spool.Options{LockTimeout: *lockTimeout, Logger: logr.Discard()})
+	if err != nil {
+		return fmt.Errorf("deadletters: %w", err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+
+	switch action {
+	case "list":
+		dls, err := s.DeadLetters(filter)
+		if err != nil {
+			return err
+		}
+		if *output == "json" {
+			enc := json.NewEncoder(deadLettersOut)
+			enc.SetIndent("", "  ")
+			if dls == nil {
+				dls = []spool.DeadLetter{}
+			}
+			return enc.Encode(dls)
+		}
+		return printDeadLetters(deadLettersOut, dls)
+	case "redrive":
+		n, err := s.Redrive(ctx, filter)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(deadLettersOut, "Redrove %d dead letters: they are delivered when a receiver next runs on %s.\n", n, *dir)
+		return err
+	default:
+		n, err := s.PurgeDeadLetters(ctx, filter)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(deadLettersOut, "Purged %d dead letters.\n", n)
+		return err
+	}
+}
+
+func printDeadLetters(w io.Writer, dls []spool.DeadLetter) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tROUTE\tID\tCOMMAND\tATTEMPTS\tDEAD AT\tLAST ERROR")
+	for _, dl := range dls {
+		last := strings.ReplaceAll(dl.LastError, "\n", " ")
+		if len(last) > deadLettersLastErrorWidth {
+			last = last[:deadLettersLastErrorWidth] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", dl.Key, dl.Route, dl.ID, dl.Command, dl.Attempts,
+			dl.DeadAt.UTC().Format(time.RFC3339), last)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("printing dead letters: %w", err)
+	}
+	return nil
+}
