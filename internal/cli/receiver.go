@@ -18,11 +18,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/callback-router/callback-router/controllers"
 	"github.com/callback-router/callback-router/webhook/receiver"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
+	"github.com/callback-router/callback-router/webhook/tablestore"
 )
 
 func init() {
@@ -40,6 +43,8 @@ type receiverFlags struct {
 	syncBudget     time.Duration
 	server         receiver.ServerConfig
 	drainDelay     time.Duration
+	namespace      string
+	table          string
 }
 
 func (f *receiverFlags) bind(fs *flag.FlagSet) {
@@ -57,6 +62,8 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.server.MaxHeaderBytes, "max-header-bytes", receiver.DefaultMaxHeaderBytes, "largest request line plus headers accepted")
 	fs.DurationVar(&f.drainDelay, "drain-delay", receiver.DefaultDrainDelay, "on SIGTERM, how long /readyz answers 503 before the listener closes")
 	fs.DurationVar(&f.server.ShutdownTimeout, "shutdown-timeout", receiver.DefaultShutdownTimeout, "bound on waiting for callbacks in flight at shutdown")
+	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultReceiverNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
+	fs.StringVar(&f.table, "table", controllers.DefaultReceiverName, "in-cluster mode: name of the table the manager writes (its --receiver-name)")
 }
 
 func parseCIDRs(s string) ([]netip.Prefix, error) {
@@ -85,11 +92,6 @@ func runReceiver(args []string) error {
 		return err
 	}
 	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("receiver")
-	if f.routes == "" {
-		// The controller engineer adds in-cluster mode here (flags --namespace, --table):
-		// watch the compiled table and call h.SetTable on each change.
-		return errors.New("in-cluster mode: not implemented yet (run with --routes FILE for standalone mode)")
-	}
 	trusted, err := parseCIDRs(f.trustedProxies)
 	if err != nil {
 		return err
@@ -126,7 +128,13 @@ func runReceiver(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := loadRoutes(log, h, f.routes); err != nil {
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	if f.routes != "" {
+		if err := loadRoutes(log, h, f.routes); err != nil {
+			return err
+		}
+	} else if err := watchTable(watchCtx, log, h, f.namespace, f.table); err != nil {
 		return err
 	}
 
@@ -169,6 +177,9 @@ func runReceiver(args []string) error {
 	for done := false; !done; {
 		select {
 		case <-hup:
+			if f.routes == "" {
+				continue
+			}
 			if err := loadRoutes(log, h, f.routes); err != nil {
 				log.Error(err, "Failed to reload routes; keeping the previous table")
 			}
@@ -234,5 +245,32 @@ func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
 	}
 	h.SetTable(t)
 	log.Info("Routing table loaded", "routes", t.Len(), "of", len(statuses))
+	return nil
+}
+
+// watchTable starts in-cluster mode: it watches the table Secrets the manager writes and
+// swaps each new complete table in. The handler stays not ready until the first table
+// loads, and keeps serving the last good table while the API server is unreachable.
+// The config comes from KUBECONFIG when set, else the in-cluster service account.
+func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, namespace, name string) error {
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("in-cluster mode (no --routes): loading the API server config: %w", err)
+	}
+	log = log.WithName("table")
+	go func() {
+		err := tablestore.Watch(logr.NewContext(ctx, log), cfg, namespace, name, func(s *routing.Snapshot) {
+			t, err := routing.NewTable(s)
+			if err != nil {
+				log.Error(err, "Ignored a routing table that does not build; keeping the last good one")
+				return
+			}
+			h.SetTable(t)
+		})
+		if err != nil {
+			log.Error(err, "Stopped watching the routing table")
+		}
+	}()
+	log.Info("Watching the routing table", "namespace", namespace, "table", name)
 	return nil
 }
