@@ -94,3 +94,17 @@ app.kubernetes.io/component: receiver
 {{- include "callback-router.image" . }}
 {{- end }}
 {{- end }}
+
+{{/*
+Refuse Kubernetes older than 1.31: the CRD's CEL validation uses the isURL and isCIDR
+libraries. Development builds of kube-apiserver (envtest built from source) report
+v0.0.0 and are let through.
+*/}}
+{{- define "callback-router.checkKubeVersion" -}}
+{{- $v := .Capabilities.KubeVersion.Version }}
+{{- if not (hasPrefix "v0.0.0" $v) }}
+{{- if semverCompare "<1.31.0-0" $v }}
+{{- fail (printf "callback-router needs Kubernetes 1.31 or newer; this cluster is %s" $v) }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,133 @@
+package install
+
+import (
+	"context"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+)
+
+// TestKustomizeInstall builds config/default and applies it into a real API server, as
+// `kubectl apply --server-side -k config/default` would, then checks the result works.
+func TestKustomizeInstall(t *testing.T) {
+	kustomize := tool(t, "KUSTOMIZE")
+	objs := decode(t, mustRun(t, nil, kustomize, "build", filepath.Join(repoRoot, "config", "default")))
+	const ns = "callback-router-system"
+
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" || o.GetKind() == "CustomResourceDefinition" ||
+			o.GetKind() == "ClusterRole" || o.GetKind() == "ClusterRoleBinding" {
+			continue
+		}
+		if o.GetNamespace() != ns {
+			t.Errorf("%s %s is in namespace %q, want %s", o.GetKind(), o.GetName(), o.GetNamespace(), ns)
+		}
+	}
+	nsObj := one(t, objs, "Namespace")
+	if nsObj.GetName() != ns || nsObj.GetLabels()["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("namespace %s labels %v: want %s enforcing restricted Pod Security", nsObj.GetName(), nsObj.GetLabels(), ns)
+	}
+
+	// The CRD is the generated one, unchanged.
+	crd := one(t, objs, "CustomResourceDefinition")
+	generated := decode(t, readFile(t, filepath.Join(crdBasesDir, "callbacks.callback-router.dev_callbackroutes.yaml")))[0]
+	if !reflect.DeepEqual(crd.Object["spec"], generated.Object["spec"]) {
+		t.Error("the kustomize CRD spec differs from config/crd/bases")
+	}
+
+	d := &appsv1.Deployment{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(one(t, objs, "Deployment").Object, d); err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	flags := flagValues(c.Args)
+	if c.Args[0] != "manager" || flags["--leader-elect"] != "true" || flags["--health-probe-bind-address"] != ":8081" {
+		t.Errorf("manager args %v: want the manager subcommand with leader election and probes on :8081", c.Args)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+		if e.Name == "POD_NAMESPACE" && (e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace") {
+			t.Error("POD_NAMESPACE is not the pod's namespace")
+		}
+	}
+	if env["RECEIVER_IMAGE"] != c.Image {
+		t.Errorf("RECEIVER_IMAGE=%q, want the manager's image %q", env["RECEIVER_IMAGE"], c.Image)
+	}
+
+	pdb := one(t, objs, "PodDisruptionBudget")
+	if sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel,
+		map[string]string{labelName: "callback-router-receiver", labelComponent: "receiver"}) {
+		t.Errorf("PDB selects %v, not the receiver pods", sel)
+	}
+
+	cl := startCluster(t)
+	if err := cl.c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl.warn.take()
+	cl.applyAll(t, objs)
+	if w := cl.warn.take(); len(w) > 0 {
+		t.Errorf("API server warned during apply: %v", w)
+	}
+	sample := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_archive.yaml")))[0]
+	sample.SetNamespace(ns)
+	if err := cl.c.Create(context.Background(), sample); err != nil {
+		t.Fatalf("the installed CRD refused the archive sample: %v", err)
+	}
+
+	t.Run("manager RBAC", func(t *testing.T) {
+		user, groups := serviceAccountUser(ns, "callback-router-manager")
+		for _, a := range markerAccesses(t, ns) {
+			if !cl.allowed(t, user, groups, a) {
+				t.Errorf("config/rbac/role.yaml grants %s, but the bound manager may not", a)
+			}
+		}
+		for _, a := range []access{
+			{group: "coordination.k8s.io", resource: "leases", verb: "create", namespace: ns},
+			{group: "coordination.k8s.io", resource: "leases", verb: "update", namespace: ns},
+			{resource: "events", verb: "create", namespace: ns},
+		} {
+			if !cl.allowed(t, user, groups, a) {
+				t.Errorf("manager may not %s (leader election)", a)
+			}
+		}
+	})
+
+	t.Run("manager runs under the kustomize RBAC", func(t *testing.T) {
+		got := &appsv1.Deployment{}
+		if err := cl.c.Get(context.Background(), client.ObjectKeyFromObject(d), got); err != nil {
+			t.Fatal(err)
+		}
+		createPodFromTemplate(t, cl, ns, got)
+		receiver := cl.checkManagerWorks(t, got, "team-a")
+		cl.checkReceiverCompanions(t, receiver, objs)
+	})
+
+	t.Run("same manager settings as the chart", func(t *testing.T) {
+		helm := tool(t, "HELM")
+		chart := managerDeployment(t, helmTemplate(t, helm, kubeVersion, "callback-router", ns))
+		cc := chart.Spec.Template.Spec.Containers[0]
+		if !reflect.DeepEqual(cc.SecurityContext, c.SecurityContext) ||
+			!reflect.DeepEqual(chart.Spec.Template.Spec.SecurityContext, d.Spec.Template.Spec.SecurityContext) {
+			a, _ := yaml.Marshal(cc.SecurityContext)
+			b, _ := yaml.Marshal(c.SecurityContext)
+			t.Errorf("security contexts differ: chart\n%s\nkustomize\n%s", a, b)
+		}
+		if !reflect.DeepEqual(cc.Resources, c.Resources) || !reflect.DeepEqual(cc.Ports, c.Ports) ||
+			!reflect.DeepEqual(cc.LivenessProbe, c.LivenessProbe) || !reflect.DeepEqual(cc.ReadinessProbe, c.ReadinessProbe) {
+			t.Error("resources, ports or probes differ between the chart and config/manager")
+		}
+		if cc.Image != c.Image {
+			t.Errorf("default images differ: chart %s, kustomize %s", cc.Image, c.Image)
+		}
+	})
+}

@@ -1,0 +1,355 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/callback-router/callback-router/webhook/tablestore"
+)
+
+// Limits of the manager runs.
+const (
+	// managerBuildTimeout bounds `go build` of the callback-router binary.
+	managerBuildTimeout = 5 * time.Minute
+	// managerReadyTimeout bounds the wait for the manager to be ready, elected and done
+	// with its first reconciles.
+	managerReadyTimeout = 60 * time.Second
+	// managerStopTimeout bounds the wait after SIGTERM before the manager is killed.
+	managerStopTimeout = 15 * time.Second
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds callback-router once per test process, the way the Dockerfile does.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "callback-router-install-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "callback-router")
+		ctx, cancel := context.WithTimeout(context.Background(), managerBuildTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", binPath, ".")
+		cmd.Dir = repoRoot
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// freeLoopbackPort returns a TCP port free on 127.0.0.1 at the time of the call.
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// serviceAccountKubeconfig is the admin kubeconfig impersonating a ServiceAccount, so that
+// a process using it has exactly the ServiceAccount's RBAC.
+func (cl *cluster) serviceAccountKubeconfig(t *testing.T, namespace, name string) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(cl.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, groups := serviceAccountUser(namespace, name)
+	for _, a := range cfg.AuthInfos {
+		a.Impersonate, a.ImpersonateGroups = user, groups
+	}
+	p := filepath.Join(t.TempDir(), "kubeconfig-"+name)
+	if err := clientcmd.WriteToFile(*cfg, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// lockedBuffer is a bytes.Buffer safe for a process writing and a test reading.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// managerRun is a callback-router manager process started from an installed Deployment.
+type managerRun struct {
+	cmd     *exec.Cmd
+	logs    *lockedBuffer
+	healthz string
+	done    chan error
+}
+
+// startManager runs the manager exactly as the installed Deployment would (its args and
+// env), as its ServiceAccount, with the two listeners moved to loopback ports and the
+// API server reached through a kubeconfig. The process is stopped when the test ends.
+func (cl *cluster) startManager(t *testing.T, d *appsv1.Deployment) *managerRun {
+	t.Helper()
+	pod := d.Spec.Template.Spec
+	c := pod.Containers[0]
+	health := freeLoopbackPort(t)
+	args := append(append([]string{}, c.Args...),
+		"--kubeconfig", cl.serviceAccountKubeconfig(t, d.Namespace, pod.ServiceAccountName),
+		"--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(freeLoopbackPort(t)),
+		"--health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(health),
+		"--zap-encoder", "console")
+	env := []string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			env = append(env, e.Name+"="+d.Namespace)
+		case e.ValueFrom == nil:
+			env = append(env, e.Name+"="+e.Value)
+		default:
+			t.Fatalf("env %s: cannot emulate %+v", e.Name, e.ValueFrom)
+		}
+	}
+	m := &managerRun{logs: &lockedBuffer{}, healthz: fmt.Sprintf("http://127.0.0.1:%d", health), done: make(chan error, 1)}
+	m.cmd = exec.Command(binary(t), args...)
+	m.cmd.Env = append(os.Environ(), env...)
+	m.cmd.Stdout, m.cmd.Stderr = m.logs, m.logs
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { m.done <- m.cmd.Wait() }()
+	t.Cleanup(func() { m.stop(t) })
+	return m
+}
+
+// stop sends SIGTERM and waits, then kills; it is safe to call twice.
+func (m *managerRun) stop(t *testing.T) {
+	if m.cmd.ProcessState != nil || m.done == nil {
+		return
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+	case <-time.After(managerStopTimeout):
+		_ = m.cmd.Process.Kill()
+		<-m.done
+		t.Errorf("manager did not stop within %s of SIGTERM", managerStopTimeout)
+	}
+	m.done = nil
+}
+
+// exited reports the manager's exit, if it exited.
+func (m *managerRun) exited() (bool, error) {
+	select {
+	case err := <-m.done:
+		m.done <- err
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+// checkManagerWorks runs the installed manager against the cluster and waits until it is
+// ready, has won the leader election, has created the receiver's objects, and has routed a
+// CallbackRoute (Ready=True): the whole operator path under the installation's RBAC. It
+// returns the receiver Deployment the manager created.
+func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, routeNS string) *appsv1.Deployment {
+	t.Helper()
+	ctx := context.Background()
+	ns := d.Namespace
+	flags := flagValues(d.Spec.Template.Spec.Containers[0].Args)
+	receiverName := flags["--receiver-name"]
+	if receiverName == "" {
+		receiverName = "callback-router-receiver"
+	}
+
+	// A route a team would apply, with the Secret and Service it references.
+	for _, o := range []client.Object{
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: routeNS, Name: "tencent-im"},
+			StringData: map[string]string{"token": "xxxxyyyy"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: routeNS, Name: "moderation"},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}},
+	} {
+		if err := cl.c.Create(ctx, o); client.IgnoreAlreadyExists(err) != nil {
+			t.Fatal(err)
+		}
+	}
+	route := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_moderation.yaml")))[0]
+	route.SetNamespace(routeNS)
+	if err := cl.c.Create(ctx, route); client.IgnoreAlreadyExists(err) != nil {
+		t.Fatal(err)
+	}
+
+	m := cl.startManager(t, d)
+	var receiver appsv1.Deployment
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, managerReadyTimeout, true, func(ctx context.Context) (bool, error) {
+		if gone, err := m.exited(); gone {
+			return false, fmt.Errorf("manager exited: %v", err)
+		}
+		if resp, err := http.Get(m.healthz + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+			last = "manager not ready"
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return false, nil
+		} else {
+			resp.Body.Close()
+		}
+		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: receiverName}, &receiver); err != nil {
+			last = "receiver Deployment: " + err.Error()
+			return false, nil
+		}
+		for _, o := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}} {
+			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: receiverName}, o); err != nil {
+				last = fmt.Sprintf("receiver %T: %v", o, err)
+				return false, nil
+			}
+		}
+		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: tablestore.ManifestName(receiverName)}, &corev1.Secret{}); err != nil {
+			last = "table manifest Secret: " + err.Error()
+			return false, nil
+		}
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(route.GroupVersionKind())
+		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(route), got); err != nil {
+			return false, err
+		}
+		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+		for _, c := range conds {
+			cm := c.(map[string]any)
+			if cm["type"] == "Ready" && cm["status"] == "True" {
+				return true, nil
+			}
+		}
+		last = fmt.Sprintf("route conditions %v", conds)
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("the installed manager did not route a CallbackRoute (%s): %v\nmanager log:\n%s", last, err, m.logs.String())
+	}
+	if flags["--leader-elect"] == "true" {
+		if !cl.exists(t, "coordination.k8s.io/v1", "Lease", ns, "callback-router-manager.callback-router.dev") {
+			t.Error("leader election is on but the manager holds no Lease in the release namespace")
+		}
+	}
+	m.stop(t)
+	if logs := m.logs.String(); strings.Contains(logs, "forbidden") {
+		t.Errorf("the manager was refused something by RBAC:\n%s", logs)
+	}
+	return &receiver
+}
+
+// checkReceiverCompanions checks that the installation's companions select the pods of the
+// receiver Deployment the manager created, and that those pods meet the restricted Pod
+// Security Standard.
+func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Deployment, companions []*unstructured.Unstructured) {
+	t.Helper()
+	podLabels := receiver.Spec.Template.Labels
+	matches := func(sel map[string]string) bool {
+		for k, v := range sel {
+			if podLabels[k] != v {
+				return false
+			}
+		}
+		return len(sel) > 0
+	}
+	for _, o := range companions {
+		var path []string
+		switch o.GetKind() {
+		case "PodDisruptionBudget":
+			path = []string{"spec", "selector", "matchLabels"}
+		case "NetworkPolicy":
+			path = []string{"spec", "podSelector", "matchLabels"}
+		case "HorizontalPodAutoscaler":
+			if n, _, _ := unstructured.NestedString(o.Object, "spec", "scaleTargetRef", "name"); n != receiver.Name {
+				t.Errorf("HPA scales %q, not the receiver Deployment %q", n, receiver.Name)
+			}
+			continue
+		case "ServiceMonitor":
+			if o.GetName() != receiver.Name {
+				continue
+			}
+			path = []string{"spec", "selector", "matchLabels"}
+			svc := &corev1.Service{}
+			if err := cl.c.Get(context.Background(), client.ObjectKey{Namespace: receiver.Namespace, Name: receiver.Name}, svc); err != nil {
+				t.Fatal(err)
+			}
+			endpoints, _, _ := unstructured.NestedSlice(o.Object, "spec", "endpoints")
+			port := endpoints[0].(map[string]any)["port"]
+			found := false
+			for _, p := range svc.Spec.Ports {
+				found = found || p.Name == port
+			}
+			if !found {
+				t.Errorf("ServiceMonitor scrapes port %q; the receiver Service has %+v", port, svc.Spec.Ports)
+			}
+			if !matches(svc.Labels) {
+				t.Errorf("receiver Service labels %v", svc.Labels)
+			}
+		case "Ingress":
+			rules, _, _ := unstructured.NestedSlice(o.Object, "spec", "rules")
+			paths, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "http", "paths")
+			for _, p := range paths {
+				name, _, _ := unstructured.NestedString(p.(map[string]any), "backend", "service", "name")
+				port, _, _ := unstructured.NestedFieldNoCopy(p.(map[string]any), "backend", "service", "port", "number")
+				svc := &corev1.Service{}
+				if err := cl.c.Get(context.Background(), client.ObjectKey{Namespace: receiver.Namespace, Name: name}, svc); err != nil {
+					t.Errorf("Ingress backend Service %s: %v", name, err)
+					continue
+				}
+				if len(svc.Spec.Ports) == 0 || fmt.Sprint(svc.Spec.Ports[0].Port) != fmt.Sprint(port) {
+					t.Errorf("Ingress sends to port %v; the receiver Service has %+v", port, svc.Spec.Ports)
+				}
+			}
+			continue
+		default:
+			continue
+		}
+		sel, _, _ := unstructured.NestedStringMap(o.Object, path...)
+		if !matches(sel) {
+			t.Errorf("%s %s selects %v; the receiver pods are labelled %v", o.GetKind(), o.GetName(), sel, podLabels)
+		}
+	}
+	createPodFromTemplate(t, cl, receiver.Namespace, receiver)
+}

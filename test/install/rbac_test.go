@@ -1,0 +1,155 @@
+package install
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// access is one request the manager makes, as the authorizer sees it.
+type access struct {
+	group, resource, subresource, verb, namespace string
+}
+
+func (a access) String() string {
+	r := a.resource
+	if a.subresource != "" {
+		r += "/" + a.subresource
+	}
+	if a.group != "" {
+		r += "." + a.group
+	}
+	ns := a.namespace
+	if ns == "" {
+		ns = "<cluster>"
+	}
+	return fmt.Sprintf("%s %s in %s", a.verb, r, ns)
+}
+
+// serviceAccountUser is the user name and groups the API server gives a ServiceAccount.
+func serviceAccountUser(namespace, name string) (string, []string) {
+	return "system:serviceaccount:" + namespace + ":" + name,
+		[]string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}
+}
+
+// allowed asks the API server's RBAC authorizer whether the user may do a.
+func (cl *cluster) allowed(t *testing.T, user string, groups []string, a access) bool {
+	t.Helper()
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:   user,
+		Groups: groups,
+		ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: a.namespace, Verb: a.verb, Group: a.group,
+			Resource: a.resource, Subresource: a.subresource,
+		},
+	}}
+	if err := cl.c.Create(context.Background(), sar); err != nil {
+		t.Fatalf("SubjectAccessReview for %s: %v", a, err)
+	}
+	return sar.Status.Allowed
+}
+
+// managerNeeds is what the manager does, derived from the design and the controllers:
+// it reads routes everywhere and writes their status, reads the Services and Secrets they
+// reference in any namespace, records events about routes, and owns the receiver's
+// objects, the table Secrets and its leader-election Lease in the receiver (release)
+// namespace.
+func managerNeeds(releaseNS, routeNS string) []access {
+	const g = "callbacks.callback-router.dev"
+	var out []access
+	for _, ns := range []string{"", routeNS} {
+		for _, v := range []string{"get", "list", "watch"} {
+			out = append(out, access{group: g, resource: "callbackroutes", verb: v, namespace: ns})
+		}
+		for _, v := range []string{"get", "update", "patch"} {
+			out = append(out, access{group: g, resource: "callbackroutes", subresource: "status", verb: v, namespace: ns})
+		}
+		for _, r := range []string{"services", "secrets"} {
+			for _, v := range []string{"get", "list", "watch"} {
+				out = append(out, access{resource: r, verb: v, namespace: ns})
+			}
+		}
+	}
+	for _, v := range []string{"create", "patch"} {
+		out = append(out, access{group: "events.k8s.io", resource: "events", verb: v, namespace: routeNS},
+			access{resource: "events", verb: v, namespace: releaseNS})
+	}
+	all := []string{"get", "list", "watch", "create", "update", "patch", "delete"}
+	for _, gr := range [][2]string{{"", "secrets"}, {"", "services"}, {"", "serviceaccounts"},
+		{"apps", "deployments"}, {"rbac.authorization.k8s.io", "roles"},
+		{"rbac.authorization.k8s.io", "rolebindings"}, {"coordination.k8s.io", "leases"}} {
+		for _, v := range all {
+			out = append(out, access{group: gr[0], resource: gr[1], verb: v, namespace: releaseNS})
+		}
+	}
+	return out
+}
+
+// managerMustNot is what least privilege denies the manager: writes outside the release
+// namespace, cluster-scoped writes, and anything it never needs.
+func managerMustNot(routeNS string) []access {
+	return []access{
+		{resource: "secrets", verb: "create", namespace: routeNS},
+		{resource: "secrets", verb: "update", namespace: routeNS},
+		{resource: "secrets", verb: "delete", namespace: routeNS},
+		{resource: "services", verb: "create", namespace: routeNS},
+		{group: "apps", resource: "deployments", verb: "create", namespace: routeNS},
+		{group: "apps", resource: "deployments", verb: "list", namespace: ""},
+		{group: "rbac.authorization.k8s.io", resource: "roles", verb: "create", namespace: routeNS},
+		{group: "rbac.authorization.k8s.io", resource: "clusterroles", verb: "create"},
+		{group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", verb: "create"},
+		{group: "apiextensions.k8s.io", resource: "customresourcedefinitions", verb: "update"},
+		{resource: "pods", subresource: "exec", verb: "create", namespace: routeNS},
+		{resource: "nodes", verb: "get"},
+		{group: "callbacks.callback-router.dev", resource: "callbackroutes", verb: "delete", namespace: routeNS},
+		{group: "callbacks.callback-router.dev", resource: "callbackroutes", verb: "update", namespace: routeNS},
+		{group: "coordination.k8s.io", resource: "leases", verb: "create", namespace: routeNS},
+	}
+}
+
+// markerRules reads the rules that the controllers' +kubebuilder:rbac markers generate
+// into config/rbac/role.yaml (`make manifests`).
+func markerRules(t *testing.T) []rbacv1.PolicyRule {
+	t.Helper()
+	data, err := os.ReadFile(rbacRoleFile)
+	if err != nil {
+		t.Fatalf("reading %s (generated by 'make manifests'): %v", rbacRoleFile, err)
+	}
+	var rules []rbacv1.PolicyRule
+	for _, doc := range strings.Split(string(data), "\n---") {
+		var r struct {
+			Rules []rbacv1.PolicyRule `json:"rules"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &r); err != nil {
+			t.Fatalf("parsing %s: %v", rbacRoleFile, err)
+		}
+		rules = append(rules, r.Rules...)
+	}
+	if len(rules) == 0 {
+		t.Fatalf("%s has no rules", rbacRoleFile)
+	}
+	return rules
+}
+
+// markerAccesses expands the marker rules into single accesses in the release namespace,
+// where the manager uses every permission it has.
+func markerAccesses(t *testing.T, releaseNS string) []access {
+	var out []access
+	for _, r := range markerRules(t) {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				name, sub, _ := strings.Cut(res, "/")
+				for _, v := range r.Verbs {
+					out = append(out, access{group: g, resource: name, subresource: sub, verb: v, namespace: releaseNS})
+				}
+			}
+		}
+	}
+	return out
+}
