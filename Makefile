@@ -92,7 +92,35 @@ build: ## Build the callback-router binary into bin/.
 run: build ## Run the receiver standalone on examples/routes.yaml (no cluster needed).
 	$(BIN) receiver --routes $(ROUTES) --listen $(LISTEN) --spool-dir $(SPOOL)
 
+IMG ?= ghcr.io/callback-router/callback-router:dev
+CONTAINER_TOOL ?= docker
+
+.PHONY: docker-build
+docker-build: ## Build the container image IMG (needs a container engine: Docker, or CONTAINER_TOOL=podman).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the container image IMG.
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: chart
+chart: ## Sync the chart's CRD copy from config/crd/bases and regenerate its README (helm-docs).
+	rm -f charts/callback-router/files/crds/*.yaml
+	cp config/crd/bases/*.yaml charts/callback-router/files/crds/
+	"$$(hack/tool.sh helm-docs)" --chart-search-root charts --template-files README.md.gotmpl --log-level warning
+
+.PHONY: test-install
+test-install: ## Run only the chart and kustomize install tests (test/install) against envtest.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$(hack/tool.sh helm)" KUSTOMIZE="$$(hack/tool.sh kustomize)" \
+	  HELM_DOCS="$$(hack/tool.sh helm-docs)" go test $(GO_TEST_FLAGS) ./test/install/...
+
 ##@ Tools
+
+.PHONY: tools
+tools: ## Build the pinned helm, kustomize and helm-docs into the cache (hack/tool.sh; prints their paths).
+	@hack/tool.sh helm
+	@hack/tool.sh kustomize
+	@hack/tool.sh helm-docs
 
 $(CONTROLLER_GEN):
 	@mkdir -p $(TOOLS_BIN)/.tmp
