@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"flag"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,6 +87,23 @@ type Options struct {
 	// MaxConcurrencyPerRoute that does not follow redirects. Its Timeout should be zero:
 	// each attempt is bounded by its route's timeout.
 	HTTPClient *http.Client
+}
+
+// BindFlags binds the spool's operational limits to fs as flags, defaulting to the
+// Default* constants, for the receiver's command line. --spool-dir stays the receiver's.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.Int64Var(&o.MaxBytes, "spool-max-bytes", DefaultMaxBytes,
+		"cap on the spool's logical size (payloads, pending deliveries, dead letters); past it Async callbacks are answered 503; negative: no cap")
+	fs.IntVar(&o.MaxConcurrencyPerRoute, "spool-max-concurrency-per-route", DefaultMaxConcurrencyPerRoute,
+		"in-flight Async deliveries per route")
+	fs.IntVar(&o.MaxBatchSize, "spool-max-batch", DefaultMaxBatchSize,
+		"writes per spool commit (one fsync)")
+	fs.DurationVar(&o.MaxRetryAfter, "spool-max-retry-after", DefaultMaxRetryAfter,
+		"cap on how long a backend's Retry-After may postpone a retry")
+	fs.DurationVar(&o.DeadLetterRetention, "dead-letter-retention", 0,
+		"remove dead letters this long after they died; 0 keeps them until redriven or purged")
+	fs.DurationVar(&o.LockTimeout, "spool-lock-timeout", DefaultLockTimeout,
+		"how long to wait for the spool's file lock (held by another receiver) at start")
 }
 
 func (o Options) withDefaults() Options {

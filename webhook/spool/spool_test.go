@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"net"
 	"net/http"
 	"os"
@@ -472,4 +473,41 @@ func TestBackoff(t *testing.T) {
 			t.Errorf("parseRetryAfter(%q) = %s, want %s", v, got, want)
 		}
 	}
+}
+
+func TestBindFlags(t *testing.T) {
+	var o Options
+	fs := flag.NewFlagSet("receiver", flag.ContinueOnError)
+	o.BindFlags(fs)
+	if o.MaxBytes != DefaultMaxBytes || o.MaxConcurrencyPerRoute != DefaultMaxConcurrencyPerRoute || o.DeadLetterRetention != 0 {
+		t.Errorf("defaults: %+v", o)
+	}
+	err := fs.Parse([]string{"--spool-max-bytes", "1048576", "--spool-max-concurrency-per-route", "4",
+		"--spool-max-batch", "64", "--spool-max-retry-after", "10m", "--dead-letter-retention", "168h", "--spool-lock-timeout", "5s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Options{MaxBytes: 1 << 20, MaxConcurrencyPerRoute: 4, MaxBatchSize: 64, MaxRetryAfter: 10 * time.Minute,
+		DeadLetterRetention: 168 * time.Hour, LockTimeout: 5 * time.Second}
+	if o.MaxBytes != want.MaxBytes || o.MaxConcurrencyPerRoute != want.MaxConcurrencyPerRoute || o.MaxBatchSize != want.MaxBatchSize ||
+		o.MaxRetryAfter != want.MaxRetryAfter || o.DeadLetterRetention != want.DeadLetterRetention || o.LockTimeout != want.LockTimeout {
+		t.Errorf("parsed %+v, want %+v", o, want)
+	}
+}
+
+func TestDeadLetterRetention(t *testing.T) {
+	b := newBackend(t, func(*http.Request, int) int { return http.StatusBadRequest })
+	s, _ := openSpool(t, t.TempDir(), Options{DeadLetterRetention: 100 * time.Millisecond, RetentionSweepInterval: 20 * time.Millisecond})
+	run(t, s)
+	if err := s.Enqueue(context.Background(), sampleCallback(t, 1), []callback.Target{target("ns/r", b.URL, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a dead letter", func() bool {
+		dl, _ := s.DeadLetters(Filter{})
+		return len(dl) == 1
+	})
+	eventually(t, 5*time.Second, "the retention sweep", func() bool {
+		dl, _ := s.DeadLetters(Filter{})
+		return len(dl) == 0 && s.Bytes() == 0
+	})
 }
