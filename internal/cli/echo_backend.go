@@ -33,26 +33,16 @@ func runEchoBackend(args []string) error {
 	status := fs.Int("status", http.StatusOK, "HTTP status of every answer")
 	answer := fs.String("answer", "", "JSON body of every answer (default: the provider's allow envelope)")
 	delay := fs.Duration("delay", 0, "wait this long before answering (to try timeouts and failurePolicy)")
+	quiet := fs.Bool("quiet", false, "print nothing per request (the load benchmark's backend)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var mu sync.Mutex // one request printed at a time
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, MaxEchoBodyBytes))
-		mu.Lock()
-		fmt.Printf("%s %s %s\n", time.Now().Format(time.RFC3339Nano), r.Method, r.URL.RequestURI())
-		var keys []string
-		for k := range r.Header {
-			if strings.HasPrefix(k, "X-Callback-") {
-				keys = append(keys, k)
-			}
+		if !*quiet {
+			printRequest(&mu, r, body)
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Printf("  %s: %s\n", k, r.Header.Get(k))
-		}
-		fmt.Printf("  body: %s\n\n", body)
-		mu.Unlock()
 		if *delay > 0 {
 			select {
 			case <-time.After(*delay):
@@ -76,4 +66,22 @@ func runEchoBackend(args []string) error {
 		return nil
 	}
 	return err
+}
+
+// printRequest prints one callback: time, request line, X-Callback-* headers and body.
+func printRequest(mu *sync.Mutex, r *http.Request, body []byte) {
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Printf("%s %s %s\n", time.Now().Format(time.RFC3339Nano), r.Method, r.URL.RequestURI())
+	var keys []string
+	for k := range r.Header {
+		if strings.HasPrefix(k, "X-Callback-") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Printf("  %s: %s\n", k, r.Header.Get(k))
+	}
+	fmt.Printf("  body: %s\n\n", body)
 }

@@ -6,7 +6,6 @@
 package receiver
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,13 +16,13 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
@@ -44,11 +43,13 @@ const (
 	// the moment the request arrived: Tencent waits 2s, and the fallback answer must reach
 	// it before then.
 	DefaultSyncBudget = 1800 * time.Millisecond
-	// DefaultMaxIdleConnsPerHost is the keep-alive pool per backend of the default transport.
-	DefaultMaxIdleConnsPerHost = 512
-	// DefaultDialTimeout bounds a TCP connect to a backend of the default transport.
+	// DefaultMaxConnsPerHost caps the connections to one backend host (the keep-alive pool
+	// grows to the number of Sync callbacks in flight to it); past it a callback fails at
+	// once and gets its failurePolicy answer.
+	DefaultMaxConnsPerHost = 4096
+	// DefaultDialTimeout bounds a TCP connect to a backend.
 	DefaultDialTimeout = time.Second
-	// DefaultBackendIdleConnTimeout closes idle backend connections of the default transport.
+	// DefaultBackendIdleConnTimeout closes idle backend connections.
 	DefaultBackendIdleConnTimeout = 90 * time.Second
 )
 
@@ -65,8 +66,8 @@ const (
 type Options struct {
 	// Sink receives Async copies. Nil answers 503 to callbacks that reach an Async route.
 	Sink AsyncSink
-	// Transport sends Sync requests. Nil uses NewTransport().
-	Transport http.RoundTripper
+	// Client sends Sync requests. Nil uses NewBackendClient(MaxBodyBytes).
+	Client *fasthttp.Client
 	// MaxBodyBytes caps the callback body and a Sync backend's answer. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// SyncBudget is the overall deadline for a Tencent IM Sync answer. Default DefaultSyncBudget.
@@ -100,31 +101,41 @@ type Handler struct {
 
 var _ http.Handler = (*Handler)(nil)
 
-// NewTransport returns the tuned transport used for Sync backends: a large keep-alive
-// pool per host, short connect timeout, no compression (bodies are passed byte for byte)
-// and no proxy from the environment (backends are cluster-internal or explicit URLs).
-func NewTransport() *http.Transport {
-	return &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          4 * DefaultMaxIdleConnsPerHost,
-		MaxIdleConnsPerHost:   DefaultMaxIdleConnsPerHost,
-		IdleConnTimeout:       DefaultBackendIdleConnTimeout,
-		TLSHandshakeTimeout:   DefaultDialTimeout,
-		ExpectContinueTimeout: 0,
-		DisableCompression:    true,
-		ForceAttemptHTTP2:     false,
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
+// NewBackendClient returns the client used for Sync backends. It is fasthttp's: the
+// Sync proxy is the receiver's hot path, and fasthttp's client costs a fraction of
+// net/http's per request (no per-connection goroutines, pooled request and response
+// objects); see docs/benchmarks.md. Connections are kept alive and reused per host; an
+// answer over maxBody bytes is an error.
+func NewBackendClient(maxBody int64) *fasthttp.Client {
+	return &fasthttp.Client{
+		Name:                          "callback-router",
+		MaxConnsPerHost:               DefaultMaxConnsPerHost,
+		MaxIdleConnDuration:           DefaultBackendIdleConnTimeout,
+		MaxResponseBodySize:           int(maxBody),
+		ReadBufferSize:                16 << 10,
+		WriteBufferSize:               16 << 10,
+		DisablePathNormalizing:        true,
+		NoDefaultUserAgentHeader:      false,
+		DisableHeaderNamesNormalizing: false,
+		Dial: func(addr string) (net.Conn, error) {
+			return fasthttp.DialTimeout(addr, DefaultDialTimeout)
+		},
+		// A POST is retried once, and only when fasthttp saw the failure on a reused
+		// keep-alive connection before any answer (the backend had closed it idle).
+		RetryIfErr: func(_ *fasthttp.Request, attempts int, _ error) (bool, bool) {
+			return false, attempts < 2
+		},
+		MaxIdemponentCallAttempts: 2,
 	}
 }
 
 // New returns a Handler. It is not ready (readyz 503, callbacks 503) until SetTable.
 func New(opts Options) (*Handler, error) {
-	if opts.Transport == nil {
-		opts.Transport = NewTransport()
-	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Client == nil {
+		opts.Client = NewBackendClient(opts.MaxBodyBytes)
 	}
 	if opts.SyncBudget <= 0 {
 		opts.SyncBudget = DefaultSyncBudget
@@ -281,9 +292,6 @@ func parseOpenIMPath(p string) (app, cmd string, ok bool) {
 	}
 	return app, cmd, true
 }
-
-// bodyPool recycles the buffers that Sync answers are read into.
-var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 var errTooLarge = errors.New("body too large")
 

@@ -1,14 +1,13 @@
 package receiver
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
@@ -31,11 +30,8 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, q *request, cb *
 			deadline = b
 		}
 	}
-	ctx, cancel := context.WithDeadline(r.Context(), deadline)
-	defer cancel()
-
 	start := time.Now()
-	status, ctype, body, release, err := h.roundTrip(ctx, r, cb, rt)
+	status, ctype, body, release, err := h.roundTrip(deadline, r, cb, rt)
 	defer release()
 	elapsed := time.Since(start).Seconds()
 	if err == nil {
@@ -52,10 +48,6 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, q *request, cb *
 		return
 	}
 	h.metrics.backendObserve(string(q.provider), q.appLabel, "error", elapsed)
-	if r.Context().Err() != nil {
-		// The IM platform hung up: nobody is left to answer.
-		return
-	}
 	why := fmt.Sprintf("backend of route %s failed: %v", rt.RouteKey, err)
 	if rt.FailurePolicy == v1alpha1.FailurePolicyReject {
 		h.log.Info("Sync backend failed, rejecting", "route", rt.RouteKey, "provider", q.provider, "appID", q.appID,
@@ -70,54 +62,44 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, q *request, cb *
 	writeJSON(w, http.StatusOK, OKEnvelope(q.provider))
 }
 
-// roundTrip sends one attempt and reads the answer into a pooled buffer, which the caller
-// returns with release once the body has been written.
-func (h *Handler) roundTrip(ctx context.Context, r *http.Request, cb *callback.Callback, rt *routing.Route) (status int, ctype string, body []byte, release func(), err error) {
-	release = func() {}
-	u := *rt.BackendURL
-	if u.RawQuery != "" && r.URL.RawQuery != "" {
-		u.RawQuery += "&" + r.URL.RawQuery
-	} else if r.URL.RawQuery != "" {
-		u.RawQuery = r.URL.RawQuery
+// Backend request header values, shared read-only.
+const contentTypeJSON = "application/json"
+
+// roundTrip sends one attempt and returns the answer. body is valid until release, which
+// the caller calls once the answer has been written.
+func (h *Handler) roundTrip(deadline time.Time, r *http.Request, cb *callback.Callback, rt *routing.Route) (status int, ctype string, body []byte, release func(), err error) {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	release = func() {
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
 	}
-	payload := cb.Body
-	req := (&http.Request{
-		Method:        http.MethodPost,
-		URL:           &u,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        make(http.Header, 8),
-		Body:          io.NopCloser(bytes.NewReader(payload)),
-		ContentLength: int64(len(payload)),
-		GetBody:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(payload)), nil },
-		Host:          u.Host,
-	}).WithContext(ctx)
-	cb.SetHeaders(req.Header, rt.RouteKey, 1)
-	resp, err := h.opts.Transport.RoundTrip(req)
-	if err != nil {
+	req.SetRequestURI(rt.URL)
+	if q := r.URL.RawQuery; q != "" {
+		if rt.BackendURL.RawQuery != "" {
+			q = rt.BackendURL.RawQuery + "&" + q
+		}
+		req.URI().SetQueryString(q)
+	}
+	req.Header.SetMethod(http.MethodPost)
+	req.Header.SetContentType(contentTypeJSON)
+	// The same headers as callback.(*Callback).SetHeaders, set on fasthttp's header type.
+	req.Header.Set(callback.HeaderProvider, string(cb.Provider))
+	req.Header.Set(callback.HeaderApp, cb.AppID)
+	req.Header.Set(callback.HeaderCommand, cb.Command)
+	req.Header.Set(callback.HeaderRoute, rt.RouteKey)
+	req.Header.Set(callback.HeaderAttempt, "1")
+	req.Header.Set(callback.HeaderID, cb.ID)
+	req.SetBodyRaw(cb.Body)
+	if err := h.opts.Client.DoDeadline(req, resp, deadline); err != nil {
 		return 0, "", nil, release, fmt.Errorf("sending: %w", err)
 	}
-	defer resp.Body.Close()
-	buf := bodyPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	release = func() {
-		if buf.Cap() <= 64<<10 {
-			bodyPool.Put(buf)
-		}
+	status, body = resp.StatusCode(), resp.Body()
+	if status >= 500 {
+		return 0, "", nil, release, fmt.Errorf("%w: status %d", errBackendStatus, status)
 	}
-	n, err := buf.ReadFrom(io.LimitReader(resp.Body, h.opts.MaxBodyBytes+1))
-	if err != nil {
-		return 0, "", nil, release, fmt.Errorf("reading the answer: %w", err)
+	if !json.Valid(body) {
+		return 0, "", nil, release, fmt.Errorf("%w: status %d with a body that is not JSON", errBackendStatus, status)
 	}
-	if n > h.opts.MaxBodyBytes {
-		return 0, "", nil, release, fmt.Errorf("%w: answer over %d bytes", errBackendStatus, h.opts.MaxBodyBytes)
-	}
-	if resp.StatusCode >= 500 {
-		return 0, "", nil, release, fmt.Errorf("%w: status %d", errBackendStatus, resp.StatusCode)
-	}
-	if !json.Valid(buf.Bytes()) {
-		return 0, "", nil, release, fmt.Errorf("%w: status %d with a body that is not JSON", errBackendStatus, resp.StatusCode)
-	}
-	return resp.StatusCode, resp.Header.Get("Content-Type"), buf.Bytes(), release, nil
+	return status, string(resp.Header.ContentType()), body, release, nil
 }

@@ -1,0 +1,472 @@
+// Command receiver is the receiver's load benchmark (`make bench`). In one run on this
+// machine it measures:
+//
+//  1. closed-loop throughput and p50/p99 latency of the same signed Tencent IM callback
+//     (a) sent straight to a loopback backend and (b) sent through the receiver, with Sign
+//     verification on, to a Sync route on that backend; and the ratio b/a;
+//  2. p99 latency at a fixed 1,000 req/s (open loop, measured from each request's
+//     scheduled start, so a stall is not hidden), direct and through the receiver: the
+//     difference is the latency the receiver adds;
+//  3. the receiver's RSS with 10,000 routes loaded.
+//
+// The backend and the receiver are separate processes of the callback-router binary
+// (echo-backend --quiet and receiver), as in production; the load generator is this
+// process: keep-alive connections, bounded by duration and by request count.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/callback-router/callback-router/webhook/samples"
+)
+
+// Limits of one run. Every loop is bounded by count and time.
+const (
+	// maxRequestsPerRun caps the requests of one measurement whatever its duration.
+	maxRequestsPerRun = 5_000_000
+	// startupTimeout bounds waiting for a child process to answer.
+	startupTimeout = 30 * time.Second
+	// benchToken signs the callbacks.
+	benchToken = "bench-token"
+	// appID is the benchmark app.
+	appID = "1400000001"
+	// routeCount is the table size of the RSS measurement.
+	routeCount = 10_000
+)
+
+var (
+	bin         = flag.String("bin", "bin/callback-router", "callback-router binary (built with `make build`; built here when missing)")
+	duration    = flag.Duration("duration", 10*time.Second, "duration of each closed-loop measurement")
+	warmup      = flag.Duration("warmup", 2*time.Second, "warm-up before each measurement, not recorded")
+	conns       = flag.Int("connections", 32, "concurrent keep-alive connections of the closed loop")
+	rate        = flag.Int("rate", 1000, "requests per second of the fixed-rate measurement")
+	rateFor     = flag.Duration("rate-duration", 5*time.Second, "duration of each fixed-rate measurement")
+	sampleName  = flag.String("sample", "tencent-c2c-after-send", "sample body sent")
+	backendAddr = flag.String("backend-listen", "127.0.0.1:19901", "loopback address of the backend")
+	recvAddr    = flag.String("receiver-listen", "127.0.0.1:19902", "loopback address of the receiver")
+	rssAddr     = flag.String("rss-listen", "127.0.0.1:19903", "loopback address of the receiver with 10,000 routes")
+)
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// result is one measurement.
+type result struct {
+	name          string
+	requests      int
+	errors        int
+	elapsed       time.Duration
+	p50, p99, max time.Duration
+}
+
+func (r result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+func run() error {
+	tmp, err := os.MkdirTemp("", "callback-router-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := os.Stat(*bin); err != nil {
+		*bin = filepath.Join(tmp, "callback-router")
+		fmt.Fprintln(os.Stderr, "building", *bin)
+		if out, err := exec.Command("go", "build", "-o", *bin, ".").CombinedOutput(); err != nil {
+			return fmt.Errorf("building: %v: %s", err, out)
+		}
+	}
+	s, ok := samples.Get(*sampleName)
+	if !ok {
+		return fmt.Errorf("no sample %q", *sampleName)
+	}
+
+	backend, err := start(tmp, "backend", *bin, "echo-backend", "--quiet", "--listen", *backendAddr)
+	if err != nil {
+		return err
+	}
+	defer backend.stop()
+	routes := filepath.Join(tmp, "routes.yaml")
+	if err := os.WriteFile(routes, []byte(benchRoutes("http://"+*backendAddr)), 0o600); err != nil {
+		return err
+	}
+	recv, err := start(tmp, "receiver", *bin, "receiver", "--routes", routes, "--listen", *recvAddr,
+		"--spool-dir", filepath.Join(tmp, "spool"), "--drain-delay", "0s")
+	if err != nil {
+		return err
+	}
+	defer recv.stop()
+	for _, c := range []*child{backend, recv} {
+		if err := c.waitReady(); err != nil {
+			return err
+		}
+	}
+
+	rt := strconv.FormatInt(time.Now().Unix(), 10)
+	sum := sha256.Sum256([]byte(benchToken + rt))
+	query := "SdkAppid=" + appID + "&CallbackCommand=C2C.CallbackBeforeSendMsg&contenttype=json&ClientIP=203.0.113.7&OptPlatform=iOS" +
+		"&RequestTime=" + rt + "&Sign=" + hex.EncodeToString(sum[:])
+	direct := "http://" + *backendAddr + "/moderate?" + query
+	through := "http://" + *recvAddr + "/tencent?" + query
+
+	// Check both paths answer 200 with a JSON body before measuring.
+	for _, u := range []string{direct, through} {
+		if err := probe(u, s.Body); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintf(os.Stderr, "closed loop: %d connections, %s each (after %s warm-up)\n", *conns, *duration, *warmup)
+	cpu := func(c *child) time.Duration { d, _ := cpuOf(c.cmd.Process.Pid); return d }
+	self := func() time.Duration { d, _ := cpuOf(os.Getpid()); return d }
+	b0, g0 := cpu(backend), self()
+	a := closedLoop("(a) direct to backend", direct, s.Body)
+	b1, r1, g1 := cpu(backend), cpu(recv), self()
+	b := closedLoop("(b) through receiver, Sign verified", through, s.Body)
+	b2, r2, g2 := cpu(backend), cpu(recv), self()
+	perReq := func(d time.Duration, n int) string { return fmt.Sprintf("%.1f µs", float64(d.Microseconds())/float64(n)) }
+	cpuLines := []string{
+		fmt.Sprintf("| (a) direct | %s | %s | - |", perReq(g1-g0, a.requests), perReq(b1-b0, a.requests)),
+		fmt.Sprintf("| (b) through receiver | %s | %s | %s |", perReq(g2-g1, b.requests), perReq(b2-b1, b.requests), perReq(r2-r1, b.requests)),
+	}
+	fmt.Fprintf(os.Stderr, "fixed rate: %d req/s for %s each\n", *rate, *rateFor)
+	ra := fixedRate("(a) direct, 1,000 req/s", direct, s.Body)
+	rb := fixedRate("(b) receiver, 1,000 req/s", through, s.Body)
+	recvRSS, _ := rssOf(recv.cmd.Process.Pid)
+	recv.stop()
+
+	rss, err := measureRSS(tmp)
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("\nMachine: %d CPUs (GOMAXPROCS %d), %s/%s, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Printf("Sample: %s (%d bytes), Sync route, Sign verified\n\n", s.Name, len(s.Body))
+	fmt.Println("| measurement | requests | errors | req/s | p50 | p99 | max |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	for _, r := range []result{a, b, ra, rb} {
+		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %s |\n", r.name, r.requests, r.errors, r.rps(), ms(r.p50), ms(r.p99), ms(r.max))
+	}
+	fmt.Println("\nCPU time per request (closed loop, warm-up included in the process totals):")
+	fmt.Println("\n| path | load generator | backend | receiver |")
+	fmt.Println("|---|---|---|---|")
+	for _, l := range cpuLines {
+		fmt.Println(l)
+	}
+	fmt.Printf("\nratio b/a (closed loop req/s): %.2f (target >= 0.60)\n", b.rps()/a.rps())
+	fmt.Printf("p99 added at %d req/s: %s (target <= 2 ms)\n", *rate, ms(rb.p99-ra.p99))
+	fmt.Printf("receiver RSS after the load runs (1 route): %.1f MiB\n", float64(recvRSS)/(1<<20))
+	fmt.Printf("receiver RSS with %d routes loaded: %.1f MiB (target <= 64 MiB)\n", routeCount, float64(rss)/(1<<20))
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func benchRoutes(backend string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: tok, namespace: bench}
+stringData: {token: %s}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: moderation, namespace: bench}
+spec:
+  provider: TencentIM
+  appID: "%s"
+  commands: [C2C.CallbackBeforeSendMsg]
+  mode: Sync
+  backend: {url: "%s", path: /moderate, timeout: 1500ms}
+  verify: {tokenSecretRef: {name: tok}}
+`, benchToken, appID, backend)
+}
+
+// child is a callback-router process.
+type child struct {
+	name, addr string
+	cmd        *exec.Cmd
+	log        *os.File
+	done       chan struct{}
+}
+
+func start(dir, name, bin string, args ...string) (*child, error) {
+	log, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	addr := ""
+	for i, a := range args {
+		if a == "--listen" && i+1 < len(args) {
+			addr = args[i+1]
+		}
+	}
+	c := &child{name: name, addr: addr, cmd: cmd, log: log, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(c.done) }()
+	return c, nil
+}
+
+// waitReady polls the child until it answers HTTP (readyz for the receiver).
+func (c *child) waitReady() error {
+	deadline := time.Now().Add(startupTimeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.done:
+			b, _ := os.ReadFile(c.log.Name())
+			return fmt.Errorf("%s exited: %s", c.name, b)
+		default:
+		}
+		resp, err := http.Get("http://" + c.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if c.name != "receiver" && c.name != "rss" || resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready after %s", c.name, startupTimeout)
+}
+
+// stop ends the child with SIGTERM, then SIGKILL after 10s; idempotent.
+func (c *child) stop() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+	c.log.Close()
+}
+
+func newClient(n int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns: n, MaxIdleConnsPerHost: n, MaxConnsPerHost: n,
+		DisableCompression: true, IdleConnTimeout: time.Minute,
+	}, Timeout: 10 * time.Second}
+}
+
+func probe(u string, body []byte) error {
+	resp, err := newClient(1).Post(u, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("probing %s: %w", u, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.HasPrefix(b, []byte("{")) {
+		return fmt.Errorf("probing %s: %d %s", u, resp.StatusCode, b)
+	}
+	return nil
+}
+
+func send(c *http.Client, u string, body []byte) bool {
+	resp, err := c.Post(u, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+// closedLoop runs *conns workers, each sending as soon as its previous answer arrived.
+func closedLoop(name, u string, body []byte) result {
+	c := newClient(*conns)
+	run := func(d time.Duration, record bool) result {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		var total atomic.Int64
+		lat := make([][]time.Duration, *conns)
+		errs := make([]int, *conns)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for w := range *conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil && total.Add(1) <= maxRequestsPerRun {
+					t := time.Now()
+					ok := send(c, u, body)
+					if record {
+						lat[w] = append(lat[w], time.Since(t))
+					}
+					if !ok {
+						errs[w]++
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return summarize(name, lat, errs, time.Since(start))
+	}
+	run(*warmup, false)
+	return run(*duration, true)
+}
+
+// fixedRate sends at *rate per second for *rateFor, each request timed from its
+// scheduled start (open loop: a slow answer does not delay the next request).
+func fixedRate(name, u string, body []byte) result {
+	c := newClient(256)
+	n := int(rateFor.Seconds() * float64(*rate))
+	if n > maxRequestsPerRun {
+		n = maxRequestsPerRun
+	}
+	interval := time.Second / time.Duration(*rate)
+	lat := make([][]time.Duration, n)
+	errs := make([]int, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		at := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(at))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok := send(c, u, body)
+			lat[i] = []time.Duration{time.Since(at)}
+			if !ok {
+				errs[i]++
+			}
+		}()
+	}
+	wg.Wait()
+	return summarize(name, lat, errs, time.Since(start))
+}
+
+func summarize(name string, lat [][]time.Duration, errs []int, elapsed time.Duration) result {
+	var all []time.Duration
+	r := result{name: name, elapsed: elapsed}
+	for i := range lat {
+		all = append(all, lat[i]...)
+		r.errors += errs[i]
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	r.requests = len(all)
+	if len(all) > 0 {
+		r.p50 = all[len(all)*50/100]
+		r.p99 = all[len(all)*99/100]
+		r.max = all[len(all)-1]
+	}
+	return r
+}
+
+// measureRSS starts a receiver on 10,000 routes (1,000 apps, mixed Sync/Async, exact and
+// prefix commands, 100 token Secrets), sends it a few callbacks, and reads its RSS.
+func measureRSS(dir string) (int64, error) {
+	var b strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Secret\nmetadata: {name: tok%d, namespace: ns%d}\nstringData: {token: token-%d, previous: old-%d}\n", i, i%10, i, i)
+	}
+	for i := range routeCount {
+		app := 1400000000 + i/10
+		mode, cmds := "Async", fmt.Sprintf(`[C2C.CallbackAfterSendMsg, "Group.*", "Cmd%d.*"]`, i)
+		if i%10 == 0 {
+			mode, cmds = "Sync", `[C2C.CallbackBeforeSendMsg]`
+		}
+		fmt.Fprintf(&b, "---\napiVersion: callbacks.callback-router.dev/v1alpha1\nkind: CallbackRoute\nmetadata: {name: route-%05d, namespace: ns%d}\n"+
+			"spec:\n  provider: TencentIM\n  appID: \"%d\"\n  commands: %s\n  mode: %s\n  backend: {url: \"http://127.0.0.1:1\", path: /r%d}\n"+
+			"  verify: {tokenSecretRef: {name: tok%d, previousKey: previous}, sourceCIDRs: [\"10.%d.0.0/16\", \"127.0.0.0/8\"]}\n",
+			i, (i%100)%10, app, cmds, mode, i, i%100, i%250)
+	}
+	routes := filepath.Join(dir, "routes-10k.yaml")
+	if err := os.WriteFile(routes, []byte(b.String()), 0o600); err != nil {
+		return 0, err
+	}
+	c, err := start(dir, "rss", *bin, "receiver", "--routes", routes, "--listen", *rssAddr,
+		"--spool-dir", filepath.Join(dir, "spool-rss"), "--drain-delay", "0s", "--zap-log-level", "error")
+	if err != nil {
+		return 0, err
+	}
+	defer c.stop()
+	if err := c.waitReady(); err != nil {
+		return 0, err
+	}
+	resp, err := http.Get("http://" + *rssAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(m, []byte(fmt.Sprintf("callback_router_table_routes %d", routeCount))) {
+		return 0, errors.New("the 10,000-route receiver did not load every route")
+	}
+	// Exercise lookups of many apps (answers are 401: unsigned), then let the GC settle.
+	cl := newClient(4)
+	for i := 0; i < 2000; i++ {
+		u := "http://" + *rssAddr + "/tencent?" + url.Values{"SdkAppid": {strconv.Itoa(1400000000 + i%1000)}, "CallbackCommand": {"Cmd7.X"}}.Encode()
+		resp, err := cl.Post(u, "application/json", strings.NewReader(`{}`))
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	time.Sleep(time.Second)
+	return rssOf(c.cmd.Process.Pid)
+}
+
+// cpuOf reads the user+system CPU time of a process from /proc (clock ticks of 10ms).
+func cpuOf(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// rssOf reads VmRSS of a process from /proc.
+func rssOf(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
