@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -130,4 +131,54 @@ func TestKustomizeInstall(t *testing.T) {
 			t.Errorf("default images differ: chart %s, kustomize %s", cc.Image, c.Image)
 		}
 	})
+}
+
+// TestGitOpsExamples builds the kustomize overlay of examples/gitops and parses the Argo CD
+// and Flux manifests, so that the documented examples do not rot.
+func TestGitOpsExamples(t *testing.T) {
+	kustomize := tool(t, "KUSTOMIZE")
+	dir := filepath.Join(repoRoot, "examples", "gitops")
+	objs := decode(t, mustRun(t, nil, kustomize, "build", filepath.Join(dir, "overlay")))
+	d := &appsv1.Deployment{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(one(t, objs, "Deployment").Object, d); err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	for _, e := range c.Env {
+		if e.Name == "RECEIVER_IMAGE" && e.Value != c.Image {
+			t.Errorf("overlay: RECEIVER_IMAGE=%q but the manager runs %q", e.Value, c.Image)
+		}
+	}
+	if flagValues(c.Args)["--receiver-replicas"] != "3" {
+		t.Errorf("overlay: the receiver flags patch did not apply: %v", c.Args)
+	}
+	for file, kinds := range map[string][]string{
+		"argocd-application.yaml": {"Application"},
+		"flux-helmrelease.yaml":   {"GitRepository", "HelmRelease"},
+		"flux-kustomization.yaml": {"Kustomization"},
+	} {
+		docs := decode(t, readFile(t, filepath.Join(dir, file)))
+		for i, kind := range kinds {
+			if i >= len(docs) || docs[i].GetKind() != kind {
+				t.Errorf("%s: document %d is not a %s", file, i, kind)
+			}
+		}
+	}
+	// The Argo CD values must be values the chart accepts.
+	app := decode(t, readFile(t, filepath.Join(dir, "argocd-application.yaml")))[0]
+	values, _, _ := unstructured.NestedMap(app.Object, "spec", "source", "helm", "valuesObject")
+	hr := decode(t, readFile(t, filepath.Join(dir, "flux-helmrelease.yaml")))[1]
+	hrValues, _, _ := unstructured.NestedMap(hr.Object, "spec", "values")
+	helm := tool(t, "HELM")
+	for name, v := range map[string]map[string]any{"argocd": values, "flux": hrValues} {
+		data, err := yaml.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(t.TempDir(), name+"-values.yaml")
+		if err := os.WriteFile(f, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mustRun(t, helmEnv(t), helm, "lint", "--strict", chartDir, "-f", f)
+	}
 }
