@@ -15,8 +15,9 @@ import (
 const (
 	// DefaultMaxBytes caps the logical size of the spool (payloads, pending deliveries and
 	// dead letters). Past it Enqueue returns ErrFull and the receiver answers 503. The
-	// bbolt file itself may be larger, as freed pages are reused but never returned.
-	DefaultMaxBytes int64 = 1 << 30
+	// bbolt file itself is larger (page overhead; freed pages are reused, never returned
+	// to the filesystem), so this is half the chart's default 1Gi spool volume.
+	DefaultMaxBytes int64 = 512 << 20
 	// DefaultMaxBatchSize is how many writes (enqueues and delivery results) one commit,
 	// and so one fsync, may carry.
 	DefaultMaxBatchSize = 1024
@@ -48,6 +49,9 @@ const (
 	// the map makes a commit wait for every open read transaction, so starting large
 	// keeps those stalls off the acknowledgement path for the first 256 MiB.
 	initialMmapSize = 256 << 20
+	// fillPercent is how full bbolt fills a page before splitting it: high, because the
+	// spool's keys are always appended in order.
+	fillPercent = 0.9
 	// dbFileName is the bbolt file inside the spool directory.
 	dbFileName = "spool.db"
 )

@@ -234,6 +234,9 @@ type txWriter struct {
 
 func (w *txWriter) put(bucket, k, v []byte) error {
 	b := w.tx.Bucket(bucket)
+	// Keys are appended in increasing order, so pages split full rather than half full
+	// (bbolt's default), which keeps the file close to the logical size.
+	b.FillPercent = fillPercent
 	if old := b.Get(k); old != nil {
 		w.delta -= int64(len(k) + len(old))
 	}

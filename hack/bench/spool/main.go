@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -40,15 +41,16 @@ const sampleBody = `{"CallbackCommand":"C2C.CallbackAfterSendMsg","From_Account"
 
 // result is one case's figures.
 type result struct {
-	mode        string
-	enqueuers   int
-	acks        int
-	errors      int
-	elapsed     time.Duration
-	p50, p99    time.Duration
-	commits     float64
-	delivered   float64
-	maxInFlight int
+	mode      string
+	enqueuers int
+	acks      int
+	errors    int
+	elapsed   time.Duration
+	p50, p99  time.Duration
+	commits   float64
+	delivered float64
+	// logical is the spool's size as checked against MaxBytes; file the bbolt file's.
+	logical, file int64
 }
 
 func main() {
@@ -122,8 +124,8 @@ func run() error {
 	}
 	fmt.Printf("Spool acknowledgement path, %d CPUs, %s per case, deliveries to a loopback backend: %t\n\n",
 		runtime.NumCPU(), *duration, *deliver)
-	fmt.Println("| mode | enqueuers | acks/s | p50 ack | p99 ack | fsync'd commits/s | acks per commit | delivered/s | errors |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| mode | enqueuers | acks/s | p50 ack | p99 ack | fsync'd commits/s | acks per commit | delivered/s | errors | spool MiB (file) |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
 		secs := r.elapsed.Seconds()
 		perCommit := 0.0
@@ -134,8 +136,9 @@ func run() error {
 		if r.mode != "durable" {
 			commits = "(no fsync) " + commits
 		}
-		fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %.1f | %.0f | %d |\n", r.mode, r.enqueuers,
-			float64(r.acks)/secs, ms(r.p50), ms(r.p99), commits, perCommit, r.delivered/secs, r.errors)
+		fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %.1f | %.0f | %d | %.1f (%.1f) |\n", r.mode, r.enqueuers,
+			float64(r.acks)/secs, ms(r.p50), ms(r.p99), commits, perCommit, r.delivered/secs, r.errors,
+			float64(r.logical)/(1<<20), float64(r.file)/(1<<20))
 	}
 	return nil
 }
@@ -184,7 +187,7 @@ func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, max
 				if err := s.Enqueue(ctx, cb, targets); err != nil {
 					errs.Add(1)
 					if errors.Is(err, spool.ErrClosed) {
-						return
+						break
 					}
 					continue
 				}
@@ -195,28 +198,39 @@ func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, max
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cancel()
+	var commits, delivered float64
+	mfs, err := reg.Gather()
+	if err != nil {
+		return result{}, err
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "callback_router_spool_commit_seconds":
+			commits = float64(mf.GetMetric()[0].GetHistogram().GetSampleCount())
+		case "callback_router_deliveries_total":
+			for _, m := range mf.GetMetric() {
+				delivered += m.GetCounter().GetValue()
+			}
+		}
+	}
+	logical := s.Bytes()
+	if err := s.Close(); err != nil {
+		return result{}, err
+	}
+	var file int64
+	if fi, err := os.Stat(filepath.Join(dir, "spool.db")); err == nil {
+		file = fi.Size()
+	}
 	all := slices.Concat(lat...)
 	slices.Sort(all)
-	r := result{mode: "durable", enqueuers: enqueuers, acks: len(all), errors: int(errs.Load()), elapsed: elapsed}
+	r := result{mode: "durable", enqueuers: enqueuers, acks: len(all), errors: int(errs.Load()), elapsed: elapsed,
+		logical: logical, file: file, commits: commits, delivered: delivered}
 	if noSync {
 		r.mode = "in-memory (NoSync)"
 	}
 	if len(all) > 0 {
 		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		return r, err
-	}
-	for _, mf := range mfs {
-		switch mf.GetName() {
-		case "callback_router_spool_commit_seconds":
-			r.commits = float64(mf.GetMetric()[0].GetHistogram().GetSampleCount())
-		case "callback_router_deliveries_total":
-			for _, m := range mf.GetMetric() {
-				r.delivered += m.GetCounter().GetValue()
-			}
-		}
 	}
 	return r, nil
 }
