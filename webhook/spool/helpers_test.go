@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -79,8 +80,14 @@ func newBackend(t testing.TB, respond func(r *http.Request, n int) int) *backend
 
 func newBackendW(t testing.TB, respond func(w http.ResponseWriter, r *http.Request, n int) int) *backend {
 	t.Helper()
+	return newBackendAt(t, "", respond)
+}
+
+// newBackendAt starts a backend on addr ("": any loopback port).
+func newBackendAt(t testing.TB, addr string, respond func(w http.ResponseWriter, r *http.Request, n int) int) *backend {
+	t.Helper()
 	b := &backend{respond: respond}
-	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		b.mu.Lock()
 		b.got = append(b.got, received{
@@ -97,6 +104,15 @@ func newBackendW(t testing.TB, respond func(w http.ResponseWriter, r *http.Reque
 		w.WriteHeader(code)
 		_, _ = w.Write([]byte(`{"ok":false}`))
 	}))
+	if addr != "" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("listening on %s: %v", addr, err)
+		}
+		_ = b.Server.Listener.Close()
+		b.Server.Listener = l
+	}
+	b.Start()
 	t.Cleanup(b.Close)
 	return b
 }
@@ -154,6 +170,18 @@ func run(t testing.TB, s *Spool) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// downAddr returns a loopback address where nothing listens (yet).
+func downAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
 }
 
 // eventually polls cond every 5ms until it holds or timeout passes.
