@@ -49,6 +49,8 @@ type result struct {
 	p50, p99  time.Duration
 	commits   float64
 	delivered float64
+	// commitP99 is the upper bound of the histogram bucket holding the 99th percentile commit.
+	commitP99 time.Duration
 	// logical is the spool's size as checked against MaxBytes; file the bbolt file's.
 	logical, file int64
 }
@@ -64,6 +66,7 @@ func run() error {
 	duration := flag.Duration("duration", 3*time.Second, "how long each case enqueues")
 	maxAcks := flag.Int("max", 2_000_000, "stop a case after this many acknowledgements")
 	conc := flag.String("concurrency", "32,128", "comma-separated numbers of concurrent enqueuers")
+	perRoute := flag.Int("per-route", spool.DefaultMaxConcurrencyPerRoute, "Options.MaxConcurrencyPerRoute: concurrent deliveries")
 	deliver := flag.Bool("deliver", true, "deliver to a loopback backend while enqueuing, as a receiver does")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	dir := flag.String("dir", "", "where to create the spools (default: a temp dir, removed afterwards)")
@@ -115,17 +118,17 @@ func run() error {
 	var results []result
 	for _, n := range levels {
 		for _, noSync := range []bool{false, true} {
-			r, err := runCase(fmt.Sprintf("%s/%d-%t", base, n, noSync), noSync, n, *duration, *maxAcks, url)
+			r, err := runCase(fmt.Sprintf("%s/%d-%t", base, n, noSync), noSync, n, *duration, *maxAcks, url, *perRoute)
 			if err != nil {
 				return err
 			}
 			results = append(results, r)
 		}
 	}
-	fmt.Printf("Spool acknowledgement path, %d CPUs, %s per case, deliveries to a loopback backend: %t\n\n",
-		runtime.NumCPU(), *duration, *deliver)
-	fmt.Println("| mode | enqueuers | acks/s | p50 ack | p99 ack | fsync'd commits/s | acks per commit | delivered/s | errors | spool MiB (file) |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("Spool acknowledgement path, %d CPUs, %s per case, deliveries to a loopback backend: %t (%d per route)\n\n",
+		runtime.NumCPU(), *duration, *deliver, *perRoute)
+	fmt.Println("| mode | enqueuers | acks/s | p50 ack | p99 ack | fsync'd commits/s | commit p99 <= | acks per commit | delivered/s | errors | spool MiB (file) |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
 		secs := r.elapsed.Seconds()
 		perCommit := 0.0
@@ -136,16 +139,16 @@ func run() error {
 		if r.mode != "durable" {
 			commits = "(no fsync) " + commits
 		}
-		fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %.1f | %.0f | %d | %.1f (%.1f) |\n", r.mode, r.enqueuers,
-			float64(r.acks)/secs, ms(r.p50), ms(r.p99), commits, perCommit, r.delivered/secs, r.errors,
+		fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %s | %.1f | %.0f | %d | %.1f (%.1f) |\n", r.mode, r.enqueuers,
+			float64(r.acks)/secs, ms(r.p50), ms(r.p99), commits, ms(r.commitP99), perCommit, r.delivered/secs, r.errors,
 			float64(r.logical)/(1<<20), float64(r.file)/(1<<20))
 	}
 	return nil
 }
 
-func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, maxAcks int, url string) (result, error) {
+func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, maxAcks int, url string, perRoute int) (result, error) {
 	reg := prometheus.NewRegistry()
-	s, err := spool.Open(dir, spool.Options{NoSync: noSync, Registerer: reg, Logger: logr.Discard()})
+	s, err := spool.Open(dir, spool.Options{NoSync: noSync, Registerer: reg, Logger: logr.Discard(), MaxConcurrencyPerRoute: perRoute})
 	if err != nil {
 		return result{}, err
 	}
@@ -200,6 +203,7 @@ func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, max
 	elapsed := time.Since(start)
 	cancel()
 	var commits, delivered float64
+	var commitP99 time.Duration
 	mfs, err := reg.Gather()
 	if err != nil {
 		return result{}, err
@@ -207,7 +211,14 @@ func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, max
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case "callback_router_spool_commit_seconds":
-			commits = float64(mf.GetMetric()[0].GetHistogram().GetSampleCount())
+			h := mf.GetMetric()[0].GetHistogram()
+			commits = float64(h.GetSampleCount())
+			for _, b := range h.GetBucket() {
+				if float64(b.GetCumulativeCount()) >= 0.99*commits {
+					commitP99 = time.Duration(b.GetUpperBound() * float64(time.Second))
+					break
+				}
+			}
 		case "callback_router_deliveries_total":
 			for _, m := range mf.GetMetric() {
 				delivered += m.GetCounter().GetValue()
@@ -225,7 +236,7 @@ func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, max
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	r := result{mode: "durable", enqueuers: enqueuers, acks: len(all), errors: int(errs.Load()), elapsed: elapsed,
-		logical: logical, file: file, commits: commits, delivered: delivered}
+		logical: logical, file: file, commits: commits, delivered: delivered, commitP99: commitP99}
 	if noSync {
 		r.mode = "in-memory (NoSync)"
 	}
