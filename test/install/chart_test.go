@@ -224,114 +224,11 @@ func TestChartTemplate(t *testing.T) {
 	const kube = kubeVersion
 
 	t.Run("default values", func(t *testing.T) {
-		objs := helmTemplate(t, helm, kube, "cr", "callback-router-system")
-		var kinds []string
-		for _, o := range objs {
-			kinds = append(kinds, o.GetKind())
-		}
-		sort.Strings(kinds)
-		want := []string{"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
-			"PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"}
-		if !reflect.DeepEqual(kinds, want) {
-			t.Fatalf("default values render %v, want %v", kinds, want)
-		}
-		crd := one(t, objs, "CustomResourceDefinition")
-		if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
-			t.Error("the CRD lacks helm.sh/resource-policy: keep with crds.keep=true")
-		}
-		d := managerDeployment(t, objs)
-		c := d.Spec.Template.Spec.Containers[0]
-		flags := flagValues(c.Args)
-		if c.Args[0] != "manager" {
-			t.Errorf("manager container args start with %q, want the subcommand manager", c.Args[0])
-		}
-		for _, f := range managerFlagsContract {
-			if _, ok := flags[f]; !ok {
-				t.Errorf("manager args lack %s: %v", f, c.Args)
-			}
-		}
-		for f, want := range map[string]string{
-			"--leader-elect": "true", "--receiver-namespace": "callback-router-system",
-			"--receiver-name": "callback-router-receiver", "--receiver-manage-replicas": "true",
-			"--receiver-image": c.Image, "--health-probe-bind-address": ":8081",
-		} {
-			if flags[f] != want {
-				t.Errorf("%s=%q, want %q", f, flags[f], want)
-			}
-		}
-		sc := c.SecurityContext
-		if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
-			sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
-			sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
-			t.Errorf("manager container security context is not restricted: %+v", sc)
-		}
-		psc := d.Spec.Template.Spec.SecurityContext
-		if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil ||
-			psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-			t.Errorf("manager pod security context is not restricted: %+v", psc)
-		}
-		if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" ||
-			c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
-			t.Error("manager probes are not /healthz and /readyz")
-		}
-		pdb := one(t, objs, "PodDisruptionBudget")
-		sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels")
-		if !reflect.DeepEqual(sel, map[string]string{labelName: "callback-router-receiver", labelComponent: "receiver"}) {
-			t.Errorf("PDB selects %v, not the receiver pods", sel)
-		}
+		checkDefaultRender(t, helmTemplate(t, helm, kube, "cr", "callback-router-system"))
 	})
 
 	t.Run("production values", func(t *testing.T) {
-		objs := helmTemplate(t, helm, kube, "cr", "im", "-f", productionValue)
-		receiverSel := map[string]string{labelName: "im-callbacks", labelComponent: "receiver"}
-		flags := flagValues(managerDeployment(t, objs).Spec.Template.Spec.Containers[0].Args)
-		if flags["--receiver-manage-replicas"] != "false" {
-			t.Error("with the HPA on, the manager must be told --receiver-manage-replicas=false")
-		}
-		if flags["--receiver-trusted-proxies"] != "10.244.0.0/16" || flags["--receiver-name"] != "im-callbacks" {
-			t.Errorf("receiver flags not passed: %v", flags)
-		}
-		hpa := one(t, objs, "HorizontalPodAutoscaler")
-		if k, _, _ := unstructured.NestedString(hpa.Object, "spec", "scaleTargetRef", "kind"); k != "Deployment" {
-			t.Errorf("HPA targets a %s", k)
-		}
-		if n, _, _ := unstructured.NestedString(hpa.Object, "spec", "scaleTargetRef", "name"); n != "im-callbacks" {
-			t.Errorf("HPA targets %q, not the receiver Deployment", n)
-		}
-		np := one(t, objs, "NetworkPolicy")
-		if sel, _, _ := unstructured.NestedStringMap(np.Object, "spec", "podSelector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
-			t.Errorf("NetworkPolicy selects %v", sel)
-		}
-		from, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
-		if len(from) != 1 {
-			t.Fatalf("NetworkPolicy has %d ingress rules, want 1", len(from))
-		}
-		peers, _, _ := unstructured.NestedSlice(from[0].(map[string]any), "from")
-		if len(peers) != 3 {
-			t.Errorf("NetworkPolicy admits %d peers, want ingress controller, OpenIM and monitoring", len(peers))
-		}
-		ing := one(t, objs, "Ingress")
-		rules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
-		paths, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "http", "paths")
-		p := paths[0].(map[string]any)
-		svc, _, _ := unstructured.NestedString(p, "backend", "service", "name")
-		if p["path"] != "/tencent" || svc != "im-callbacks" {
-			t.Errorf("Ingress routes %v to %q, want /tencent to the receiver Service", p["path"], svc)
-		}
-		if tls, _, _ := unstructured.NestedSlice(ing.Object, "spec", "tls"); len(tls) != 1 {
-			t.Error("Ingress has no TLS")
-		}
-		if got := len(byKind(objs, "ServiceMonitor")); got != 2 {
-			t.Errorf("%d ServiceMonitors, want the receiver's and the manager's", got)
-		}
-		for _, sm := range byKind(objs, "ServiceMonitor") {
-			if sm.GetName() != "im-callbacks" {
-				continue
-			}
-			if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
-				t.Errorf("receiver ServiceMonitor selects %v", sel)
-			}
-		}
+		checkProductionRender(t, helmTemplate(t, helm, kube, "cr", "im", "-f", productionValue))
 	})
 
 	t.Run("CRD disabled", func(t *testing.T) {
@@ -482,4 +379,122 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// checkDefaultRender checks the chart rendered with its default values.
+func checkDefaultRender(t *testing.T, objs []*unstructured.Unstructured) {
+	var kinds []string
+	for _, o := range objs {
+		kinds = append(kinds, o.GetKind())
+	}
+	sort.Strings(kinds)
+	want := []string{"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
+		"PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"}
+	if !reflect.DeepEqual(kinds, want) {
+		t.Fatalf("default values render %v, want %v", kinds, want)
+	}
+	crd := one(t, objs, "CustomResourceDefinition")
+	if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+		t.Error("the CRD lacks helm.sh/resource-policy: keep with crds.keep=true")
+	}
+	d := managerDeployment(t, objs)
+	c := d.Spec.Template.Spec.Containers[0]
+	flags := flagValues(c.Args)
+	if c.Args[0] != "manager" {
+		t.Errorf("manager container args start with %q, want the subcommand manager", c.Args[0])
+	}
+	for _, f := range managerFlagsContract {
+		if _, ok := flags[f]; !ok {
+			t.Errorf("manager args lack %s: %v", f, c.Args)
+		}
+	}
+	for f, want := range map[string]string{
+		"--leader-elect": "true", "--receiver-namespace": "callback-router-system",
+		"--receiver-name": "callback-router-receiver", "--receiver-manage-replicas": "true",
+		"--receiver-image": c.Image, "--health-probe-bind-address": ":8081",
+	} {
+		if flags[f] != want {
+			t.Errorf("%s=%q, want %q", f, flags[f], want)
+		}
+	}
+	checkRestrictedSecurity(t, d)
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" ||
+		c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Error("manager probes are not /healthz and /readyz")
+	}
+	pdb := one(t, objs, "PodDisruptionBudget")
+	sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels")
+	if !reflect.DeepEqual(sel, map[string]string{labelName: "callback-router-receiver", labelComponent: "receiver"}) {
+		t.Errorf("PDB selects %v, not the receiver pods", sel)
+	}
+}
+
+// checkProductionRender checks the chart rendered with ci/production-values.yaml.
+func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
+	receiverSel := map[string]string{labelName: "im-callbacks", labelComponent: "receiver"}
+	flags := flagValues(managerDeployment(t, objs).Spec.Template.Spec.Containers[0].Args)
+	if flags["--receiver-manage-replicas"] != "false" {
+		t.Error("with the HPA on, the manager must be told --receiver-manage-replicas=false")
+	}
+	if flags["--receiver-trusted-proxies"] != "10.244.0.0/16" || flags["--receiver-name"] != "im-callbacks" {
+		t.Errorf("receiver flags not passed: %v", flags)
+	}
+	hpa := one(t, objs, "HorizontalPodAutoscaler")
+	if k, _, _ := unstructured.NestedString(hpa.Object, "spec", "scaleTargetRef", "kind"); k != "Deployment" {
+		t.Errorf("HPA targets a %s", k)
+	}
+	if n, _, _ := unstructured.NestedString(hpa.Object, "spec", "scaleTargetRef", "name"); n != "im-callbacks" {
+		t.Errorf("HPA targets %q, not the receiver Deployment", n)
+	}
+	np := one(t, objs, "NetworkPolicy")
+	if sel, _, _ := unstructured.NestedStringMap(np.Object, "spec", "podSelector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
+		t.Errorf("NetworkPolicy selects %v", sel)
+	}
+	from, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
+	if len(from) != 1 {
+		t.Fatalf("NetworkPolicy has %d ingress rules, want 1", len(from))
+	}
+	peers, _, _ := unstructured.NestedSlice(from[0].(map[string]any), "from")
+	if len(peers) != 3 {
+		t.Errorf("NetworkPolicy admits %d peers, want ingress controller, OpenIM and monitoring", len(peers))
+	}
+	ing := one(t, objs, "Ingress")
+	rules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
+	paths, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "http", "paths")
+	p := paths[0].(map[string]any)
+	svc, _, _ := unstructured.NestedString(p, "backend", "service", "name")
+	if p["path"] != "/tencent" || svc != "im-callbacks" {
+		t.Errorf("Ingress routes %v to %q, want /tencent to the receiver Service", p["path"], svc)
+	}
+	if tls, _, _ := unstructured.NestedSlice(ing.Object, "spec", "tls"); len(tls) != 1 {
+		t.Error("Ingress has no TLS")
+	}
+	if got := len(byKind(objs, "ServiceMonitor")); got != 2 {
+		t.Errorf("%d ServiceMonitors, want the receiver's and the manager's", got)
+	}
+	for _, sm := range byKind(objs, "ServiceMonitor") {
+		if sm.GetName() != "im-callbacks" {
+			continue
+		}
+		if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
+			t.Errorf("receiver ServiceMonitor selects %v", sel)
+		}
+	}
+}
+
+// checkRestrictedSecurity checks the manager's pod and container security contexts against
+// the restricted Pod Security Standard and the read-only root filesystem.
+func checkRestrictedSecurity(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	sc := d.Spec.Template.Spec.Containers[0].SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("manager container security context is not restricted: %+v", sc)
+	}
+	psc := d.Spec.Template.Spec.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil ||
+		psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("manager pod security context is not restricted: %+v", psc)
+	}
 }

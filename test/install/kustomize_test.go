@@ -22,53 +22,8 @@ func TestKustomizeInstall(t *testing.T) {
 	kustomize := tool(t, "KUSTOMIZE")
 	objs := decode(t, mustRun(t, nil, kustomize, "build", filepath.Join(repoRoot, "config", "default")))
 	const ns = "callback-router-system"
-
-	for _, o := range objs {
-		if o.GetKind() == "Namespace" || o.GetKind() == "CustomResourceDefinition" ||
-			o.GetKind() == "ClusterRole" || o.GetKind() == "ClusterRoleBinding" {
-			continue
-		}
-		if o.GetNamespace() != ns {
-			t.Errorf("%s %s is in namespace %q, want %s", o.GetKind(), o.GetName(), o.GetNamespace(), ns)
-		}
-	}
-	nsObj := one(t, objs, "Namespace")
-	if nsObj.GetName() != ns || nsObj.GetLabels()["pod-security.kubernetes.io/enforce"] != "restricted" {
-		t.Errorf("namespace %s labels %v: want %s enforcing restricted Pod Security", nsObj.GetName(), nsObj.GetLabels(), ns)
-	}
-
-	// The CRD is the generated one, unchanged.
-	crd := one(t, objs, "CustomResourceDefinition")
-	generated := decode(t, readFile(t, filepath.Join(crdBasesDir, "callbacks.callback-router.dev_callbackroutes.yaml")))[0]
-	if !reflect.DeepEqual(crd.Object["spec"], generated.Object["spec"]) {
-		t.Error("the kustomize CRD spec differs from config/crd/bases")
-	}
-
-	d := &appsv1.Deployment{}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(one(t, objs, "Deployment").Object, d); err != nil {
-		t.Fatal(err)
-	}
+	d := checkKustomizeRender(t, objs, ns)
 	c := d.Spec.Template.Spec.Containers[0]
-	flags := flagValues(c.Args)
-	if c.Args[0] != "manager" || flags["--leader-elect"] != "true" || flags["--health-probe-bind-address"] != ":8081" {
-		t.Errorf("manager args %v: want the manager subcommand with leader election and probes on :8081", c.Args)
-	}
-	env := map[string]string{}
-	for _, e := range c.Env {
-		env[e.Name] = e.Value
-		if e.Name == "POD_NAMESPACE" && (e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace") {
-			t.Error("POD_NAMESPACE is not the pod's namespace")
-		}
-	}
-	if env["RECEIVER_IMAGE"] != c.Image {
-		t.Errorf("RECEIVER_IMAGE=%q, want the manager's image %q", env["RECEIVER_IMAGE"], c.Image)
-	}
-
-	pdb := one(t, objs, "PodDisruptionBudget")
-	if sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel,
-		map[string]string{labelName: "callback-router-receiver", labelComponent: "receiver"}) {
-		t.Errorf("PDB selects %v, not the receiver pods", sel)
-	}
 
 	cl := startCluster(t)
 	if err := cl.c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}); err != nil {
@@ -181,4 +136,57 @@ func TestGitOpsExamples(t *testing.T) {
 		}
 		mustRun(t, helmEnv(t), helm, "lint", "--strict", chartDir, "-f", f)
 	}
+}
+
+// checkKustomizeRender checks the output of `kustomize build config/default` and returns
+// its manager Deployment.
+func checkKustomizeRender(t *testing.T, objs []*unstructured.Unstructured, ns string) *appsv1.Deployment {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" || o.GetKind() == "CustomResourceDefinition" ||
+			o.GetKind() == "ClusterRole" || o.GetKind() == "ClusterRoleBinding" {
+			continue
+		}
+		if o.GetNamespace() != ns {
+			t.Errorf("%s %s is in namespace %q, want %s", o.GetKind(), o.GetName(), o.GetNamespace(), ns)
+		}
+	}
+	nsObj := one(t, objs, "Namespace")
+	if nsObj.GetName() != ns || nsObj.GetLabels()["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("namespace %s labels %v: want %s enforcing restricted Pod Security", nsObj.GetName(), nsObj.GetLabels(), ns)
+	}
+
+	// The CRD is the generated one, unchanged.
+	crd := one(t, objs, "CustomResourceDefinition")
+	generated := decode(t, readFile(t, filepath.Join(crdBasesDir, "callbacks.callback-router.dev_callbackroutes.yaml")))[0]
+	if !reflect.DeepEqual(crd.Object["spec"], generated.Object["spec"]) {
+		t.Error("the kustomize CRD spec differs from config/crd/bases")
+	}
+
+	d := &appsv1.Deployment{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(one(t, objs, "Deployment").Object, d); err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	flags := flagValues(c.Args)
+	if c.Args[0] != "manager" || flags["--leader-elect"] != "true" || flags["--health-probe-bind-address"] != ":8081" {
+		t.Errorf("manager args %v: want the manager subcommand with leader election and probes on :8081", c.Args)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+		if e.Name == "POD_NAMESPACE" && (e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace") {
+			t.Error("POD_NAMESPACE is not the pod's namespace")
+		}
+	}
+	if env["RECEIVER_IMAGE"] != c.Image {
+		t.Errorf("RECEIVER_IMAGE=%q, want the manager's image %q", env["RECEIVER_IMAGE"], c.Image)
+	}
+
+	pdb := one(t, objs, "PodDisruptionBudget")
+	if sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel,
+		map[string]string{labelName: "callback-router-receiver", labelComponent: "receiver"}) {
+		t.Errorf("PDB selects %v, not the receiver pods", sel)
+	}
+	return d
 }

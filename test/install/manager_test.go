@@ -169,13 +169,26 @@ func (m *managerRun) stop(t *testing.T) {
 	}
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-m.done:
+	case err := <-m.done:
+		if err != nil {
+			t.Logf("manager exited after SIGTERM: %v", err)
+		}
 	case <-time.After(managerStopTimeout):
 		_ = m.cmd.Process.Kill()
-		<-m.done
-		t.Errorf("manager did not stop within %s of SIGTERM", managerStopTimeout)
+		err := <-m.done
+		t.Errorf("manager did not stop within %s of SIGTERM (killed: %v)", managerStopTimeout, err)
 	}
 	m.done = nil
+}
+
+// ready reports whether the manager's /readyz answers 200.
+func (m *managerRun) ready() bool {
+	resp, err := http.Get(m.healthz + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // exited reports the manager's exit, if it exited.
@@ -225,16 +238,11 @@ func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, routeNS
 	var last string
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, managerReadyTimeout, true, func(ctx context.Context) (bool, error) {
 		if gone, err := m.exited(); gone {
-			return false, fmt.Errorf("manager exited: %v", err)
+			return false, fmt.Errorf("manager exited: %w", err)
 		}
-		if resp, err := http.Get(m.healthz + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		if !m.ready() {
 			last = "manager not ready"
-			if resp != nil {
-				resp.Body.Close()
-			}
 			return false, nil
-		} else {
-			resp.Body.Close()
 		}
 		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: receiverName}, &receiver); err != nil {
 			last = "receiver Deployment: " + err.Error()

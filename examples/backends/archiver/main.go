@@ -46,11 +46,11 @@ func (a *Archive) Store(id string, body []byte) (bool, error) {
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(body); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return false, fmt.Errorf("writing %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return false, fmt.Errorf("syncing %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Close(); err != nil {
@@ -81,12 +81,13 @@ func (a *Archive) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	stored, err := a.Store(id, body)
 	if err != nil {
-		log.Printf("storing callback %s: %v", id, err)
+		log.Printf("storing callback %q: %v", id, err) //nolint:gosec // %q escapes control characters: a header cannot forge log lines
 		w.Header().Set("Retry-After", "30")
 		http.Error(w, "storage unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	log.Printf("callback %s %s/%s route=%s attempt=%s stored=%t", id,
+	//nolint:gosec // %q escapes control characters: a header cannot forge log lines
+	log.Printf("callback %q %q/%q route=%q attempt=%q stored=%t", id,
 		r.Header.Get("X-Callback-Provider"), r.Header.Get("X-Callback-Command"),
 		r.Header.Get("X-Callback-Route"), r.Header.Get("X-Callback-Attempt"), stored)
 	w.WriteHeader(http.StatusNoContent)
