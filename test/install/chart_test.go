@@ -262,7 +262,10 @@ func TestChartInstall(t *testing.T) {
 	env := helmEnv(t)
 
 	cl.warn.take()
-	mustRun(t, env, helm, helmArgs("install", release, chartDir)...)
+	notes := mustRun(t, env, helm, helmArgs("install", release, chartDir)...)
+	if want := "callback-router-receiver.callback-router-system.svc:8080/openim/<appID>"; !strings.Contains(notes, want) {
+		t.Errorf("helm install notes lack the OpenIM URL %s:\n%s", want, notes)
+	}
 	if w := cl.warn.take(); len(w) > 0 {
 		t.Errorf("API server warned during install: %v", w)
 	}
