@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/routing"
@@ -305,8 +307,15 @@ func (r *TableReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager
 	mapRoute := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return toTable()
 	})
+	// A pass at start even with no routes: the receiver becomes ready only once a table,
+	// possibly empty, is published.
+	kick := source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		q.Add(r.tableRequest())
+		return nil
+	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("table").
+		WatchesRawSource(kick).
 		// A single request: one worker. Bursts coalesce in the queue.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Watches(&v1alpha1.CallbackRoute{}, mapRoute, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -1,0 +1,237 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/internal/testenv"
+	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/samples"
+)
+
+// Bounds of the end-to-end test.
+const (
+	// testTimeout bounds the whole test.
+	testTimeout = 3 * time.Minute
+	// deliveryWait is how long one callback may take to reach the backend once accepted.
+	deliveryWait = 5 * time.Second
+	// absentWait is how long the test waits to conclude a callback was not delivered.
+	absentWait = 3 * time.Second
+	// maxProbes bounds every send loop.
+	maxProbes = 600
+	// receiverNamespace is where the manager puts the receiver and its table.
+	receiverNamespace = "callback-router-system"
+	// exampleBackend is the backend URL in examples/routes.yaml, replaced by the test's.
+	exampleBackend = "http://127.0.0.1:9000"
+	// exampleToken is the Tencent IM token in examples/routes.yaml.
+	exampleToken = "quickstart-token"
+	// exampleApp is the SDKAppID in examples/routes.yaml.
+	exampleApp = "1400000001"
+)
+
+var cluster *Cluster
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "callback-router-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if cluster, err = StartCluster(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := cluster.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		}
+	}()
+	return m.Run()
+}
+
+// stopOnCleanup stops p when the test ends and prints its log if the test failed.
+func stopOnCleanup(t *testing.T, name string, p *Process) {
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Logf("%s stop: %v", name, err)
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, p.Tail())
+		}
+	})
+}
+
+func TestApplyRouteDeliversSignedCallback(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+
+	backend := NewBackend()
+	defer backend.Close()
+
+	mgr, err := cluster.StartManager(ctx, receiverNamespace, "--leader-elect")
+	g.Expect(err).NotTo(HaveOccurred())
+	stopOnCleanup(t, "manager", mgr)
+
+	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	g.Expect(err).NotTo(HaveOccurred(), "manager log:\n%s", mgr.Tail())
+	g.Expect(d.Spec.Template.Spec.Containers[0].Image).To(Equal(ReceiverImage))
+	g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--namespace", receiverNamespace, "--table", controllers.DefaultReceiverName))
+
+	rx, err := cluster.StartReceiver(d, t.TempDir())
+	g.Expect(err).NotTo(HaveOccurred())
+	stopOnCleanup(t, "receiver", rx.Process)
+	g.Expect(rx.WaitReady(ctx)).To(Succeed(), "the receiver loads the (empty) table the manager writes at start")
+
+	// kubectl apply of the example manifests, pointed at the loopback backend.
+	for _, ns := range []string{"chat", "analytics"} {
+		g.Expect(cluster.EnsureNamespace(ctx, ns)).To(Succeed())
+	}
+	example, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", "routes.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(example)).To(ContainSubstring(exampleBackend))
+	manifests := []byte(strings.ReplaceAll(string(example), exampleBackend, backend.URL))
+	sample, ok := samples.Get("tencent-c2c-after-send")
+	g.Expect(ok).To(BeTrue())
+
+	applied := time.Now()
+	_, err = cluster.KubectlRun(ctx, manifests, "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred())
+
+	// Signed callbacks, each marked with its own probe number in the query (forwarded
+	// verbatim), until one is accepted and arrives.
+	var got Delivery
+	delivered := false
+	for i := 0; i < maxProbes && !delivered; i++ {
+		probe := fmt.Sprintf("probe=%d", i)
+		status, _, err := SendTencent(ctx, rx.URL, exampleApp, sample.Command, exampleToken, probe, sample.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+		if status != http.StatusOK {
+			g.Expect(status).To(Equal(http.StatusNotFound), "before the table has the app, its callbacks are unknown")
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		wctx, wcancel := context.WithTimeout(ctx, deliveryWait)
+		got, err = backend.WaitFor(wctx, func(d Delivery) bool { return strings.HasSuffix(d.RawQuery, "&"+probe) })
+		wcancel()
+		delivered = err == nil
+	}
+	g.Expect(delivered).To(BeTrue(), "a signed callback reached the backend")
+	t.Logf("apply to first delivered callback: %s", got.At.Sub(applied).Round(time.Millisecond))
+
+	g.Expect(got.Path).To(Equal("/archive"))
+	g.Expect(got.Body).To(Equal(sample.Body), "the body is forwarded byte for byte")
+	g.Expect(got.Header.Get(callback.HeaderRoute)).To(Equal("chat/archive-messages"))
+	g.Expect(got.Header.Get(callback.HeaderProvider)).To(Equal(string(v1alpha1.ProviderTencentIM)))
+	g.Expect(got.Header.Get(callback.HeaderApp)).To(Equal(exampleApp))
+	g.Expect(got.Header.Get(callback.HeaderCommand)).To(Equal(sample.Command))
+	g.Expect(got.Header.Get(callback.HeaderID)).To(Equal(callback.ComputeID(v1alpha1.ProviderTencentIM, sample.Command, sample.Body)))
+	g.Expect(got.RawQuery).To(ContainSubstring("Sign="))
+
+	// A forged signature is refused in Tencent's envelope.
+	status, body, err := SendTencent(ctx, rx.URL, exampleApp, sample.Command, "wrong-token", "", sample.Body)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(status).To(Equal(http.StatusUnauthorized))
+	g.Expect(string(body)).To(ContainSubstring(`"ActionStatus":"FAIL"`))
+
+	// The route's status says it is live and where the IM console must point.
+	route := &v1alpha1.CallbackRoute{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(cluster.Client.Get(ctx, types.NamespacedName{Namespace: "chat", Name: "archive-messages"}, route)).To(Succeed())
+		g.Expect(meta.IsStatusConditionTrue(route.Status.Conditions, v1alpha1.ConditionReady)).To(BeTrue())
+	}, deliveryWait, 50*time.Millisecond).Should(Succeed())
+	g.Expect(route.Status.URL).To(Equal("/tencent?SdkAppid=" + exampleApp))
+
+	// Deleting the route stops its callbacks.
+	_, err = cluster.KubectlRun(ctx, nil, "delete", "callbackroute", "archive-messages", "-n", "chat")
+	g.Expect(err).NotTo(HaveOccurred())
+	deleted := time.Now()
+	stopped := false
+	for i := 0; i < maxProbes && !stopped; i++ {
+		probe := fmt.Sprintf("after-delete=%d", i)
+		status, _, err := SendTencent(ctx, rx.URL, exampleApp, sample.Command, exampleToken, probe, sample.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(status).To(Equal(http.StatusOK), "the app still has other routes: acknowledged, nothing routed")
+		wctx, wcancel := context.WithTimeout(ctx, absentWait)
+		_, err = backend.WaitFor(wctx, func(d Delivery) bool { return strings.HasSuffix(d.RawQuery, "&"+probe) })
+		wcancel()
+		stopped = err != nil
+	}
+	g.Expect(stopped).To(BeTrue(), "callbacks stop after the route is deleted")
+	t.Logf("delete to callbacks stopped: at most %s", time.Since(deleted).Round(time.Millisecond))
+	before := len(backend.Deliveries())
+	for i := range 3 {
+		_, _, err := SendTencent(ctx, rx.URL, exampleApp, sample.Command, exampleToken, fmt.Sprintf("gone=%d", i), sample.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	g.Consistently(func() int { return len(backend.Deliveries()) }, absentWait, 100*time.Millisecond).Should(Equal(before))
+
+	// Deleting every route of the app makes the app unknown: 404 in Tencent's envelope.
+	_, err = cluster.KubectlRun(ctx, manifests, "delete", "--ignore-not-found", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(func() int {
+		status, _, _ := SendTencent(ctx, rx.URL, exampleApp, sample.Command, exampleToken, "", sample.Body)
+		return status
+	}, deliveryWait, 50*time.Millisecond).Should(Equal(http.StatusNotFound))
+}
+
+func TestServiceBackedRouteStatus(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	mgr, err := cluster.StartManager(ctx, receiverNamespace)
+	g.Expect(err).NotTo(HaveOccurred())
+	stopOnCleanup(t, "manager", mgr)
+
+	g.Expect(cluster.EnsureNamespace(ctx, "svc-team")).To(Succeed())
+	manifests := `
+apiVersion: v1
+kind: Service
+metadata: {name: archiver, namespace: svc-team}
+spec:
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: to-service, namespace: svc-team}
+spec:
+  provider: OpenIM
+  appID: svc-team
+  commands: ["*"]
+  backend: {service: {name: archiver, port: 8080}, path: /im}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: to-missing-service, namespace: svc-team}
+spec:
+  provider: OpenIM
+  appID: svc-team
+  commands: ["*"]
+  backend: {service: {name: nowhere, port: 80}}
+`
+	_, err = cluster.KubectlRun(ctx, []byte(manifests), "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(func(g Gomega) {
+		out, err := cluster.KubectlRun(ctx, nil, "get", "callbackroutes", "-n", "svc-team",
+			"-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="ResolvedRefs")].reason}{"\n"}{end}`)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(strings.Fields(string(out))).To(ConsistOf("to-missing-service=False/ServiceNotFound", "to-service=True/Resolved"))
+	}, deliveryWait*4, 100*time.Millisecond).Should(Succeed(), "manager log:\n%s", mgr.Tail())
+}
