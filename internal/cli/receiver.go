@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -44,6 +45,7 @@ type receiverFlags struct {
 	syncBudget     time.Duration
 	server         receiver.ServerConfig
 	drainDelay     time.Duration
+	pprofListen    string
 	namespace      string
 	table          string
 }
@@ -62,6 +64,7 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.server.IdleTimeout, "idle-timeout", receiver.DefaultIdleTimeout, "keep-alive connections idle this long are closed")
 	fs.IntVar(&f.server.MaxHeaderBytes, "max-header-bytes", receiver.DefaultMaxHeaderBytes, "largest request line plus headers accepted")
 	fs.DurationVar(&f.drainDelay, "drain-delay", receiver.DefaultDrainDelay, "on SIGTERM, how long /readyz answers 503 before the listener closes")
+	fs.StringVar(&f.pprofListen, "pprof-listen", "", "serve net/http/pprof on this address (off by default; bind it to loopback)")
 	fs.DurationVar(&f.server.ShutdownTimeout, "shutdown-timeout", receiver.DefaultShutdownTimeout, "bound on waiting for callbacks in flight at shutdown")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultReceiverNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
 	fs.StringVar(&f.table, "table", controllers.DefaultReceiverName, "in-cluster mode: name of the table the manager writes (its --receiver-name)")
@@ -163,7 +166,17 @@ func runReceiver(args []string) error {
 	defer stopSpool()
 
 	var g errgroup.Group
-	g.Go(func() error { return receiver.Serve(serveCtx, ln, h, f.server) })
+	g.Go(func() error { return receiver.ServeFast(serveCtx, ln, h, f.server) })
+	if f.pprofListen != "" {
+		pln, err := net.Listen("tcp", f.pprofListen)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", f.pprofListen, err)
+		}
+		pmux := http.NewServeMux()
+		pmux.HandleFunc("/debug/pprof/", pprof.Index)
+		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		g.Go(func() error { return receiver.Serve(serveCtx, pln, pmux, f.server) })
+	}
 	if mln != nil {
 		mux := http.NewServeMux()
 		mux.Handle(receiver.PathMetrics, h.MetricsHandler())

@@ -3,7 +3,6 @@ package receiver
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 )
@@ -59,12 +58,4 @@ func RejectEnvelope(p v1alpha1.Provider, status int, why string) []byte {
 		b, _ = json.Marshal(tencentEnvelope{ActionStatus: "FAIL", ErrorCode: 1, ErrorInfo: why})
 	}
 	return b
-}
-
-func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h["Content-Type"] = jsonType
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
 }

@@ -191,9 +191,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	switch {
 	case p == PathTencent || p == PathTencent+"/":
-		h.serveCallback(w, r, v1alpha1.ProviderTencentIM)
+		h.serveCallback(&stdExchange{w, r}, v1alpha1.ProviderTencentIM)
 	case strings.HasPrefix(p, PathOpenIMPrefix):
-		h.serveCallback(w, r, v1alpha1.ProviderOpenIM)
+		h.serveCallback(&stdExchange{w, r}, v1alpha1.ProviderOpenIM)
 	case p == PathHealthz:
 		writeText(w, http.StatusOK, "ok\n")
 	case p == PathReadyz:
@@ -295,60 +295,36 @@ func parseOpenIMPath(p string) (app, cmd string, ok bool) {
 
 var errTooLarge = errors.New("body too large")
 
-// readBody reads at most limit bytes. A body with a known length is read into one
-// exact-size slice; the slice is never reused, because the transport and the Async sink
-// may still hold it after the handler returns.
-func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
-	if contentLength > limit {
-		return nil, errTooLarge
-	}
-	if contentLength >= 0 {
-		b := make([]byte, contentLength)
-		if _, err := io.ReadFull(body, b); err != nil {
-			return nil, err
-		}
-		return b, nil
-	}
-	b, err := io.ReadAll(io.LimitReader(body, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, errTooLarge
-	}
-	return b, nil
-}
-
-func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, provider v1alpha1.Provider) {
+func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 	q := &request{provider: provider, arrived: time.Now(), received: h.opts.Now(), appLabel: labelOther, cmdLabel: labelOther}
-	if r.Method != http.MethodPost {
-		h.reject(w, r, q, http.StatusMethodNotAllowed, OutcomeBadRequest, "method_not_allowed", "callbacks must be POST")
+	if x.method() != http.MethodPost {
+		h.reject(x, q, http.StatusMethodNotAllowed, OutcomeBadRequest, "method_not_allowed", "callbacks must be POST")
 		return
 	}
 	var err error
 	if provider == v1alpha1.ProviderTencentIM {
-		q.appID, q.command, q.sign, q.requestTime, err = parseTencentQuery(r.URL.RawQuery)
+		q.appID, q.command, q.sign, q.requestTime, err = parseTencentQuery(x.rawQuery())
 		if err == nil && (q.appID == "" || q.command == "") {
 			err = errors.New("query needs SdkAppid and CallbackCommand")
 		}
 	} else {
 		var ok bool
-		if q.appID, q.command, ok = parseOpenIMPath(r.URL.Path); !ok {
+		if q.appID, q.command, ok = parseOpenIMPath(x.path()); !ok {
 			err = errors.New("path must be /openim/<appID>/<command>")
 		}
 	}
 	if err != nil {
-		h.reject(w, r, q, http.StatusBadRequest, OutcomeBadRequest, "bad_url", err.Error())
+		h.reject(x, q, http.StatusBadRequest, OutcomeBadRequest, "bad_url", err.Error())
 		return
 	}
 	table := h.table.Load()
 	if table == nil {
-		h.reject(w, r, q, http.StatusServiceUnavailable, OutcomeUnavailable, "not_ready", "no routing table loaded yet")
+		h.reject(x, q, http.StatusServiceUnavailable, OutcomeUnavailable, "not_ready", "no routing table loaded yet")
 		return
 	}
 	q.app = table.App(provider, q.appID)
 	if q.app == nil {
-		h.reject(w, r, q, http.StatusNotFound, OutcomeNotFound, "no_route", fmt.Sprintf("no route for %s app %s", provider, q.appID))
+		h.reject(x, q, http.StatusNotFound, OutcomeNotFound, "no_route", fmt.Sprintf("no route for %s app %s", provider, q.appID))
 		return
 	}
 	q.appLabel = q.appID
@@ -356,23 +332,23 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, provider
 		q.cmdLabel = commandLabel(q.command)
 	}
 
-	body, err := readBody(r.Body, r.ContentLength, h.opts.MaxBodyBytes)
+	body, err := x.body(h.opts.MaxBodyBytes)
 	if errors.Is(err, errTooLarge) {
-		h.reject(w, r, q, http.StatusRequestEntityTooLarge, OutcomeTooLarge, "too_large",
+		h.reject(x, q, http.StatusRequestEntityTooLarge, OutcomeTooLarge, "too_large",
 			fmt.Sprintf("body over %d bytes", h.opts.MaxBodyBytes))
 		return
 	}
 	if err != nil {
-		h.reject(w, r, q, http.StatusBadRequest, OutcomeBadRequest, "read_body", "reading the body: "+err.Error())
+		h.reject(x, q, http.StatusBadRequest, OutcomeBadRequest, "read_body", "reading the body: "+err.Error())
 		return
 	}
 	if !json.Valid(body) {
-		h.reject(w, r, q, http.StatusBadRequest, OutcomeBadRequest, "bad_json", "body is not JSON")
+		h.reject(x, q, http.StatusBadRequest, OutcomeBadRequest, "bad_json", "body is not JSON")
 		return
 	}
 
 	v := &q.verifier
-	v.init(r, q.received, q.app, h.opts.TrustedProxies, q.sign, q.requestTime)
+	v.init(x, q.received, q.app, h.opts.TrustedProxies, q.sign, q.requestTime)
 	match := q.app.Lookup(q.command)
 	var syncRoute *routing.Route
 	var asyncRoutes []*routing.Route
@@ -421,7 +397,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, provider
 		if allSource {
 			status, outcome = http.StatusForbidden, OutcomeForbidden
 		}
-		h.reject(w, r, q, status, outcome, firstReason, "callback failed verification: "+firstReason)
+		h.reject(x, q, status, outcome, firstReason, "callback failed verification: "+firstReason)
 		return
 	}
 	q.cmdLabel = commandLabel(q.command)
@@ -430,7 +406,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, provider
 		Provider:   provider,
 		AppID:      q.appID,
 		Command:    q.command,
-		RawQuery:   r.URL.RawQuery,
+		RawQuery:   x.rawQuery(),
 		Body:       body,
 		ReceivedAt: q.received,
 	}
@@ -438,18 +414,22 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, provider
 		cb.ID = callback.ComputeID(provider, q.command, body)
 	}
 	if len(asyncRoutes) > 0 {
-		if err := h.enqueue(r.Context(), cb, asyncRoutes); err != nil {
+		if !x.bodyStable() {
+			// The server reuses its buffer after the answer; the sink may keep the body.
+			cb.Body = append([]byte(nil), body...)
+		}
+		if err := h.enqueue(x.context(), cb, asyncRoutes); err != nil {
 			h.log.Error(err, "Failed to store Async copies", "provider", provider, "appID", q.appID, "command", q.command, "callbackID", cb.ID)
-			h.reject(w, r, q, http.StatusServiceUnavailable, OutcomeUnavailable, "", "callback could not be stored: "+err.Error())
+			h.reject(x, q, http.StatusServiceUnavailable, OutcomeUnavailable, "", "callback could not be stored: "+err.Error())
 			return
 		}
 	}
 	if syncRoute == nil {
 		h.metrics.request(string(provider), q.appLabel, q.cmdLabel, OutcomeAcknowledged)
-		writeJSON(w, http.StatusOK, OKEnvelope(provider))
+		x.answer(http.StatusOK, contentTypeJSON, OKEnvelope(provider))
 		return
 	}
-	h.proxy(w, r, q, cb, syncRoute)
+	h.proxy(x, q, cb, syncRoute)
 }
 
 func (h *Handler) enqueue(ctx context.Context, cb *callback.Callback, routes []*routing.Route) error {
@@ -468,9 +448,9 @@ func (h *Handler) enqueue(ctx context.Context, cb *callback.Callback, routes []*
 }
 
 // reject answers an error in the provider's envelope, counts it and logs one line.
-func (h *Handler) reject(w http.ResponseWriter, r *http.Request, q *request, status int, outcome, reason, why string) {
+func (h *Handler) reject(x exchange, q *request, status int, outcome, reason, why string) {
 	h.metrics.request(string(q.provider), q.appLabel, q.cmdLabel, outcome)
 	h.log.Info("Rejected callback", "status", status, "reason", reason, "provider", q.provider,
-		"appID", q.appID, "command", q.command, "remoteAddr", r.RemoteAddr, "detail", why)
-	writeJSON(w, status, RejectEnvelope(q.provider, status, why))
+		"appID", q.appID, "command", q.command, "remoteAddr", x.remoteAddr(), "detail", why)
+	x.answer(status, contentTypeJSON, RejectEnvelope(q.provider, status, why))
 }

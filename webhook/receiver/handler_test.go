@@ -107,7 +107,9 @@ spec:
 
 // TestSamplesRouted sends every sample, signed, and checks the Async copy: the body byte
 // for byte, the query, the target and the idempotency key.
-func TestSamplesRouted(t *testing.T) {
+func TestSamplesRouted(t *testing.T) { forEachServer(t, testSamplesRouted) }
+
+func testSamplesRouted(t *testing.T) {
 	be := newBackend(t, nil)
 	f := newFixture(t, routesYAML(be.URL), nil)
 	wantIDs := map[string]string{
@@ -121,9 +123,9 @@ func TestSamplesRouted(t *testing.T) {
 			var u string
 			hdr := map[string]string{"Content-Type": "application/json"}
 			if s.provider == v1alpha1.ProviderTencentIM {
-				u = tencentURL(f.srv.URL, "1400000001", s.command, testToken, now)
+				u = tencentURL(f.url, "1400000001", s.command, testToken, now)
 			} else {
-				u = f.srv.URL + "/openim/prod/" + s.command
+				u = f.url + "/openim/prod/" + s.command
 				hdr["Authorization"] = "Basic b3BlbmltOnBhc3M=" // openim:pass
 			}
 			status, body, rh := post(t, u, s.body, hdr)
@@ -164,7 +166,9 @@ func TestSamplesRouted(t *testing.T) {
 }
 
 // TestAnswerTable walks every row of the contract's answer table, for both providers.
-func TestAnswerTable(t *testing.T) {
+func TestAnswerTable(t *testing.T) { forEachServer(t, testAnswerTable) }
+
+func testAnswerTable(t *testing.T) {
 	c2c := loadSamples(t)[1].body // tencent-c2c-after-send.json
 	if !bytes.Contains(c2c, []byte("C2C.CallbackAfterSendMsg")) {
 		t.Fatal("sample order changed")
@@ -250,9 +254,9 @@ func TestAnswerTable(t *testing.T) {
 	f := newFixture(t, routesYAML(be.URL), nil)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			u := f.srv.URL + c.url
+			u := f.url + c.url
 			if cmd, ok := strings.CutPrefix(c.url, "T:"); ok {
-				u = tencentURL(f.srv.URL, "1400000001", cmd, testToken, now)
+				u = tencentURL(f.url, "1400000001", cmd, testToken, now)
 			}
 			f.sink.err = c.sinkErr
 			defer func() { f.sink.err = nil }()
@@ -271,10 +275,12 @@ func TestAnswerTable(t *testing.T) {
 	}
 }
 
-func TestNotReadyAndDraining(t *testing.T) {
+func TestNotReadyAndDraining(t *testing.T) { forEachServer(t, testNotReadyAndDraining) }
+
+func testNotReadyAndDraining(t *testing.T) {
 	f := newFixture(t, "", nil)
 	get := func(p string) int {
-		resp, err := http.Get(f.srv.URL + p)
+		resp, err := http.Get(f.url + p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -287,7 +293,7 @@ func TestNotReadyAndDraining(t *testing.T) {
 	if s := get(PathHealthz); s != 200 {
 		t.Errorf("healthz: %d", s)
 	}
-	status, body, _ := post(t, tencentURL(f.srv.URL, "1400000001", "C2C.X", "", now), []byte(`{}`), nil)
+	status, body, _ := post(t, tencentURL(f.url, "1400000001", "C2C.X", "", now), []byte(`{}`), nil)
 	if status != 503 || envelope(t, body)["ActionStatus"] != "FAIL" {
 		t.Errorf("callback before a table: %d %s", status, body)
 	}
@@ -300,11 +306,11 @@ func TestNotReadyAndDraining(t *testing.T) {
 		t.Errorf("readyz draining: %d", s)
 	}
 	// Draining still serves callbacks until the listener closes.
-	status, _, _ = post(t, tencentURL(f.srv.URL, "1400000001", "C2C.CallbackAfterSendMsg", testToken, now), []byte(`{}`), nil)
+	status, _, _ = post(t, tencentURL(f.url, "1400000001", "C2C.CallbackAfterSendMsg", testToken, now), []byte(`{}`), nil)
 	if status != 200 {
 		t.Errorf("callback while draining: %d", status)
 	}
-	resp, err := http.Get(tencentURL(f.srv.URL, "1400000001", "C2C.X", "", now))
+	resp, err := http.Get(tencentURL(f.url, "1400000001", "C2C.X", "", now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,12 +377,12 @@ spec:
 		{"token-b", "C2C.CallbackBeforeSendMsg", "ns/all-b"},
 		{"token-b", "Group.X", "ns/all-b"},
 	} {
-		status, body, _ := post(t, tencentURL(f.srv.URL, "1", c.command, c.token, now), []byte(`{}`), nil)
+		status, body, _ := post(t, tencentURL(f.url, "1", c.command, c.token, now), []byte(`{}`), nil)
 		if status != 200 || string(body) != fmt.Sprintf(`{"route":%q}`, c.route) {
 			t.Errorf("%s with %s: %d %s, want %s", c.command, c.token, status, body, c.route)
 		}
 	}
-	status, _, _ := post(t, tencentURL(f.srv.URL, "1", "Group.X", "token-a", now), []byte(`{}`), nil)
+	status, _, _ := post(t, tencentURL(f.url, "1", "Group.X", "token-a", now), []byte(`{}`), nil)
 	if status != 401 {
 		t.Errorf("token-a on a command only token-b routes reach: %d, want 401", status)
 	}
@@ -384,7 +390,9 @@ spec:
 
 // TestSyncBudget: a slow backend never makes Tencent wait past the budget; the answer is
 // the failurePolicy fallback.
-func TestSyncBudget(t *testing.T) {
+func TestSyncBudget(t *testing.T) { forEachServer(t, testSyncBudget) }
+
+func testSyncBudget(t *testing.T) {
 	release := make(chan struct{})
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -396,7 +404,7 @@ func TestSyncBudget(t *testing.T) {
 	budget := 300 * time.Millisecond
 	f := newFixture(t, routesYAML(be.URL), func(o *Options) { o.SyncBudget = budget; o.Now = time.Now })
 	start := time.Now()
-	status, body, _ := post(t, tencentURL(f.srv.URL, "1400000001", "C2C.CallbackBeforeSendMsg", testToken, time.Now()), []byte(`{}`), nil)
+	status, body, _ := post(t, tencentURL(f.url, "1400000001", "C2C.CallbackBeforeSendMsg", testToken, time.Now()), []byte(`{}`), nil)
 	elapsed := time.Since(start)
 	if status != 200 || !bytes.Equal(body, tencentOK) {
 		t.Errorf("got %d %s, want the Allow envelope", status, body)
@@ -406,7 +414,7 @@ func TestSyncBudget(t *testing.T) {
 	}
 	// OpenIM uses the route timeout (500ms), Reject policy.
 	start = time.Now()
-	status, body, _ = post(t, f.srv.URL+"/openim/prod/callbackBeforeSendGroupMsgCommand", []byte(`{}`), map[string]string{"Authorization": "Basic b3BlbmltOnBhc3M="})
+	status, body, _ = post(t, f.url+"/openim/prod/callbackBeforeSendGroupMsgCommand", []byte(`{}`), map[string]string{"Authorization": "Basic b3BlbmltOnBhc3M="})
 	elapsed = time.Since(start)
 	if status != 200 || envelope(t, body)["nextCode"] != float64(1) {
 		t.Errorf("got %d %s, want the reject envelope", status, body)

@@ -173,11 +173,28 @@ func table(t testing.TB, manifests string) *routing.Table {
 	return tab
 }
 
-// fixture is a receiver serving on loopback with a recording sink.
+// fixture is a receiver serving on loopback with a recording sink, through both HTTP
+// servers: url is the one selected by forEachServer.
 type fixture struct {
 	h    *Handler
 	srv  *httptest.Server
+	url  string
 	sink *recordingSink
+}
+
+// serverKind selects the server the fixtures of the running test answer on.
+var serverKind = "net/http"
+
+// forEachServer runs fn once with fixtures on net/http (Handler.ServeHTTP) and once on
+// fasthttp (ServeFast, what the receiver command listens with).
+func forEachServer(t *testing.T, fn func(t *testing.T)) {
+	for _, k := range []string{"net/http", "fasthttp"} {
+		t.Run(k, func(t *testing.T) {
+			serverKind = k
+			defer func() { serverKind = "net/http" }()
+			fn(t)
+		})
+	}
 }
 
 func newFixture(t testing.TB, manifests string, mutate func(*Options)) *fixture {
@@ -196,7 +213,24 @@ func newFixture(t testing.TB, manifests string, mutate func(*Options)) *fixture 
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fixture{h, srv, sink}
+	f := &fixture{h: h, srv: srv, url: srv.URL, sink: sink}
+	if serverKind == "fasthttp" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- ServeFast(ctx, ln, h, ServerConfig{}) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+		f.url = "http://" + ln.Addr().String()
+	}
+	return f
 }
 
 func sign(token, rt string) string {

@@ -51,7 +51,9 @@ spec:
 
 // TestSyncBackends drives real loopback backends that answer well, slowly, wrongly, or
 // not at all, and checks what Tencent IM hears for each failure policy.
-func TestSyncBackends(t *testing.T) {
+func TestSyncBackends(t *testing.T) { forEachServer(t, testSyncBackends) }
+
+func testSyncBackends(t *testing.T) {
 	type answer func(w http.ResponseWriter, r *http.Request)
 	hijackClose := func(w http.ResponseWriter, r *http.Request) {
 		c, _, err := w.(http.Hijacker).Hijack()
@@ -101,7 +103,7 @@ func TestSyncBackends(t *testing.T) {
 				{"Group.CallbackBeforeSendMsg", "reject", OutcomeSyncFailedReject},
 			} {
 				start := time.Now()
-				status, body, _ := post(t, tencentURL(f.srv.URL, "1", policy.command, testToken, time.Now()), []byte(`{"k":1}`), nil)
+				status, body, _ := post(t, tencentURL(f.url, "1", policy.command, testToken, time.Now()), []byte(`{"k":1}`), nil)
 				// Inside Tencent's 2s whatever the backend does (loose: the machine is shared).
 				if d := time.Since(start); d > 1900*time.Millisecond {
 					t.Errorf("%s: answered after %s", policy.route, d)
@@ -139,7 +141,7 @@ func TestSyncForwarding(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{}`) })
 	f := newFixture(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", be.URL), nil)
 	body := []byte("{\"MsgKey\":\"1_2_3\",  \"odd spacing\" : [1,2,3]}\n")
-	u := tencentURL(f.srv.URL, "1", "C2C.CallbackBeforeSendMsg", testToken, now)
+	u := tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", testToken, now)
 	const n = 50
 	for range n {
 		if status, b, _ := post(t, u, body, nil); status != 200 || string(b) != `{}` {
@@ -216,7 +218,7 @@ spec: {provider: TencentIM, appID: "1", commands: ["C2C.*"], backend: {url: BACK
 	const n = 20
 	for i := range n {
 		body := fmt.Appendf(nil, `{"MsgKey":"k%d"}`, i)
-		if status, b, _ := post(t, tencentURL(f.srv.URL, "1", "C2C.CallbackAfterSendMsg", "", now), body, nil); status != 200 {
+		if status, b, _ := post(t, tencentURL(f.url, "1", "C2C.CallbackAfterSendMsg", "", now), body, nil); status != 200 {
 			t.Fatalf("got %d %s", status, b)
 		}
 	}
@@ -240,7 +242,9 @@ spec: {provider: TencentIM, appID: "1", commands: ["C2C.*"], backend: {url: BACK
 
 // TestTableSwapUnderLoad swaps tables while callbacks flow: every answer belongs to one
 // table or the other, never a mix, and the race detector sees no shared state.
-func TestTableSwapUnderLoad(t *testing.T) {
+func TestTableSwapUnderLoad(t *testing.T) { forEachServer(t, testTableSwapUnderLoad) }
+
+func testTableSwapUnderLoad(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"route":%q}`, r.Header.Get(callback.HeaderRoute))
 	})
@@ -275,7 +279,7 @@ spec: {provider: OpenIM, appID: prod, commands: ["*"], mode: Sync, backend: {url
 		go func() {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil && i < 200; i++ {
-				resp, err := client.Post(f.srv.URL+"/openim/prod/cmd", "application/json", strings.NewReader(`{}`))
+				resp, err := client.Post(f.url+"/openim/prod/cmd", "application/json", strings.NewReader(`{}`))
 				if err != nil {
 					t.Errorf("worker %d: %v", w, err)
 					return
@@ -335,11 +339,13 @@ func TestServeGracefulShutdown(t *testing.T) {
 	}
 }
 
-func TestMetricsExposition(t *testing.T) {
+func TestMetricsExposition(t *testing.T) { forEachServer(t, testMetricsExposition) }
+
+func testMetricsExposition(t *testing.T) {
 	f := newFixture(t, routesYAML("http://127.0.0.1:1"), nil)
-	post(t, tencentURL(f.srv.URL, "1400000001", "C2C.CallbackAfterSendMsg", testToken, now), []byte(`{}`), nil)
-	post(t, tencentURL(f.srv.URL, "1400000001", "Made.Up", "", now), []byte(`{}`), nil)
-	resp, err := http.Get(f.srv.URL + PathMetrics)
+	post(t, tencentURL(f.url, "1400000001", "C2C.CallbackAfterSendMsg", testToken, now), []byte(`{}`), nil)
+	post(t, tencentURL(f.url, "1400000001", "Made.Up", "", now), []byte(`{}`), nil)
+	resp, err := http.Get(f.url + PathMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}

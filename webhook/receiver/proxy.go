@@ -21,7 +21,7 @@ var errBackendStatus = errors.New("backend failed")
 // error, a timeout, a 5xx status, or a body that is not JSON (or is over the size limit)
 // is a failure: the IM platform then hears the route's failurePolicy answer, which always
 // leaves before the budget runs out.
-func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, q *request, cb *callback.Callback, rt *routing.Route) {
+func (h *Handler) proxy(x exchange, q *request, cb *callback.Callback, rt *routing.Route) {
 	deadline := time.Now().Add(rt.Timeout)
 	if q.provider == v1alpha1.ProviderTencentIM {
 		// The budget counts from arrival, so time spent reading the body and storing
@@ -31,20 +31,16 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, q *request, cb *
 		}
 	}
 	start := time.Now()
-	status, ctype, body, release, err := h.roundTrip(deadline, r, cb, rt)
+	status, ctype, body, release, err := h.roundTrip(deadline, cb, rt)
 	defer release()
 	elapsed := time.Since(start).Seconds()
 	if err == nil {
 		h.metrics.backendObserve(string(q.provider), q.appLabel, "ok", elapsed)
 		h.metrics.request(string(q.provider), q.appLabel, q.cmdLabel, OutcomeSyncAnswered)
-		hdr := w.Header()
-		if ctype != "" {
-			hdr["Content-Type"] = []string{ctype}
-		} else {
-			hdr["Content-Type"] = jsonType
+		if ctype == "" {
+			ctype = contentTypeJSON
 		}
-		w.WriteHeader(status)
-		_, _ = w.Write(body)
+		x.answer(status, ctype, body)
 		return
 	}
 	h.metrics.backendObserve(string(q.provider), q.appLabel, "error", elapsed)
@@ -53,13 +49,13 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, q *request, cb *
 		h.log.Info("Sync backend failed, rejecting", "route", rt.RouteKey, "provider", q.provider, "appID", q.appID,
 			"command", q.command, "callbackID", cb.ID, "error", err.Error())
 		h.metrics.request(string(q.provider), q.appLabel, q.cmdLabel, OutcomeSyncFailedReject)
-		writeJSON(w, http.StatusOK, RejectEnvelope(q.provider, http.StatusOK, why))
+		x.answer(http.StatusOK, contentTypeJSON, RejectEnvelope(q.provider, http.StatusOK, why))
 		return
 	}
 	h.log.Info("Sync backend failed, allowing", "route", rt.RouteKey, "provider", q.provider, "appID", q.appID,
 		"command", q.command, "callbackID", cb.ID, "error", err.Error())
 	h.metrics.request(string(q.provider), q.appLabel, q.cmdLabel, OutcomeSyncFailedAllow)
-	writeJSON(w, http.StatusOK, OKEnvelope(q.provider))
+	x.answer(http.StatusOK, contentTypeJSON, OKEnvelope(q.provider))
 }
 
 // Backend request header values, shared read-only.
@@ -67,7 +63,7 @@ const contentTypeJSON = "application/json"
 
 // roundTrip sends one attempt and returns the answer. body is valid until release, which
 // the caller calls once the answer has been written.
-func (h *Handler) roundTrip(deadline time.Time, r *http.Request, cb *callback.Callback, rt *routing.Route) (status int, ctype string, body []byte, release func(), err error) {
+func (h *Handler) roundTrip(deadline time.Time, cb *callback.Callback, rt *routing.Route) (status int, ctype string, body []byte, release func(), err error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	release = func() {
@@ -75,7 +71,7 @@ func (h *Handler) roundTrip(deadline time.Time, r *http.Request, cb *callback.Ca
 		fasthttp.ReleaseResponse(resp)
 	}
 	req.SetRequestURI(rt.URL)
-	if q := r.URL.RawQuery; q != "" {
+	if q := cb.RawQuery; q != "" {
 		if rt.BackendURL.RawQuery != "" {
 			q = rt.BackendURL.RawQuery + "&" + q
 		}

@@ -20,8 +20,10 @@ const (
 	DefaultWriteTimeout = 20 * time.Second
 	// DefaultIdleTimeout closes keep-alive connections idle this long.
 	DefaultIdleTimeout = 120 * time.Second
-	// DefaultMaxHeaderBytes caps the request line and headers.
-	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultMaxHeaderBytes caps the request line and headers. The fasthttp server
+	// allocates it as each connection's read buffer, so it is kept small: a Tencent IM
+	// request line with Sign is well under 1 KiB.
+	DefaultMaxHeaderBytes = 16 << 10
 	// DefaultDrainDelay is how long readyz answers 503 before the listener closes, so that
 	// load balancers stop sending first.
 	DefaultDrainDelay = 5 * time.Second

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -34,7 +33,7 @@ const tokenMemoSize = 16
 // verifier holds what one request presents, parsed once, and the outcomes already
 // computed, so that checking many routes of one app hashes each token at most once.
 type verifier struct {
-	r              *http.Request
+	x              exchange
 	now            time.Time
 	app            *routing.App
 	trustedProxies []netip.Prefix
@@ -54,8 +53,8 @@ type verifier struct {
 	tokenMemo [tokenMemoSize]uint8 // 0 unknown, 1 matches, 2 does not
 }
 
-func (v *verifier) init(r *http.Request, now time.Time, app *routing.App, trusted []netip.Prefix, sign, requestTime string) {
-	v.r, v.now, v.app, v.trustedProxies = r, now, app, trusted
+func (v *verifier) init(x exchange, now time.Time, app *routing.App, trusted []netip.Prefix, sign, requestTime string) {
+	v.x, v.now, v.app, v.trustedProxies = x, now, app, trusted
 	v.signRaw, v.requestTime = sign, requestTime
 	if len(sign) == 2*sha256.Size {
 		if _, err := hex.Decode(v.sign[:], []byte(sign)); err == nil {
@@ -114,7 +113,7 @@ func (v *verifier) check(rt *routing.Route) string {
 	}
 	if rt.BasicAuth != nil {
 		if !v.basicSet {
-			v.basicUser, v.basicPass, v.basicOK = v.r.BasicAuth()
+			v.basicUser, v.basicPass, v.basicOK = v.x.basicAuth()
 			v.basicSet = true
 		}
 		if !v.basicOK {
@@ -157,15 +156,11 @@ func (v *verifier) clientIP() netip.Addr {
 		return v.client
 	}
 	v.clientSet = true
-	ap, err := netip.ParseAddrPort(v.r.RemoteAddr)
-	if err != nil {
-		return v.client // the zero Addr is in no prefix
-	}
-	v.client = ap.Addr().Unmap()
+	v.client = v.x.remoteIP() // the zero Addr, when unknown, is in no prefix
 	if len(v.trustedProxies) == 0 || !trusted(v.trustedProxies, v.client) {
 		return v.client
 	}
-	xff := v.r.Header.Values("X-Forwarded-For")
+	xff := v.x.forwardedFor()
 	hops := 0
 	for i := len(xff) - 1; i >= 0 && hops < MaxXForwardedForHops; i-- {
 		list := xff[i]

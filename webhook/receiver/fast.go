@@ -1,0 +1,163 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/callback-router/callback-router/api/v1alpha1"
+)
+
+// fastExchange carries a fasthttp request.
+type fastExchange struct {
+	ctx *fasthttp.RequestCtx
+}
+
+func (x *fastExchange) method() string           { return string(x.ctx.Method()) }
+func (x *fastExchange) path() string             { return string(x.ctx.Path()) }
+func (x *fastExchange) rawQuery() string         { return string(x.ctx.URI().QueryString()) }
+func (x *fastExchange) remoteAddr() string       { return x.ctx.RemoteAddr().String() }
+func (x *fastExchange) bodyStable() bool         { return false }
+func (x *fastExchange) context() context.Context { return x.ctx }
+
+func (x *fastExchange) remoteIP() netip.Addr {
+	if a, ok := x.ctx.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+func (x *fastExchange) basicAuth() (string, string, bool) {
+	// Parsed as net/http does, so both servers accept exactly the same credentials.
+	r := http.Request{Header: http.Header{"Authorization": {string(x.ctx.Request.Header.Peek("Authorization"))}}}
+	return r.BasicAuth()
+}
+
+func (x *fastExchange) forwardedFor() []string {
+	var out []string
+	x.ctx.Request.Header.VisitAll(func(k, v []byte) {
+		if bytes.EqualFold(k, []byte("X-Forwarded-For")) {
+			out = append(out, string(v))
+		}
+	})
+	return out
+}
+
+func (x *fastExchange) body(limit int64) ([]byte, error) {
+	// The server already refused bodies over Server.MaxRequestBodySize (see fastError).
+	b := x.ctx.PostBody()
+	if int64(len(b)) > limit {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
+func (x *fastExchange) answer(status int, contentType string, body []byte) {
+	x.ctx.SetStatusCode(status)
+	x.ctx.SetContentType(contentType)
+	x.ctx.SetBody(body)
+}
+
+// ServeFastHTTP serves the same paths as ServeHTTP on fasthttp, the receiver's own server:
+// it parses requests with a fraction of net/http's CPU and allocations.
+func (h *Handler) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
+	p := ctx.Path()
+	switch {
+	case string(p) == PathTencent || string(p) == PathTencent+"/":
+		h.serveCallback(&fastExchange{ctx}, v1alpha1.ProviderTencentIM)
+	case bytes.HasPrefix(p, []byte(PathOpenIMPrefix)):
+		h.serveCallback(&fastExchange{ctx}, v1alpha1.ProviderOpenIM)
+	case string(p) == PathMetrics && h.opts.ServeMetrics:
+		h.fastMetrics(ctx)
+	default:
+		// healthz, readyz, 404: small and rare, answered by the net/http code.
+		fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(h.ServeHTTP))(ctx)
+	}
+}
+
+func (h *Handler) fastMetrics(ctx *fasthttp.RequestCtx) {
+	fasthttpadaptor.NewFastHTTPHandler(h.metricsH)(ctx)
+}
+
+// fastError answers what fasthttp refuses before the handler runs (body over the limit,
+// malformed request) in the provider's envelope when the path is a callback path.
+func (h *Handler) fastError(ctx *fasthttp.RequestCtx, err error) {
+	status, outcome, why := http.StatusBadRequest, OutcomeBadRequest, "malformed request: "+err.Error()
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		status, outcome, why = http.StatusRequestEntityTooLarge, OutcomeTooLarge, fmt.Sprintf("body over %d bytes", h.opts.MaxBodyBytes)
+	}
+	var provider v1alpha1.Provider
+	switch p := string(ctx.Request.URI().Path()); {
+	case p == PathTencent || p == PathTencent+"/":
+		provider = v1alpha1.ProviderTencentIM
+	case strings.HasPrefix(p, PathOpenIMPrefix):
+		provider = v1alpha1.ProviderOpenIM
+	default:
+		ctx.Error(http.StatusText(status), status)
+		return
+	}
+	h.metrics.request(string(provider), labelOther, labelOther, outcome)
+	h.log.Info("Rejected callback", "status", status, "reason", outcome, "provider", provider,
+		"remoteAddr", ctx.RemoteAddr().String(), "detail", why)
+	ctx.Response.Header.Set("Connection", "close")
+	ctx.SetStatusCode(status)
+	ctx.SetContentType(contentTypeJSON)
+	ctx.SetBody(RejectEnvelope(provider, status, why))
+}
+
+// NewFastServer returns the fasthttp server the receiver listens with. fasthttp has no
+// separate header timeout: ReadTimeout bounds reading the headers and body of each
+// request, IdleTimeout the wait for the next one on a keep-alive connection.
+// MaxHeaderBytes is the per-connection read buffer, which must hold the request line and
+// headers.
+func (h *Handler) NewFastServer(c ServerConfig) *fasthttp.Server {
+	c = c.withDefaults()
+	return &fasthttp.Server{
+		Handler:                       h.ServeFastHTTP,
+		ErrorHandler:                  h.fastError,
+		Name:                          "callback-router",
+		ReadTimeout:                   c.ReadTimeout,
+		WriteTimeout:                  c.WriteTimeout,
+		IdleTimeout:                   c.IdleTimeout,
+		MaxRequestBodySize:            int(h.opts.MaxBodyBytes),
+		ReadBufferSize:                c.MaxHeaderBytes,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+	}
+}
+
+// ServeFast serves h on ln with fasthttp until ctx is done, then shuts down gracefully:
+// the listener closes, requests in flight finish (bounded by ShutdownTimeout), idle
+// connections close. Flip readiness first (SetDraining) and wait the drain delay.
+func ServeFast(ctx context.Context, ln net.Listener, h *Handler, c ServerConfig) error {
+	c = c.withDefaults()
+	srv := h.NewFastServer(c)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	if err := srv.ShutdownWithContext(sctx); err != nil {
+		return fmt.Errorf("shutting down %s: %w", ln.Addr(), err)
+	}
+	if err := <-errc; err != nil {
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
