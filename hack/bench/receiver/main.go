@@ -147,7 +147,9 @@ func run() error {
 	b1, r1, g1 := cpu(backend), cpu(recv), self()
 	b := closedLoop("(b) through receiver, Sign verified", through, s.Body)
 	b2, r2, g2 := cpu(backend), cpu(recv), self()
-	perReq := func(d time.Duration, n int) string { return fmt.Sprintf("%.1f µs", float64(d.Microseconds())/float64(n)) }
+	perReq := func(d time.Duration, n int) string {
+		return fmt.Sprintf("%.1f µs", float64(d.Microseconds())/float64(n))
+	}
 	cpuLines := []string{
 		fmt.Sprintf("| (a) direct | %s | %s | - |", perReq(g1-g0, a.requests), perReq(b1-b0, a.requests)),
 		fmt.Sprintf("| (b) through receiver | %s | %s | %s |", perReq(g2-g1, b.requests), perReq(b2-b1, b.requests), perReq(r2-r1, b.requests)),
@@ -469,4 +471,3 @@ func rssOf(pid int) (int64, error) {
 	}
 	return 0, errors.New("no VmRSS")
 }
-
