@@ -48,7 +48,7 @@ func TestArchiverDedupesOnCallbackID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const id = "48374_2837546_1557481126" // MsgKey: the X-Callback-Id of this C2C message
+	const id = "C2C.CallbackAfterSendMsg:48374_2837546_1557481126" // the X-Callback-Id of this C2C message
 
 	// A retry (attempt 2) and eight concurrent duplicates, as several receiver replicas or
 	// a platform-side retry could produce: stored once, every delivery acknowledged.
