@@ -33,8 +33,10 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests into config/.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests into config/ (and the chart's CRD copy).
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+	rm -f charts/callback-router/files/crds/*.yaml
+	cp config/crd/bases/*.yaml charts/callback-router/files/crds/
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
@@ -56,16 +58,17 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned, built from Go modules).
 .PHONY: verify
 verify: manifests generate ## Fail if generated files or formatting drift from what is committed.
 	@test -z "$$(gofmt -s -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -s -l $$(git ls-files '*.go'); exit 1; }
-	@git diff --exit-code -- config api || { echo "Generated files drifted: run 'make manifests generate' and commit."; exit 1; }
-	@test -z "$$(git status --porcelain -- config api)" || { echo "Untracked generated files:"; git status --porcelain -- config api; exit 1; }
+	@git diff --exit-code -- config api charts || { echo "Generated files drifted: run 'make manifests generate' and commit."; exit 1; }
+	@test -z "$$(git status --porcelain -- config api charts)" || { echo "Untracked generated files:"; git status --porcelain -- config api charts; exit 1; }
 
 .PHONY: envtest
 envtest: ## Provide kube-apiserver and etcd for tests (built/cached once; prints the directory).
 	@hack/envtest-assets.sh
 
 .PHONY: test
-test: verify vet ## Run all tests against a real kube-apiserver and etcd, plus a short fuzz run.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) ./...
+test: verify vet lint ## Run all tests against a real kube-apiserver and etcd, plus a short fuzz run.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$(hack/tool.sh helm)" KUSTOMIZE="$$(hack/tool.sh kustomize)" \
+	  HELM_DOCS="$$(hack/tool.sh helm-docs)" go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: fuzz
