@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 
 	"github.com/callback-router/callback-router/webhook/spool"
 )
@@ -19,6 +19,9 @@ import (
 func init() {
 	register("deadletters", "list, redrive or purge the dead letters of a spool directory (receiver stopped)", runDeadLetters)
 }
+
+// silent drops the spool's logs: the command prints its own results.
+var silent = funcr.New(func(prefix, args string) {}, funcr.Options{})
 
 // deadLettersOut is where the deadletters subcommand prints; tests replace it.
 var deadLettersOut io.Writer = os.Stdout
@@ -71,7 +74,7 @@ func runDeadLetters(args []string) error {
 
 	// bbolt holds an exclusive lock while a receiver runs, so this fails fast with
 	// spool.ErrInUse instead of waiting for the receiver to stop.
-	s, err := spool.Open(*dir, spool.Options{LockTimeout: *lockTimeout, Logger: logr.Discard()})
+	s, err := spool.Open(*dir, spool.Options{LockTimeout: *lockTimeout, Logger: silent})
 	if err != nil {
 		return fmt.Errorf("deadletters: %w", err)
 	}

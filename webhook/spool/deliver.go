@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/callback-router/callback-router/webhook/callback"
@@ -173,14 +174,18 @@ func (s *Spool) loadCallback(seq uint64) (*callback.Callback, error) {
 func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 	t := it.target
 	n := it.attempts + 1
-	log := s.log.WithValues("route", t.Route, "seq", it.seq, "attempt", n)
 	cb, err := s.loadCallback(it.seq)
 	var res attemptResult
+	callbackID := ""
 	if err != nil {
 		res = attemptResult{reason: err.Error()}
 	} else {
-		log = log.WithValues("callbackId", cb.ID)
+		callbackID = cb.ID
 		res = s.attempt(ctx, cb, t, n)
+	}
+	// Built only when something is logged: WithValues allocates, and this is the hot path.
+	log := func() logr.Logger {
+		return s.log.WithValues("route", t.Route, "callbackId", callbackID, "seq", it.seq, "attempt", n)
 	}
 	if res.aborted {
 		q.push(it) // still pending on disk; a later Run resumes it
@@ -203,11 +208,13 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 			finish: func(err error) {
 				if err != nil {
 					// Still pending on disk: delivered again after a restart, a duplicate.
-					log.Error(err, "Failed to record a delivery")
+					log().Error(err, "Failed to record a delivery")
 				}
 			},
 		})
-		log.V(1).Info("Delivered callback")
+		if s.log.V(1).Enabled() {
+			log().V(1).Info("Delivered callback")
+		}
 
 	case res.retryable && n < t.MaxAttempts:
 		s.metrics.deliveries.WithLabelValues(t.Route, OutcomeRetry).Inc()
@@ -219,13 +226,15 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 			apply: func(w *txWriter) error { return w.put(bucketPending, key, val) },
 			finish: func(err error) {
 				if err != nil {
-					log.Error(err, "Failed to record a failed attempt")
+					log().Error(err, "Failed to record a failed attempt")
 				}
 				it.attempts, it.nextAt = n, d.NextAt
 				q.push(it)
 			},
 		})
-		log.V(1).Info("Delivery failed, will retry", "reason", res.reason, "retryIn", wait.String())
+		if s.log.V(1).Enabled() {
+			log().V(1).Info("Delivery failed, will retry", "reason", res.reason, "retryIn", wait.String())
+		}
 
 	default:
 		s.metrics.deliveries.WithLabelValues(t.Route, OutcomeDeadLetter).Inc()
@@ -241,14 +250,14 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 			finish: func(err error) {
 				if err != nil {
 					// Not recorded: keep it pending and try again later rather than lose it.
-					log.Error(err, "Failed to dead-letter a delivery")
+					log().Error(err, "Failed to dead-letter a delivery")
 					it.attempts, it.nextAt = n-1, time.Now().Add(t.MaxBackoff)
 					q.push(it)
 					return
 				}
 				s.metrics.deadLetters.WithLabelValues(t.Route).Inc()
 				q.remove(it)
-				log.Info("Dead-lettered callback", "reason", res.reason, "retryable", res.retryable)
+				log().Info("Dead-lettered callback", "reason", res.reason, "retryable", res.retryable)
 			},
 		})
 	}

@@ -85,7 +85,8 @@ type Options struct {
 	RetentionSweepInterval time.Duration
 	// Registerer, when set, receives the spool's metrics (names prefixed callback_router_).
 	Registerer prometheus.Registerer
-	// Logger; the zero value uses controller-runtime's global logger named "spool".
+	// Logger; the zero value (which logr.Discard() also is) uses controller-runtime's
+	// global logger named "spool". For silence pass a logger whose sink drops everything.
 	Logger logr.Logger
 	// HTTPClient sends deliveries; nil uses a keep-alive client tuned for
 	// MaxConcurrencyPerRoute that does not follow redirects. Its Timeout should be zero:

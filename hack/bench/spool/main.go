@@ -1,12 +1,19 @@
 // Command spool measures the durable spool's acknowledgement path: how many callbacks
 // per second Enqueue acknowledges, and at what latency, with fsync on (durable) and off
-// (in-memory: NoSync, the page cache only), at a few levels of concurrent enqueuers, in
-// one run on one machine. Deliveries run at the same time to a loopback backend, as in a
-// receiver, so their commits compete with the enqueues for the same fsyncs.
+// (in-memory: NoSync, the page cache only), in one run on one machine. Deliveries run at
+// the same time to a loopback backend, as in a receiver, so their commits compete with the
+// enqueues for the same fsyncs (and, here, the backend competes for the same CPUs).
+//
+// Two kinds of load:
+//   - closed loop (-concurrency 32,128): N enqueuers, each enqueuing again as soon as it
+//     is acknowledged: the maximum throughput, with latency >= N / throughput;
+//   - open loop (-rate 5000): callbacks arrive on a fixed schedule, as an IM platform
+//     sends them, whatever the spool's speed; latency is measured from each callback's
+//     scheduled arrival, so a stall shows in full (no coordinated omission).
 //
 // Every case is bounded by -duration and -max. The result is a markdown table:
 //
-//	go run ./hack/bench/spool [-duration 3s] [-concurrency 32,128] [-deliver=true]
+//	go run ./hack/bench/spool [-duration 5s] [-concurrency 32,128] [-rate 5000] [-deliver=true]
 package main
 
 import (
@@ -28,7 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
@@ -39,10 +46,32 @@ import (
 // sampleBody is testdata/tencent-c2c-after-send.json; its MsgKey is replaced per callback.
 const sampleBody = `{"CallbackCommand":"C2C.CallbackAfterSendMsg","From_Account":"jared","To_Account":"Jonh","MsgSeq":48374,"MsgRandom":2837546,"MsgTime":1557481126,"MsgKey":"%d_2837546_1557481126","OnlineOnlyFlag":1,"SendMsgResult":0,"ErrorInfo":"send msg succeed","UnreadMsgNum":7,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"red packet"}}],"CloudCustomData":"your cloud custom data"}`
 
+// silent drops the spool's logs, which would otherwise go to controller-runtime's
+// unset global logger.
+var silent = funcr.New(func(prefix, args string) {}, funcr.Options{})
+
+// maxOpenLoopInFlight bounds the goroutines of an open-loop case: past it, arrivals wait
+// (and their waiting counts in their latency).
+const maxOpenLoopInFlight = 4096
+
+// load is one case's offered load: concurrency enqueuers in a closed loop, or rate
+// arrivals per second in an open loop.
+type load struct {
+	concurrency int
+	rate        int
+}
+
+func (l load) String() string {
+	if l.rate > 0 {
+		return fmt.Sprintf("open loop, %d/s", l.rate)
+	}
+	return fmt.Sprintf("%d enqueuers", l.concurrency)
+}
+
 // result is one case's figures.
 type result struct {
 	mode      string
-	enqueuers int
+	load      load
 	acks      int
 	errors    int
 	elapsed   time.Duration
@@ -62,10 +91,26 @@ func main() {
 	}
 }
 
+func parseInts(s, name string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("bad -%s %q", name, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
 func run() error {
-	duration := flag.Duration("duration", 3*time.Second, "how long each case enqueues")
+	duration := flag.Duration("duration", 5*time.Second, "how long each case enqueues")
 	maxAcks := flag.Int("max", 2_000_000, "stop a case after this many acknowledgements")
-	conc := flag.String("concurrency", "32,128", "comma-separated numbers of concurrent enqueuers")
+	conc := flag.String("concurrency", "32,128", "closed-loop cases: comma-separated numbers of concurrent enqueuers")
+	rates := flag.String("rate", "5000", "open-loop cases: comma-separated arrival rates per second (empty: none)")
 	perRoute := flag.Int("per-route", spool.DefaultMaxConcurrencyPerRoute, "Options.MaxConcurrencyPerRoute: concurrent deliveries")
 	deliver := flag.Bool("deliver", true, "deliver to a loopback backend while enqueuing, as a receiver does")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -83,13 +128,20 @@ func run() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	var levels []int
-	for _, f := range strings.Split(*conc, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("bad -concurrency %q", *conc)
-		}
-		levels = append(levels, n)
+	var loads []load
+	cs, err := parseInts(*conc, "concurrency")
+	if err != nil {
+		return err
+	}
+	for _, n := range cs {
+		loads = append(loads, load{concurrency: n})
+	}
+	rs, err := parseInts(*rates, "rate")
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		loads = append(loads, load{rate: r})
 	}
 	base := *dir
 	if base == "" {
@@ -116,18 +168,18 @@ func run() error {
 	}
 
 	var results []result
-	for _, n := range levels {
+	for i, l := range loads {
 		for _, noSync := range []bool{false, true} {
-			r, err := runCase(fmt.Sprintf("%s/%d-%t", base, n, noSync), noSync, n, *duration, *maxAcks, url, *perRoute)
+			r, err := runCase(fmt.Sprintf("%s/%d-%t", base, i, noSync), noSync, l, *duration, *maxAcks, url, *perRoute)
 			if err != nil {
 				return err
 			}
 			results = append(results, r)
 		}
 	}
-	fmt.Printf("Spool acknowledgement path, %d CPUs, %s per case, deliveries to a loopback backend: %t (%d per route)\n\n",
+	fmt.Printf("Spool acknowledgement path, %d CPUs, %s per case, deliveries to a loopback backend in the same process: %t (%d per route)\n\n",
 		runtime.NumCPU(), *duration, *deliver, *perRoute)
-	fmt.Println("| mode | enqueuers | acks/s | p50 ack | p99 ack | fsync'd commits/s | commit p99 <= | acks per commit | delivered/s | errors | spool MiB (file) |")
+	fmt.Println("| mode | load | acks/s | p50 ack | p99 ack | fsync'd commits/s | commit p99 <= | acks per commit | delivered/s | errors | spool MiB (file) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
 		secs := r.elapsed.Seconds()
@@ -139,16 +191,27 @@ func run() error {
 		if r.mode != "durable" {
 			commits = "(no fsync) " + commits
 		}
-		fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %s | %.1f | %.0f | %d | %.1f (%.1f) |\n", r.mode, r.enqueuers,
+		fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %s | %.1f | %.0f | %d | %.1f (%.1f) |\n", r.mode, r.load,
 			float64(r.acks)/secs, ms(r.p50), ms(r.p99), commits, ms(r.commitP99), perCommit, r.delivered/secs, r.errors,
 			float64(r.logical)/(1<<20), float64(r.file)/(1<<20))
 	}
 	return nil
 }
 
-func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, maxAcks int, url string, perRoute int) (result, error) {
+func newCallback(i int64) *callback.Callback {
+	body := []byte(fmt.Sprintf(sampleBody, i))
+	return &callback.Callback{
+		ID:       callback.ComputeID(v1alpha1.ProviderTencentIM, "C2C.CallbackAfterSendMsg", body),
+		Provider: v1alpha1.ProviderTencentIM, AppID: "1400000001", Command: "C2C.CallbackAfterSendMsg",
+		RawQuery:   "SdkAppid=1400000001&CallbackCommand=C2C.CallbackAfterSendMsg&contenttype=json",
+		Body:       body,
+		ReceivedAt: time.Now(),
+	}
+}
+
+func runCase(dir string, noSync bool, l load, duration time.Duration, maxAcks int, url string, perRoute int) (result, error) {
 	reg := prometheus.NewRegistry()
-	s, err := spool.Open(dir, spool.Options{NoSync: noSync, Registerer: reg, Logger: logr.Discard(), MaxConcurrencyPerRoute: perRoute})
+	s, err := spool.Open(dir, spool.Options{NoSync: noSync, Registerer: reg, Logger: silent, MaxConcurrencyPerRoute: perRoute})
 	if err != nil {
 		return result{}, err
 	}
@@ -165,43 +228,24 @@ func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, max
 		targets = []callback.Target{{Route: "bench/archive", URL: "http://127.0.0.1:1/unused"}}
 	}
 
-	var next, errs atomic.Int64
-	lat := make([][]time.Duration, enqueuers)
-	deadline := time.Now().Add(duration)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range enqueuers {
-		wg.Go(func() {
-			own := make([]time.Duration, 0, 1<<14)
-			for time.Now().Before(deadline) {
-				i := next.Add(1)
-				if i > int64(maxAcks) {
-					break
-				}
-				body := []byte(fmt.Sprintf(sampleBody, i))
-				cb := &callback.Callback{
-					ID:       callback.ComputeID(v1alpha1.ProviderTencentIM, "C2C.CallbackAfterSendMsg", body),
-					Provider: v1alpha1.ProviderTencentIM, AppID: "1400000001", Command: "C2C.CallbackAfterSendMsg",
-					RawQuery:   "SdkAppid=1400000001&CallbackCommand=C2C.CallbackAfterSendMsg&contenttype=json",
-					Body:       body,
-					ReceivedAt: time.Now(),
-				}
-				t0 := time.Now()
-				if err := s.Enqueue(ctx, cb, targets); err != nil {
-					errs.Add(1)
-					if errors.Is(err, spool.ErrClosed) {
-						break
-					}
-					continue
-				}
-				own = append(own, time.Since(t0))
-			}
-			lat[w] = own
-		})
+	var errs atomic.Int64
+	var mu sync.Mutex
+	var all []time.Duration
+	record := func(own []time.Duration) {
+		mu.Lock()
+		all = append(all, own...)
+		mu.Unlock()
 	}
-	wg.Wait()
+	start := time.Now()
+	deadline := start.Add(duration)
+	if l.rate > 0 {
+		openLoop(ctx, s, targets, l.rate, deadline, maxAcks, &errs, record)
+	} else {
+		closedLoop(ctx, s, targets, l.concurrency, deadline, maxAcks, &errs, record)
+	}
 	elapsed := time.Since(start)
 	cancel()
+
 	var commits, delivered float64
 	var commitP99 time.Duration
 	mfs, err := reg.Gather()
@@ -233,9 +277,8 @@ func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, max
 	if fi, err := os.Stat(filepath.Join(dir, "spool.db")); err == nil {
 		file = fi.Size()
 	}
-	all := slices.Concat(lat...)
 	slices.Sort(all)
-	r := result{mode: "durable", enqueuers: enqueuers, acks: len(all), errors: int(errs.Load()), elapsed: elapsed,
+	r := result{mode: "durable", load: l, acks: len(all), errors: int(errs.Load()), elapsed: elapsed,
 		logical: logical, file: file, commits: commits, delivered: delivered, commitP99: commitP99}
 	if noSync {
 		r.mode = "in-memory (NoSync)"
@@ -244,6 +287,77 @@ func runCase(dir string, noSync bool, enqueuers int, duration time.Duration, max
 		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
 	}
 	return r, nil
+}
+
+// closedLoop runs n enqueuers until the deadline; each records its own latencies.
+func closedLoop(ctx context.Context, s *spool.Spool, targets []callback.Target, n int, deadline time.Time, maxAcks int,
+	errs *atomic.Int64, record func([]time.Duration)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			own := make([]time.Duration, 0, 1<<14)
+			defer func() { record(own) }()
+			for time.Now().Before(deadline) {
+				i := next.Add(1)
+				if i > int64(maxAcks) {
+					return
+				}
+				cb := newCallback(i)
+				t0 := time.Now()
+				if err := s.Enqueue(ctx, cb, targets); err != nil {
+					errs.Add(1)
+					if errors.Is(err, spool.ErrClosed) {
+						return
+					}
+					continue
+				}
+				own = append(own, time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// openLoop starts one enqueue per 1/rate second until the deadline, whatever the spool's
+// speed, and measures each from its scheduled arrival.
+func openLoop(ctx context.Context, s *spool.Spool, targets []callback.Target, rate int, deadline time.Time, maxAcks int,
+	errs *atomic.Int64, record func([]time.Duration)) {
+	sem := make(chan struct{}, maxOpenLoopInFlight)
+	lat := make(chan time.Duration, maxOpenLoopInFlight)
+	collected := make(chan struct{})
+	go func() {
+		own := make([]time.Duration, 0, 1<<16)
+		for d := range lat {
+			own = append(own, d)
+		}
+		record(own)
+		close(collected)
+	}()
+	var wg sync.WaitGroup
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	for i := int64(1); i <= int64(maxAcks); i++ {
+		due := start.Add(time.Duration(i-1) * interval)
+		if !due.Before(deadline) {
+			break
+		}
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := s.Enqueue(ctx, newCallback(i), targets); err != nil {
+				errs.Add(1)
+				return
+			}
+			lat <- time.Since(due)
+		})
+	}
+	wg.Wait()
+	close(lat)
+	<-collected
 }
 
 func ms(d time.Duration) string {
