@@ -92,6 +92,14 @@ func (h *Handler) fastMetrics(ctx *fasthttp.RequestCtx) {
 // fastError answers what fasthttp refuses before the handler runs (body over the limit,
 // malformed request) in the provider's envelope when the path is a callback path.
 func (h *Handler) fastError(ctx *fasthttp.RequestCtx, err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && len(ctx.Request.Header.RawHeaders()) == 0 {
+		// A read timeout before a request was parsed: typically a connection that never
+		// sent one (HTTP clients dial ahead and may leave the spare connection unused),
+		// or a slow client. Close it without an answer nobody asked for.
+		_ = ctx.Conn().Close()
+		return
+	}
 	status, outcome, why := http.StatusBadRequest, OutcomeBadRequest, "malformed request: "+err.Error()
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		status, outcome, why = http.StatusRequestEntityTooLarge, OutcomeTooLarge, fmt.Sprintf("body over %d bytes", h.opts.MaxBodyBytes)
