@@ -352,34 +352,60 @@ func closedLoop(name, u string, body []byte) result {
 	return run(*duration, true)
 }
 
-// fixedRate sends at *rate per second for *rateFor, each request timed from its
-// scheduled start (open loop: a slow answer does not delay the next request).
+// fixedRate sends at *rate per second for *rateFor after a one-second warm-up at the same
+// rate. A pool of workers takes the scheduled send times; each request is timed from its
+// scheduled time (open loop: a slow answer or a busy pool shows up as latency instead of
+// silently lowering the rate).
 func fixedRate(name, u string, body []byte) result {
-	c := newClient(256)
+	const workers = 64
+	c := newClient(workers)
+	interval := time.Second / time.Duration(*rate)
+	warm := *rate
 	n := int(rateFor.Seconds() * float64(*rate))
 	if n > maxRequestsPerRun {
 		n = maxRequestsPerRun
 	}
-	interval := time.Second / time.Duration(*rate)
-	lat := make([][]time.Duration, n)
-	errs := make([]int, n)
+	type slot struct {
+		at     time.Time
+		record int // index into lat, -1 during warm-up
+	}
+	lat := make([]time.Duration, n)
+	failed := make([]bool, n)
+	slots := make(chan slot, warm+n)
 	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range n {
-		at := start.Add(time.Duration(i) * interval)
-		time.Sleep(time.Until(at))
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ok := send(c, u, body)
-			lat[i] = []time.Duration{time.Since(at)}
-			if !ok {
-				errs[i]++
+			for s := range slots {
+				ok := send(c, u, body)
+				if s.record >= 0 {
+					lat[s.record] = time.Since(s.at)
+					failed[s.record] = !ok
+				}
 			}
 		}()
 	}
+	start := time.Now()
+	for i := range warm + n {
+		at := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(at))
+		rec := i - warm
+		if rec < 0 {
+			rec = -1
+		}
+		slots <- slot{at, rec}
+	}
+	close(slots)
 	wg.Wait()
-	return summarize(name, lat, errs, time.Since(start))
+	errs := 0
+	for _, f := range failed {
+		if f {
+			errs++
+		}
+	}
+	r := summarize(name, [][]time.Duration{lat}, []int{errs}, time.Since(start.Add(time.Duration(warm)*interval)))
+	return r
 }
 
 // merge pools the rounds of one path: requests and time add up, percentiles are the
