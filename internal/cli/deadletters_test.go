@@ -29,28 +29,27 @@ func runDeadLettersCmd(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
-func TestDeadLettersCommand(t *testing.T) {
-	var accept atomic.Bool
-	var delivered atomic.Int32
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !accept.Load() {
-			w.WriteHeader(http.StatusBadRequest) // not retryable: dead-lettered at once
-			_, _ = w.Write([]byte(`{"error":"unknown user"}`))
-			return
-		}
-		delivered.Add(1)
-	}))
-	defer backend.Close()
+// runSpool runs s until stop is called; stop returns Run's error.
+func runSpool(s *spool.Spool) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	return func() error {
+		cancel()
+		return <-done
+	}
+}
 
-	// A receiver's spool that dead-letters two callbacks on two routes.
-	dir := t.TempDir()
+// deadLetterTwo stores one callback per route in a new spool in dir and runs it until
+// the backend's 400 has dead-lettered both, and returns the running spool, its stop func
+// and the callbacks' IDs by route.
+func deadLetterTwo(t *testing.T, dir, url string) (*spool.Spool, func() error, map[string]string) {
+	t.Helper()
 	s, err := spool.Open(dir, spool.Options{Logger: logr.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- s.Run(ctx) }()
+	stop := runSpool(s)
 	ids := map[string]string{}
 	for i, route := range []string{"chat/archive", "chat/analytics"} {
 		body := []byte(`{"CallbackCommand":"C2C.CallbackAfterSendMsg","MsgKey":"k` + string(rune('0'+i)) + `"}`)
@@ -59,30 +58,23 @@ func TestDeadLettersCommand(t *testing.T) {
 			AppID: "1400000001", Command: "C2C.CallbackAfterSendMsg", Body: body, ReceivedAt: time.Now(),
 		}
 		ids[route] = cb.ID
-		if err := s.Enqueue(ctx, cb, []callback.Target{{Route: route, URL: backend.URL, MaxAttempts: 5}}); err != nil {
+		if err := s.Enqueue(context.Background(), cb, []callback.Target{{Route: route, URL: url, MaxAttempts: 5}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if dls, _ := s.DeadLetters(spool.Filter{}); len(dls) == 2 {
-			break
+			return s, stop, ids
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("callbacks were not dead-lettered")
 		}
 	}
+}
 
-	// While the "receiver" holds the spool, the command refuses clearly.
-	_, err = runDeadLettersCmd(t, "list", "--spool-dir", dir, "--lock-timeout", "100ms")
-	if err == nil || !strings.Contains(err.Error(), "spool is in use by a running receiver") {
-		t.Fatalf("list on a busy spool: %v", err)
-	}
-	cancel()
-	<-runDone
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
+// checkList checks the table and JSON listings of the two dead letters of deadLetterTwo.
+func checkList(t *testing.T, dir string, ids map[string]string) {
+	t.Helper()
 	out, err := runDeadLettersCmd(t, "list", "--spool-dir", dir)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +95,36 @@ func TestDeadLettersCommand(t *testing.T) {
 	if len(dls) != 1 || dls[0].ID != ids["chat/archive"] || dls[0].Attempts != 1 || dls[0].Route != "chat/archive" {
 		t.Errorf("json list filtered by route: %+v", dls)
 	}
+}
+
+func TestDeadLettersCommand(t *testing.T) {
+	var accept atomic.Bool
+	var delivered atomic.Int32
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !accept.Load() {
+			w.WriteHeader(http.StatusBadRequest) // not retryable: dead-lettered at once
+			_, _ = w.Write([]byte(`{"error":"unknown user"}`))
+			return
+		}
+		delivered.Add(1)
+	}))
+	defer backend.Close()
+
+	dir := t.TempDir()
+	s, stop, ids := deadLetterTwo(t, dir, backend.URL)
+	// While the "receiver" holds the spool, the command refuses clearly.
+	_, err := runDeadLettersCmd(t, "list", "--spool-dir", dir, "--lock-timeout", "100ms")
+	if err == nil || !strings.Contains(err.Error(), "spool is in use by a running receiver") {
+		t.Fatalf("list on a busy spool: %v", err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	checkList(t, dir, ids)
 
 	if _, err := runDeadLettersCmd(t, "purge", "--spool-dir", dir); err == nil {
 		t.Error("purge without a filter or --all succeeded")
@@ -111,7 +133,7 @@ func TestDeadLettersCommand(t *testing.T) {
 		t.Error("unknown action accepted")
 	}
 
-	out, err = runDeadLettersCmd(t, "redrive", "--spool-dir", dir, "--id", ids["chat/archive"])
+	out, err := runDeadLettersCmd(t, "redrive", "--spool-dir", dir, "--id", ids["chat/archive"])
 	if err != nil || !strings.Contains(out, "Redrove 1 dead letters") {
 		t.Fatalf("redrive: %q, %v", out, err)
 	}
@@ -130,15 +152,15 @@ func TestDeadLettersCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	go func() { runDone <- s2.Run(ctx2) }()
+	stop2 := runSpool(s2)
 	for deadline := time.Now().Add(5 * time.Second); delivered.Load() < 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("redriven callback was not delivered")
 		}
 	}
-	cancel2()
-	<-runDone
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
 	if err := s2.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -147,7 +147,7 @@ func backoff(t *callback.Target, n int, retryAfter, maxRetryAfter time.Duration)
 		}
 	}
 	if half := d / 2; half > 0 {
-		d = half + rand.N(half+1)
+		d = half + rand.N(half+1) //nolint:gosec // jitter spreads retries; it needs no secrecy
 	}
 	if retryAfter > d {
 		d = min(retryAfter, maxRetryAfter)

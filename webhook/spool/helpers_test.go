@@ -109,8 +109,8 @@ func newBackendAt(t testing.TB, addr string, respond func(w http.ResponseWriter,
 		if err != nil {
 			t.Fatalf("listening on %s: %v", addr, err)
 		}
-		_ = b.Server.Listener.Close()
-		b.Server.Listener = l
+		_ = b.Listener.Close()
+		b.Listener = l
 	}
 	b.Start()
 	t.Cleanup(b.Close)

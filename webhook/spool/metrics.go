@@ -7,6 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// labelRoute is the label naming a route (namespace/name).
+const labelRoute = "route"
+
 // metrics are the spool's Prometheus metrics. Depth and oldest age are computed when
 // scraped from the in-memory index, so the delivery path pays nothing for them.
 type metrics struct {
@@ -31,23 +34,23 @@ func newMetrics(s *Spool) *metrics {
 	return &metrics{
 		s: s,
 		depthDesc: prometheus.NewDesc("callback_router_spool_depth",
-			"Pending Async deliveries (waiting or in flight) per route.", []string{"route"}, nil),
+			"Pending Async deliveries (waiting or in flight) per route.", []string{labelRoute}, nil),
 		oldestDesc: prometheus.NewDesc("callback_router_spool_oldest_age_seconds",
-			"Age of the oldest pending Async delivery per route, since the callback was received.", []string{"route"}, nil),
+			"Age of the oldest pending Async delivery per route, since the callback was received.", []string{labelRoute}, nil),
 		bytesDesc: prometheus.NewDesc("callback_router_spool_bytes",
 			"Logical size of the spool (payloads, pending deliveries, dead letters), checked against its maximum.", nil, nil),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_deliveries_total",
 			Help: "Async delivery attempts by route and outcome (delivered, retry, dead_letter).",
-		}, []string{"route", "outcome"}),
+		}, []string{labelRoute, "outcome"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_delivery_retries_total",
 			Help: "Async delivery retries scheduled, by route.",
-		}, []string{"route"}),
+		}, []string{labelRoute}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_dead_letters_total",
 			Help: "Async deliveries moved to the dead-letter store, by route.",
-		}, []string{"route"}),
+		}, []string{labelRoute}),
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_spool_enqueued_total",
 			Help: "Callbacks offered to the spool, by result (stored, full, error).",

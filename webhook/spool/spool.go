@@ -79,7 +79,7 @@ type Spool struct {
 // deliveries. Deliveries start when Run is called.
 func Open(dir string, opts Options) (*Spool, error) {
 	opts = opts.withDefaults()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { //nolint:gosec // the operator chooses the spool dir (--spool-dir)
 		return nil, fmt.Errorf("creating spool dir: %w", err)
 	}
 	db, err := bolt.Open(filepath.Join(dir, dbFileName), 0o600, &bolt.Options{
