@@ -308,16 +308,17 @@ func TestRestartResumesPendingAndAttemptCount(t *testing.T) {
 	tgt := target("ns/r", b.URL, 10)
 	tgt.InitialBackoff, tgt.MaxBackoff = 200*time.Millisecond, 200*time.Millisecond
 
-	s, _ := openSpool(t, dir, Options{})
+	s, reg := openSpool(t, dir, Options{})
 	// Enqueued before Run: kept until a Run delivers it.
 	cb := sampleCallback(t, 1)
 	if err := s.Enqueue(context.Background(), cb, []callback.Target{tgt}); err != nil {
 		t.Fatal(err)
 	}
 	stop := run(t, s)
-	eventually(t, 5*time.Second, "the first failed attempt", func() bool { return b.count() == 1 })
-	time.Sleep(20 * time.Millisecond) // let the failure commit
-	stop()
+	eventually(t, 5*time.Second, "the first failed attempt", func() bool {
+		return metricValue(t, reg, "callback_router_delivery_retries_total", map[string]string{"route": "ns/r"}) == 1
+	})
+	stop() // Close below commits the recorded failure
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +432,7 @@ func TestConcurrencyPerRouteIsBounded(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // long enough for the dispatcher to fill every slot
 		return http.StatusOK
 	})
 	s, _ := openSpool(t, t.TempDir(), Options{MaxConcurrencyPerRoute: limit})
