@@ -18,12 +18,19 @@ import (
 
 // fastExchange carries a fasthttp request.
 type fastExchange struct {
-	ctx *fasthttp.RequestCtx
+	ctx   *fasthttp.RequestCtx
+	query string
+	qSet  bool
 }
 
-func (x *fastExchange) method() string           { return string(x.ctx.Method()) }
-func (x *fastExchange) path() string             { return string(x.ctx.Path()) }
-func (x *fastExchange) rawQuery() string         { return string(x.ctx.URI().QueryString()) }
+func (x *fastExchange) method() string { return string(x.ctx.Method()) }
+func (x *fastExchange) path() string   { return string(x.ctx.Path()) }
+func (x *fastExchange) rawQuery() string {
+	if !x.qSet {
+		x.query, x.qSet = string(x.ctx.URI().QueryString()), true
+	}
+	return x.query
+}
 func (x *fastExchange) remoteAddr() string       { return x.ctx.RemoteAddr().String() }
 func (x *fastExchange) bodyStable() bool         { return false }
 func (x *fastExchange) context() context.Context { return x.ctx }
@@ -74,9 +81,9 @@ func (h *Handler) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	p := ctx.Path()
 	switch {
 	case string(p) == PathTencent || string(p) == PathTencent+"/":
-		h.serveCallback(&fastExchange{ctx}, v1alpha1.ProviderTencentIM)
+		h.serveCallback(&fastExchange{ctx: ctx}, v1alpha1.ProviderTencentIM)
 	case bytes.HasPrefix(p, []byte(PathOpenIMPrefix)):
-		h.serveCallback(&fastExchange{ctx}, v1alpha1.ProviderOpenIM)
+		h.serveCallback(&fastExchange{ctx: ctx}, v1alpha1.ProviderOpenIM)
 	case string(p) == PathMetrics && h.opts.ServeMetrics:
 		h.fastMetrics(ctx)
 	default:

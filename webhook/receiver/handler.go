@@ -88,11 +88,12 @@ type Options struct {
 
 // Handler is the receiver's http.Handler. Create it with New.
 type Handler struct {
-	opts     Options
-	log      logr.Logger
-	metrics  *Metrics
-	registry *prometheus.Registry
-	metricsH http.Handler
+	opts        Options
+	customClock bool // Options.Now was given; else one time.Now serves both clocks
+	log         logr.Logger
+	metrics     *Metrics
+	registry    *prometheus.Registry
+	metricsH    http.Handler
 
 	table      atomic.Pointer[routing.Table]
 	generation atomic.Int64
@@ -140,6 +141,7 @@ func New(opts Options) (*Handler, error) {
 	if opts.SyncBudget <= 0 {
 		opts.SyncBudget = DefaultSyncBudget
 	}
+	customClock := opts.Now != nil
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -154,11 +156,12 @@ func New(opts Options) (*Handler, error) {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	return &Handler{
-		opts:     opts,
-		log:      opts.Logger,
-		metrics:  m,
-		registry: opts.Registry,
-		metricsH: promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}),
+		customClock: customClock,
+		opts:        opts,
+		log:         opts.Logger,
+		metrics:     m,
+		registry:    opts.Registry,
+		metricsH:    promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}),
 	}, nil
 }
 
@@ -296,7 +299,12 @@ func parseOpenIMPath(p string) (app, cmd string, ok bool) {
 var errTooLarge = errors.New("body too large")
 
 func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
-	q := &request{provider: provider, arrived: time.Now(), received: h.opts.Now(), appLabel: labelOther, cmdLabel: labelOther}
+	arrived := time.Now()
+	received := arrived
+	if h.customClock {
+		received = h.opts.Now()
+	}
+	q := &request{provider: provider, arrived: arrived, received: received, appLabel: labelOther, cmdLabel: labelOther}
 	if x.method() != http.MethodPost {
 		h.reject(x, q, http.StatusMethodNotAllowed, OutcomeBadRequest, "method_not_allowed", "callbacks must be POST")
 		return
