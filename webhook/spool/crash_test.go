@@ -95,8 +95,41 @@ func TestHelperProcess(t *testing.T) {
 // process acknowledges hundreds of callbacks while the backend is down, is killed with
 // SIGKILL mid-stream, then the backend comes up, the spool is reopened on the same
 // directory, and every acknowledged callback must reach both routes. Duplicates are
-// allowed (at-least-once) and counted; a loss fails the test.
+// allowed (at-least-once) and counted; a loss fails the test. The second case keeps the
+// backend up all along, so the kill lands among deliveries whose results are being
+// committed.
 func TestCrashKill9(t *testing.T) {
+	t.Run("backend down until after the crash", func(t *testing.T) { crashKill9(t, false) })
+	t.Run("backend up, kill during deliveries", func(t *testing.T) { crashKill9(t, true) })
+}
+
+// hitRecorder is a loopback backend counting requests by route and callback ID.
+type hitRecorder struct {
+	mu       sync.Mutex
+	hits     map[[2]string]int
+	requests int
+}
+
+func startRecorder(t *testing.T, addr string) *hitRecorder {
+	t.Helper()
+	h := &hitRecorder{hits: map[[2]string]int{}}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listening on %s: %v", addr, err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		h.mu.Lock()
+		h.hits[[2]string{r.Header.Get(callback.HeaderRoute), r.Header.Get(callback.HeaderID)}]++
+		h.requests++
+		h.mu.Unlock()
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return h
+}
+
+func crashKill9(t *testing.T, backendUp bool) {
 	dir := t.TempDir()
 	// Reserve a loopback port and leave it closed: the backend is down.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -105,6 +138,10 @@ func TestCrashKill9(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	_ = l.Close()
+	var rec *hitRecorder
+	if backendUp {
+		rec = startRecorder(t, addr)
+	}
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashHelperEnv+"=1", crashDirEnv+"="+dir, crashURLEnv+"=http://"+addr)
@@ -150,34 +187,23 @@ func TestCrashKill9(t *testing.T) {
 	}
 	t.Logf("helper acknowledged %d callbacks before kill -9", len(acked))
 
-	// Bring the backend up on the address the spooled targets name.
-	type hit struct{ route, id string }
-	var mu sync.Mutex
-	hits := map[hit]int{}
-	requests := 0
-	bl, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("re-listening on %s: %v", addr, err)
+	if !backendUp {
+		// Bring the backend up on the address the spooled targets name.
+		rec = startRecorder(t, addr)
 	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		mu.Lock()
-		hits[hit{r.Header.Get(callback.HeaderRoute), r.Header.Get(callback.HeaderID)}]++
-		requests++
-		mu.Unlock()
-	})}
-	go func() { _ = srv.Serve(bl) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	rec.mu.Lock()
+	before := rec.requests
+	rec.mu.Unlock()
 
 	s, reg := openSpool(t, dir, Options{})
 	run(t, s)
 	missing := func() int {
-		mu.Lock()
-		defer mu.Unlock()
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
 		n := 0
 		for id := range acked {
 			for _, route := range crashRoutes {
-				if hits[hit{route, id}] == 0 {
+				if rec.hits[[2]string{route, id}] == 0 {
 					n++
 				}
 			}
@@ -195,17 +221,17 @@ func TestCrashKill9(t *testing.T) {
 		return metricValue(t, reg, "callback_router_spool_depth", map[string]string{"route": crashRoutes[0]}) == 0 &&
 			metricValue(t, reg, "callback_router_spool_depth", map[string]string{"route": crashRoutes[1]}) == 0
 	})
-	mu.Lock()
-	defer mu.Unlock()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
 	unacked, dups := 0, 0
-	for h, n := range hits {
-		if !acked[h.id] {
+	for h, n := range rec.hits {
+		if !acked[h[1]] {
 			unacked++ // stored but killed before it could print ACK: delivered anyway
 		}
 		dups += n - 1
 	}
-	t.Logf("delivered %d requests for %d acknowledged callbacks x %d routes: %d duplicates, %d deliveries of callbacks stored but not yet acknowledged at the kill",
-		requests, len(acked), len(crashRoutes), dups, unacked)
+	t.Logf("backend got %d requests (%d before the restart) for %d acknowledged callbacks x %d routes: %d duplicates, %d deliveries of callbacks stored but not yet acknowledged at the kill",
+		rec.requests, before, len(acked), len(crashRoutes), dups, unacked)
 	if dls, err := s.DeadLetters(Filter{}); err != nil || len(dls) != 0 {
 		t.Errorf("dead letters after recovery: %d, %v", len(dls), err)
 	}
