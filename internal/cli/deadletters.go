@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -68,8 +69,9 @@ func runDeadLetters(args []string) error {
 	if action == "purge" && filter == (spool.Filter{}) && !*all {
 		return errors.New("deadletters purge: give --route, --id or --all")
 	}
-	if _, err := os.Stat(*dir); err != nil {
-		return fmt.Errorf("deadletters: spool dir: %w", err)
+	// Never create a spool where there was none (a mistyped --spool-dir).
+	if _, err := os.Stat(filepath.Join(*dir, spool.FileName)); err != nil {
+		return fmt.Errorf("deadletters: no spool in %s: %w", *dir, err)
 	}
 
 	// bbolt holds an exclusive lock while a receiver runs, so this fails fast with

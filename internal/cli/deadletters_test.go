@@ -132,6 +132,9 @@ func TestDeadLettersCommand(t *testing.T) {
 	if _, err := runDeadLettersCmd(t, "explode", "--spool-dir", dir); err == nil {
 		t.Error("unknown action accepted")
 	}
+	if _, err := runDeadLettersCmd(t, "list", "--spool-dir", t.TempDir()); err == nil || !strings.Contains(err.Error(), "no spool in") {
+		t.Errorf("list on a directory without a spool: %v", err)
+	}
 
 	out, err := runDeadLettersCmd(t, "redrive", "--spool-dir", dir, "--id", ids["chat/archive"])
 	if err != nil || !strings.Contains(out, "Redrove 1 dead letters") {

@@ -52,9 +52,10 @@ const (
 	// fillPercent is how full bbolt fills a page before splitting it: high, because the
 	// spool's keys are always appended in order.
 	fillPercent = 0.9
-	// dbFileName is the bbolt file inside the spool directory.
-	dbFileName = "spool.db"
 )
+
+// FileName is the bbolt file inside a spool directory.
+const FileName = "spool.db"
 
 // DefaultDir is the spool directory used when none is given: a directory under the OS
 // temp dir. Production receivers should set --spool-dir to a persistent volume.

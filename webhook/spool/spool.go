@@ -82,7 +82,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil { //nolint:gosec // the operator chooses the spool dir (--spool-dir)
 		return nil, fmt.Errorf("creating spool dir: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, dbFileName), 0o600, &bolt.Options{
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{
 		Timeout:         opts.LockTimeout,
 		NoSync:          opts.NoSync,
 		NoGrowSync:      opts.NoSync,

@@ -274,7 +274,7 @@ func runCase(dir string, noSync bool, l load, duration time.Duration, maxAcks in
 		return result{}, err
 	}
 	var file int64
-	if fi, err := os.Stat(filepath.Join(dir, "spool.db")); err == nil {
+	if fi, err := os.Stat(filepath.Join(dir, spool.FileName)); err == nil {
 		file = fi.Size()
 	}
 	slices.Sort(all)
