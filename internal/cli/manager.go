@@ -95,11 +95,22 @@ func (f *managerFlags) options() (controllers.ReceiverOptions, error) {
 	return o, nil
 }
 
+// restConfig loads --kubeconfig, or what ctrl.GetConfig finds. Like ctrl.GetConfig, it
+// turns off client-go's client-side rate limit (5 requests/s by default), which would
+// make thousands of route status writes take minutes; the API server's priority and
+// fairness limits the manager instead.
 func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if kubeconfig == "" {
+		return ctrl.GetConfig()
 	}
-	return ctrl.GetConfig()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.QPS == 0 {
+		cfg.QPS = -1
+	}
+	return cfg, nil
 }
 
 func runManager(args []string) error {

@@ -391,3 +391,6 @@ func SendTencent(ctx context.Context, baseURL, appID, command, token, extra stri
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
 }
+
+// PID is the process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }

@@ -53,6 +53,10 @@ const (
 	MaxTableBytes = 1 << 30
 )
 
+// compressionLevel trades a slightly larger table for a faster publish: every route
+// change recompresses the whole table.
+const compressionLevel = gzip.DefaultCompression
+
 // ManifestName is the name of the manifest Secret of table name.
 func ManifestName(name string) string { return name + "-table" }
 
@@ -78,7 +82,7 @@ func hexSHA(b []byte) string {
 // shards, so unchanged tables are recognised by their hashes.
 func Encode(data []byte) (*Encoded, error) {
 	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(&buf, compressionLevel)
 	if err != nil {
 		return nil, fmt.Errorf("creating gzip writer: %w", err)
 	}
