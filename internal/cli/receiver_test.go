@@ -283,3 +283,103 @@ func TestBuildSendRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiverKill9 acknowledges Async callbacks while the backend fails, kills the
+// receiver with SIGKILL, restarts it on the same spool directory with the backend
+// healthy, and checks that every acknowledged callback is delivered.
+func TestReceiverKill9(t *testing.T) {
+	bin := binary(t)
+	var mu sync.Mutex
+	healthy := false
+	delivered := map[string]bool{}
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !healthy {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		delivered[r.Header.Get("X-Callback-Id")] = true
+	}))
+	defer be.Close()
+	dir := t.TempDir()
+	routes := filepath.Join(dir, "routes.yaml")
+	yaml := strings.ReplaceAll(`
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: archive, namespace: chat}
+spec:
+  provider: OpenIM
+  appID: prod
+  commands: ["*"]
+  backend: {url: BACKEND, timeout: 1s}
+  retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 200ms}
+`, "BACKEND", be.URL)
+	if err := os.WriteFile(routes, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	start := func() (*exec.Cmd, chan error) {
+		cmd := exec.Command(bin, "receiver", "--routes", routes, "--listen", addr, "--spool-dir", filepath.Join(dir, "spool"), "--drain-delay", "0s")
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("receiver not ready")
+			}
+		}
+		return cmd, done
+	}
+	cmd, done := start()
+	const n = 30
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i := range n {
+		body := fmt.Sprintf(`{"callbackCommand":"callbackAfterSendSingleMsgCommand","serverMsgID":"m%d"}`, i)
+		resp, err := client.Post("http://"+addr+"/openim/prod/callbackAfterSendSingleMsgCommand", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("callback %d answered %d", i, resp.StatusCode)
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	mu.Lock()
+	healthy = true
+	mu.Unlock()
+	cmd, done = start()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-done
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		got := len(delivered)
+		mu.Unlock()
+		if got == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged callbacks delivered after kill -9 and restart", got, n)
+		}
+	}
+	for i := range n {
+		if id := fmt.Sprintf("callbackAfterSendSingleMsgCommand:m%d", i); !delivered[id] {
+			t.Errorf("%s not delivered", id)
+		}
+	}
+}
