@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 )
@@ -88,13 +87,11 @@ func (h *Handler) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 		h.fastMetrics(ctx)
 	default:
 		// healthz, readyz, 404: small and rare, answered by the net/http code.
-		fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(h.ServeHTTP))(ctx)
+		h.fastStd(ctx)
 	}
 }
 
-func (h *Handler) fastMetrics(ctx *fasthttp.RequestCtx) {
-	fasthttpadaptor.NewFastHTTPHandler(h.metricsH)(ctx)
-}
+func (h *Handler) fastMetrics(ctx *fasthttp.RequestCtx) { h.fastMetricsH(ctx) }
 
 // fastError answers what fasthttp refuses before the handler runs (body over the limit,
 // malformed request) in the provider's envelope when the path is a callback path.

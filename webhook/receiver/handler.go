@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
@@ -90,10 +91,12 @@ type Options struct {
 type Handler struct {
 	opts        Options
 	customClock bool // Options.Now was given; else one time.Now serves both clocks
-	log         logr.Logger
-	metrics     *Metrics
-	registry    *prometheus.Registry
-	metricsH    http.Handler
+	// fastStd and fastMetricsH adapt the rare net/http paths to the fasthttp server.
+	fastStd, fastMetricsH fasthttp.RequestHandler
+	log                   logr.Logger
+	metrics               *Metrics
+	registry              *prometheus.Registry
+	metricsH              http.Handler
 
 	table      atomic.Pointer[routing.Table]
 	generation atomic.Int64
@@ -155,14 +158,17 @@ func New(opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
-	return &Handler{
+	hd := &Handler{
 		customClock: customClock,
 		opts:        opts,
 		log:         opts.Logger,
 		metrics:     m,
 		registry:    opts.Registry,
 		metricsH:    promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}),
-	}, nil
+	}
+	hd.fastStd = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(hd.ServeHTTP))
+	hd.fastMetricsH = fasthttpadaptor.NewFastHTTPHandler(hd.metricsH)
+	return hd, nil
 }
 
 // SetTable swaps in a new routing table atomically; requests in flight keep the table

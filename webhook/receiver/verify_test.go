@@ -168,3 +168,31 @@ func TestParseOpenIMPath(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustedProxyOverTheNetwork checks X-Forwarded-For through both servers: the test
+// client is a loopback peer, trusted here, so the header names the source.
+func TestTrustedProxyOverTheNetwork(t *testing.T) {
+	forEachServer(t, func(t *testing.T) {
+		f := newFixture(t, verifyYAML, func(o *Options) {
+			o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+		})
+		u := f.url + "/tencent?SdkAppid=1400000002&CallbackCommand=C2C.X"
+		for _, c := range []struct {
+			xff    string
+			status int
+		}{
+			{"", 403},
+			{"198.51.100.9", 200},
+			{"198.51.100.9, 127.0.0.1", 200},
+			{"198.51.100.9, 203.0.113.1", 403},
+		} {
+			hdr := map[string]string{}
+			if c.xff != "" {
+				hdr["X-Forwarded-For"] = c.xff
+			}
+			if status, body, _ := post(t, u, []byte(`{}`), hdr); status != c.status {
+				t.Errorf("X-Forwarded-For %q: %d %s, want %d", c.xff, status, body, c.status)
+			}
+		}
+	})
+}
