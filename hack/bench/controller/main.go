@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,6 +38,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/controllers"
@@ -73,6 +75,7 @@ func run() error {
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	statusWorkers := flag.Int("status-workers", controllers.DefaultStatusWorkers, "the manager's --status-workers")
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard())
 	if *applies < 1 || *namespaces < 1 || *routes < 0 {
 		return errors.New("-applies and -namespaces must be positive, -routes not negative")
 	}
