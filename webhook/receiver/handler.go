@@ -425,7 +425,7 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 		ReceivedAt: q.received,
 	}
 	if syncRoute != nil || len(asyncRoutes) > 0 {
-		cb.ID = callback.ComputeID(provider, q.command, body)
+		cb.ID = callbackID(provider, q.command, body)
 	}
 	if len(asyncRoutes) > 0 {
 		if !x.bodyStable() {
