@@ -235,3 +235,78 @@ spec:
 		g.Expect(strings.Fields(string(out))).To(ConsistOf("to-missing-service=False/ServiceNotFound", "to-service=True/Resolved"))
 	}, deliveryWait*4, 100*time.Millisecond).Should(Succeed(), "manager log:\n%s", mgr.Tail())
 }
+
+// TestReceiverKeepsServingWithoutAPIServer cuts the receiver off the API server (its
+// connections go through a proxy that is then closed): it stays ready and keeps
+// delivering with its last table, then picks up changes again once reconnected.
+func TestReceiverKeepsServingWithoutAPIServer(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	backend := NewBackend()
+	defer backend.Close()
+
+	mgr, err := cluster.StartManager(ctx, receiverNamespace)
+	g.Expect(err).NotTo(HaveOccurred())
+	stopOnCleanup(t, "manager", mgr)
+	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	g.Expect(err).NotTo(HaveOccurred())
+	api, err := cluster.APIServerHostPort()
+	g.Expect(err).NotTo(HaveOccurred())
+	proxy, err := StartTCPProxy(api)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer proxy.Cut()
+	kubeconfig, err := cluster.KubeconfigVia(proxy.Addr())
+	g.Expect(err).NotTo(HaveOccurred())
+	rx, err := cluster.StartReceiverWithKubeconfig(d, t.TempDir(), kubeconfig)
+	g.Expect(err).NotTo(HaveOccurred())
+	stopOnCleanup(t, "receiver", rx.Process)
+	g.Expect(rx.WaitReady(ctx)).To(Succeed())
+
+	const app = "1400000777"
+	g.Expect(cluster.EnsureNamespace(ctx, "outage")).To(Succeed())
+	manifests := fmt.Sprintf(`
+apiVersion: v1
+kind: Secret
+metadata: {name: tencent-im, namespace: outage}
+stringData: {token: %s}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: archive, namespace: outage}
+spec:
+  provider: TencentIM
+  appID: "%s"
+  commands: ["*"]
+  backend: {url: "%s"}
+  verify: {tokenSecretRef: {name: tencent-im}}
+`, exampleToken, app, backend.URL)
+	_, err = cluster.KubectlRun(ctx, []byte(manifests), "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() {
+		_, _ = cluster.KubectlRun(context.Background(), []byte(manifests), "delete", "--ignore-not-found", "-f", "-")
+	})
+	sample, _ := samples.Get("tencent-c2c-after-send")
+	send := func(probe string) int {
+		status, _, err := SendTencent(ctx, rx.URL, app, sample.Command, exampleToken, probe, sample.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+		return status
+	}
+	g.Eventually(func() int { return send("before") }, deliveryWait*2, 20*time.Millisecond).Should(Equal(http.StatusOK))
+
+	// The API server becomes unreachable for the receiver.
+	proxy.Cut()
+	time.Sleep(2 * time.Second) // the watch breaks and the informer starts retrying
+
+	resp, err := http.Get(rx.URL + "/readyz")
+	g.Expect(err).NotTo(HaveOccurred())
+	resp.Body.Close()
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK), "still ready with the last good table")
+	g.Expect(send("during-outage")).To(Equal(http.StatusOK))
+	wctx, wcancel := context.WithTimeout(ctx, deliveryWait)
+	defer wcancel()
+	_, err = backend.WaitFor(wctx, func(d Delivery) bool { return strings.HasSuffix(d.RawQuery, "&during-outage") })
+	g.Expect(err).NotTo(HaveOccurred(), "delivered while the API server is unreachable")
+	exited, _ := rx.Exited()
+	g.Expect(exited).To(BeFalse())
+}

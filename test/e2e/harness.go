@@ -65,6 +65,12 @@ type Cluster struct {
 
 // StartCluster starts the control plane and builds the binary into dir.
 func StartCluster(dir string) (*Cluster, error) {
+	return StartClusterWithBinary(dir, "")
+}
+
+// StartClusterWithBinary starts the control plane; bin is a callback-router binary
+// already built, or "" to build one into dir.
+func StartClusterWithBinary(dir, bin string) (*Cluster, error) {
 	env, cfg, err := testenv.Start()
 	if err != nil {
 		return nil, err
@@ -90,6 +96,10 @@ func StartCluster(dir string) (*Cluster, error) {
 		if c.Kubectl, err = exec.LookPath("kubectl"); err != nil {
 			return fail(fmt.Errorf("kubectl not found in KUBEBUILDER_ASSETS nor PATH: %w", err))
 		}
+	}
+	if bin != "" {
+		c.Bin = bin
+		return c, nil
 	}
 	c.Bin = filepath.Join(dir, "callback-router")
 	build := exec.Command("go", "build", "-o", c.Bin, ".")
@@ -247,6 +257,12 @@ func freePort() (int, error) {
 // container's env with field references resolved as the kubelet would, and KUBECONFIG in
 // place of the in-cluster service account.
 func (c *Cluster) StartReceiver(d *appsv1.Deployment, spoolDir string) (*Receiver, error) {
+	return c.StartReceiverWithKubeconfig(d, spoolDir, c.Kubeconfig)
+}
+
+// StartReceiverWithKubeconfig is StartReceiver with another kubeconfig (e.g. one through
+// a TCPProxy).
+func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, kubeconfig string) (*Receiver, error) {
 	if len(d.Spec.Template.Spec.Containers) != 1 {
 		return nil, fmt.Errorf("deployment %s has %d containers, want 1", d.Name, len(d.Spec.Template.Spec.Containers))
 	}
@@ -264,7 +280,7 @@ func (c *Cluster) StartReceiver(d *appsv1.Deployment, spoolDir string) (*Receive
 			args[i+1] = spoolDir
 		}
 	}
-	env := []string{"KUBECONFIG=" + c.Kubeconfig}
+	env := []string{"KUBECONFIG=" + kubeconfig}
 	for _, e := range ctr.Env {
 		switch {
 		case e.ValueFrom == nil:
@@ -394,3 +410,87 @@ func SendTencent(ctx context.Context, baseURL, appID, command, token, extra stri
 
 // PID is the process id.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// TCPProxy forwards loopback TCP connections to a target until Cut, to make the API
+// server unreachable for one client without stopping it.
+type TCPProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	cut    bool
+}
+
+// StartTCPProxy listens on a free loopback port and forwards to target (host:port).
+func StartTCPProxy(target string) (*TCPProxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &TCPProxy{ln: ln, target: target}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			if p.cut {
+				in.Close()
+				out.Close()
+			} else {
+				p.conns = append(p.conns, in, out)
+			}
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return p, nil
+}
+
+// Addr is the proxy's host:port.
+func (p *TCPProxy) Addr() string { return p.ln.Addr().String() }
+
+// Cut closes the listener and every connection: the target is unreachable through it.
+func (p *TCPProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	p.ln.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// KubeconfigVia writes a copy of the cluster's kubeconfig that reaches the API server
+// through addr (a TCPProxy; TLS still ends at the API server) and returns its path.
+func (c *Cluster) KubeconfigVia(addr string) (string, error) {
+	u, err := url.Parse(c.Config.Host)
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(c.Kubeconfig)
+	if err != nil {
+		return "", err
+	}
+	if !bytes.Contains(b, []byte(u.Host)) {
+		return "", fmt.Errorf("kubeconfig does not mention %s", u.Host)
+	}
+	path := filepath.Join(c.Dir, "kubeconfig-via-"+strings.ReplaceAll(addr, ":", "-"))
+	return path, os.WriteFile(path, bytes.ReplaceAll(b, []byte(u.Host), []byte(addr)), 0o600)
+}
+
+// APIServerHostPort is the API server's host:port.
+func (c *Cluster) APIServerHostPort() (string, error) {
+	u, err := url.Parse(c.Config.Host)
+	if err != nil {
+		return "", err
+	}
+	return u.Host, nil
+}
