@@ -48,6 +48,7 @@ type receiverFlags struct {
 	pprofListen    string
 	namespace      string
 	table          string
+	spool          spool.Options
 }
 
 func (f *receiverFlags) bind(fs *flag.FlagSet) {
@@ -68,6 +69,7 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.server.ShutdownTimeout, "shutdown-timeout", receiver.DefaultShutdownTimeout, "bound on waiting for callbacks in flight at shutdown")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultReceiverNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
 	fs.StringVar(&f.table, "table", controllers.DefaultReceiverName, "in-cluster mode: name of the table the manager writes (its --receiver-name)")
+	f.spool.BindFlags(fs)
 }
 
 func parseCIDRs(s string) ([]netip.Prefix, error) {
@@ -110,7 +112,8 @@ func runReceiver(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	sp, err := spool.Open(f.spoolDir, spool.Options{Registerer: reg, Logger: log.WithName("spool")})
+	f.spool.Registerer, f.spool.Logger = reg, log.WithName("spool")
+	sp, err := spool.Open(f.spoolDir, f.spool)
 	if err != nil {
 		return fmt.Errorf("opening spool %s: %w", f.spoolDir, err)
 	}
