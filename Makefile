@@ -84,7 +84,8 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 5s; e.g. make fuzz FUZ
 .PHONY: bench
 bench: build ## Run the benchmarks and print the figures recorded in docs/benchmarks.md.
 	go run ./hack/bench/receiver -bin $(BIN)
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go run ./hack/bench
+	go run ./hack/bench/spool
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go run ./hack/bench/controller
 
 ##@ Build
 
