@@ -42,6 +42,15 @@ const (
 // one at a time would take longer than the target of all Ready within 60 s.
 const DefaultStatusWorkers = 16
 
+// Retry delays of a failed table pass (an API error while reading a Secret, writing the
+// table or a status): exponential from TableRetryMin, capped at TableRetryMax. The cap is
+// low because the one table request carries every route: a long backoff would hold back
+// every change in the cluster, and a pass with nothing changed costs no writes.
+const (
+	TableRetryMin = 50 * time.Millisecond
+	TableRetryMax = 2 * time.Second
+)
+
 // TableResync re-compiles the table periodically even without events, a safety net.
 const TableResync = 10 * time.Minute
 
@@ -320,7 +329,10 @@ func (r *TableReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager
 		Named("table").
 		WatchesRawSource(kick).
 		// A single request: one worker. Bursts coalesce in the queue.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: 1,
+			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](TableRetryMin, TableRetryMax),
+		}).
 		Watches(&v1alpha1.CallbackRoute{}, mapRoute, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Service{}, mapService, builder.WithPredicates(servicePortsChanged())).
 		WatchesMetadata(&corev1.Secret{}, mapSecret, builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).

@@ -57,6 +57,8 @@ const (
 	probeInterval = 5 * time.Millisecond
 	// createWorkers is how many routes are created at once in the scale case.
 	createWorkers = 32
+	// keptLog is where the last manager's log is copied for a look after the run.
+	keptLog = "/tmp/callback-router-bench-manager.log"
 	// pollInterval is how often the scale case counts Ready routes.
 	pollInterval = 50 * time.Millisecond
 )
@@ -163,9 +165,18 @@ func run() error {
 				return fmt.Errorf("late apply %d: %w", i, err)
 			}
 			deliver, ready = append(deliver, d), append(ready, r)
+			if d > 2*time.Second {
+				fmt.Fprintf(os.Stderr, "slow apply %d (%s); manager log tail:\n%s\n", i, d, b.mgr.Tail())
+			}
 		}
 		add(fmt.Sprintf("with %d routes, one more apply: to Ready (p50 / max of 5)", total), p50max(ready))
 		add(fmt.Sprintf("with %d routes, one more apply: to first delivery (p50 / max of 5)", total), p50max(deliver))
+	}
+	if b.mgr != nil {
+		if log, err := os.ReadFile(b.mgr.Log); err == nil {
+			_ = os.WriteFile(keptLog, log, 0o600)
+			fmt.Fprintln(os.Stderr, "manager log kept in", keptLog)
+		}
 	}
 	_ = b.stopManager()
 	_ = b.rx.Stop()
