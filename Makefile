@@ -94,8 +94,8 @@ build: ## Build the callback-router binary into bin/.
 	CGO_ENABLED=0 go build -trimpath -o $(BIN) .
 
 .PHONY: run
-run: build ## Run the receiver standalone on examples/routes.yaml (no cluster needed).
-	$(BIN) receiver --routes $(ROUTES) --listen $(LISTEN) --spool-dir $(SPOOL)
+run: build ## Run the receiver standalone on examples/routes.yaml with a loopback backend, and send it a signed sample (no cluster needed).
+	BIN=$(BIN) ROUTES=$(ROUTES) LISTEN=$(LISTEN) SPOOL=$(SPOOL) hack/run-standalone.sh
 
 IMG ?= ghcr.io/callback-router/callback-router:dev
 CONTAINER_TOOL ?= docker
