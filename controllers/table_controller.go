@@ -173,13 +173,11 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, routes []v1alpha1.
 	patched := make(chan struct{}, len(routes))
 	for i := range routes {
 		route, st := &routes[i], statuses[i]
-		status := route.Status.DeepCopy()
-		setStatus(status, route.Generation, st)
-		if equality.Semantic.DeepEqual(&route.Status, status) {
+		if statusUpToDate(&route.Status, route.Generation, st) {
 			continue
 		}
 		updated := route.DeepCopy()
-		updated.Status = *status
+		setStatus(&updated.Status, route.Generation, st)
 		g.Go(func() error {
 			if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(route)); err != nil {
 				if apierrors.IsNotFound(err) {
@@ -196,32 +194,58 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, routes []v1alpha1.
 	return len(patched), err
 }
 
-// setStatus writes the conditions, observedGeneration and URL of one route.
-func setStatus(status *v1alpha1.CallbackRouteStatus, gen int64, st routing.RouteStatus) {
-	cond := func(t string, ok bool, reason, msg string) {
+// desiredConditions are a route's conditions for a compile outcome (without times).
+func desiredConditions(gen int64, st routing.RouteStatus) [3]metav1.Condition {
+	cond := func(t string, ok bool, reason, msg string) metav1.Condition {
 		s := metav1.ConditionFalse
 		if ok {
 			s = metav1.ConditionTrue
 		}
-		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
-			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen,
-		})
+		return metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen}
 	}
-	cond(v1alpha1.ConditionAccepted, st.Accepted, st.AcceptedReason, st.AcceptedMessage)
 	refsReason := st.RefsReason
 	if refsReason == "" {
 		refsReason = v1alpha1.ReasonInvalid
 	}
-	cond(v1alpha1.ConditionResolvedRefs, st.ResolvedRefs, refsReason, st.RefsMessage)
+	var ready metav1.Condition
 	switch {
 	case st.Routed:
-		cond(v1alpha1.ConditionReady, true, v1alpha1.ReasonRouted, "The route is in the published routing table")
+		ready = cond(v1alpha1.ConditionReady, true, v1alpha1.ReasonRouted, "The route is in the published routing table")
 	case !st.Accepted:
-		cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonNotRouted, "Not routed: "+st.AcceptedMessage)
+		ready = cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonNotRouted, "Not routed: "+st.AcceptedMessage)
 	case !st.ResolvedRefs:
-		cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonNotRouted, "Not routed: "+st.RefsMessage)
+		ready = cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonNotRouted, "Not routed: "+st.RefsMessage)
 	default:
-		cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonNotRouted, "Not routed")
+		ready = cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonNotRouted, "Not routed")
+	}
+	return [3]metav1.Condition{
+		cond(v1alpha1.ConditionAccepted, st.Accepted, st.AcceptedReason, st.AcceptedMessage),
+		cond(v1alpha1.ConditionResolvedRefs, st.ResolvedRefs, refsReason, st.RefsMessage),
+		ready,
+	}
+}
+
+// statusUpToDate reports whether status already says what a compile outcome says; it
+// neither copies nor allocates, as it runs for every route on every pass.
+func statusUpToDate(status *v1alpha1.CallbackRouteStatus, gen int64, st routing.RouteStatus) bool {
+	if status.ObservedGeneration != gen || status.URL != st.URL {
+		return false
+	}
+	for _, want := range desiredConditions(gen, st) {
+		have := meta.FindStatusCondition(status.Conditions, want.Type)
+		if have == nil || have.Status != want.Status || have.Reason != want.Reason ||
+			have.Message != want.Message || have.ObservedGeneration != want.ObservedGeneration {
+			return false
+		}
+	}
+	return true
+}
+
+// setStatus writes the conditions, observedGeneration and URL of one route; a
+// condition's lastTransitionTime changes only when its status does.
+func setStatus(status *v1alpha1.CallbackRouteStatus, gen int64, st routing.RouteStatus) {
+	for _, c := range desiredConditions(gen, st) {
+		meta.SetStatusCondition(&status.Conditions, c)
 	}
 	status.ObservedGeneration = gen
 	status.URL = st.URL

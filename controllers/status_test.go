@@ -1,0 +1,63 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/webhook/routing"
+)
+
+func TestSetStatusAndUpToDate(t *testing.T) {
+	routed := routing.RouteStatus{Accepted: true, AcceptedReason: v1alpha1.ReasonAccepted, AcceptedMessage: "ok",
+		ResolvedRefs: true, RefsReason: v1alpha1.ReasonResolved, RefsMessage: "ok", Routed: true, URL: "/openim/prod"}
+	conflict := routed
+	conflict.Accepted, conflict.AcceptedReason, conflict.AcceptedMessage, conflict.Routed = false, v1alpha1.ReasonConflict, "lost to a/b", false
+	invalid := routing.RouteStatus{AcceptedReason: v1alpha1.ReasonInvalid, AcceptedMessage: "bad", URL: "/openim/prod"}
+
+	tests := map[string]struct {
+		// from is the outcome the status was set for first, to the next one.
+		from, to routing.RouteStatus
+		// genFrom and genTo are the route generations of the two passes.
+		genFrom, genTo int64
+		// upToDate says whether the first status already matches the second outcome.
+		upToDate bool
+		// readyTransitions says whether Ready's lastTransitionTime must move.
+		readyTransitions bool
+	}{
+		"same outcome, same generation":    {from: routed, to: routed, genFrom: 1, genTo: 1, upToDate: true},
+		"same outcome, new generation":     {from: routed, to: routed, genFrom: 1, genTo: 2},
+		"routed to conflict":               {from: routed, to: conflict, genFrom: 1, genTo: 1, readyTransitions: true},
+		"conflict message changes":         {from: conflict, to: func() routing.RouteStatus { c := conflict; c.AcceptedMessage = "lost to c/d"; return c }(), genFrom: 1, genTo: 1},
+		"invalid gets Invalid refs reason": {from: invalid, to: invalid, genFrom: 3, genTo: 3, upToDate: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			var s v1alpha1.CallbackRouteStatus
+			setStatus(&s, tc.genFrom, tc.from)
+			g.Expect(statusUpToDate(&s, tc.genFrom, tc.from)).To(BeTrue())
+			g.Expect(s.Conditions).To(HaveLen(3))
+			for _, c := range s.Conditions {
+				g.Expect(c.ObservedGeneration).To(Equal(tc.genFrom))
+				g.Expect(c.Reason).NotTo(BeEmpty(), "the API requires a reason")
+			}
+			g.Expect(statusUpToDate(&s, tc.genTo, tc.to)).To(Equal(tc.upToDate))
+
+			// Age the transition times, then apply the second outcome.
+			old := metav1.NewTime(time.Now().Add(-time.Hour).Truncate(time.Second))
+			for i := range s.Conditions {
+				s.Conditions[i].LastTransitionTime = old
+			}
+			setStatus(&s, tc.genTo, tc.to)
+			g.Expect(statusUpToDate(&s, tc.genTo, tc.to)).To(BeTrue())
+			g.Expect(s.ObservedGeneration).To(Equal(tc.genTo))
+			ready := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReady)
+			g.Expect(ready.LastTransitionTime.Equal(&old)).To(Equal(!tc.readyTransitions))
+		})
+	}
+}
