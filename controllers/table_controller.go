@@ -123,18 +123,18 @@ func (r *TableReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (c
 		svc := &corev1.Service{}
 		err := r.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, svc)
 		if apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("Service %s/%s not found", namespace, ref.Name)
+			return "", refError(fmt.Sprintf("Service %s/%s not found", namespace, ref.Name))
 		}
 		if err != nil {
 			lookupErr = errors.Join(lookupErr, fmt.Errorf("reading Service %s/%s: %w", namespace, ref.Name, err))
-			return "", fmt.Errorf("Service %s/%s could not be read", namespace, ref.Name)
+			return "", refError(fmt.Sprintf("Service %s/%s could not be read", namespace, ref.Name))
 		}
 		for _, p := range svc.Spec.Ports {
 			if p.Port == ref.Port {
 				return routing.DefaultServiceResolver(namespace, ref)
 			}
 		}
-		return "", fmt.Errorf("Service %s/%s has no port %d", namespace, ref.Name, ref.Port)
+		return "", refError(fmt.Sprintf("Service %s/%s has no port %d", namespace, ref.Name, ref.Port))
 	}
 	snap, statuses := routing.Compile(routing.Input{Routes: routes.Items, Secret: getSecret, Service: resolveService})
 	if lookupErr != nil {
@@ -161,6 +161,12 @@ func (r *TableReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (c
 		"statusesPatched", patched, "compileTime", compiled, "duration", time.Since(start))
 	return ctrl.Result{RequeueAfter: TableResync}, nil
 }
+
+// refError is an unresolved reference, worded for the ResolvedRefs condition message
+// that users read (so it starts with the object's Kind).
+type refError string
+
+func (e refError) Error() string { return string(e) }
 
 // updateStatuses patches each route's status that changed, several at a time.
 func (r *TableReconciler) updateStatuses(ctx context.Context, routes []v1alpha1.CallbackRoute, statuses []routing.RouteStatus) (int, error) {

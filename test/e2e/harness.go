@@ -92,7 +92,7 @@ func StartClusterWithBinary(dir, bin string) (*Cluster, error) {
 		return fail(err)
 	}
 	c.Kubectl = filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
-	if _, err := os.Stat(c.Kubectl); err != nil {
+	if _, err := os.Stat(c.Kubectl); err != nil { //nolint:gosec // the envtest assets directory, by design
 		if c.Kubectl, err = exec.LookPath("kubectl"); err != nil {
 			return fail(fmt.Errorf("kubectl not found in KUBEBUILDER_ASSETS nor PATH: %w", err))
 		}
@@ -102,7 +102,7 @@ func StartClusterWithBinary(dir, bin string) (*Cluster, error) {
 		return c, nil
 	}
 	c.Bin = filepath.Join(dir, "callback-router")
-	build := exec.Command("go", "build", "-o", c.Bin, ".")
+	build := exec.CommandContext(context.Background(), "go", "build", "-o", c.Bin, ".") //nolint:gosec // builds this checkout into the harness's own directory
 	build.Dir = testenv.RepoRoot()
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -116,7 +116,7 @@ func (c *Cluster) Stop() error { return c.Env.Stop() }
 
 // KubectlRun runs kubectl with the cluster's kubeconfig.
 func (c *Cluster) KubectlRun(ctx context.Context, stdin []byte, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, c.Kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	cmd := exec.CommandContext(ctx, c.Kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...) //nolint:gosec // the test's own kubectl invocations
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -147,21 +147,21 @@ type Process struct {
 // start runs the binary with args and env, output to dir/name.log.
 func (c *Cluster) start(name string, env []string, args ...string) (*Process, error) {
 	logPath := filepath.Join(c.Dir, name+".log")
-	f, err := os.Create(logPath)
+	f, err := os.Create(logPath) //nolint:gosec // a log in the harness's own directory
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(c.Bin, args...)
+	cmd := exec.CommandContext(context.Background(), c.Bin, args...) //nolint:gosec // the binary the harness built, with the Deployment's args
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &Process{cmd: cmd, done: make(chan error, 1), Log: logPath}
 	go func() {
 		p.done <- cmd.Wait()
-		f.Close()
+		_ = f.Close()
 	}()
 	return p, nil
 }
@@ -244,7 +244,7 @@ type Receiver struct {
 
 // freePort returns a loopback port that was free a moment ago.
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
@@ -304,7 +304,7 @@ func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, ku
 func (r *Receiver) WaitReady(ctx context.Context) error {
 	return wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		if exited, err := r.Exited(); exited {
-			return false, fmt.Errorf("receiver exited: %v\n%s", err, r.Tail())
+			return false, fmt.Errorf("receiver exited: %w\n%s", err, r.Tail())
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+"/readyz", nil)
 		if err != nil {
@@ -314,7 +314,7 @@ func (r *Receiver) WaitReady(ctx context.Context) error {
 		if err != nil {
 			return false, nil
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, nil
 	})
 }
@@ -423,7 +423,7 @@ type TCPProxy struct {
 
 // StartTCPProxy listens on a free loopback port and forwards to target (host:port).
 func StartTCPProxy(target string) (*TCPProxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
@@ -434,21 +434,21 @@ func StartTCPProxy(target string) (*TCPProxy, error) {
 			if err != nil {
 				return
 			}
-			out, err := net.Dial("tcp", target)
+			out, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", target)
 			if err != nil {
-				in.Close()
+				_ = in.Close()
 				continue
 			}
 			p.mu.Lock()
 			if p.cut {
-				in.Close()
-				out.Close()
+				_ = in.Close()
+				_ = out.Close()
 			} else {
 				p.conns = append(p.conns, in, out)
 			}
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(out, in); out.Close() }()
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
+			go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
+			go func() { _, _ = io.Copy(in, out); _ = in.Close() }()
 		}
 	}()
 	return p, nil
@@ -462,9 +462,9 @@ func (p *TCPProxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = true
-	p.ln.Close()
+	_ = p.ln.Close()
 	for _, c := range p.conns {
-		c.Close()
+		_ = c.Close()
 	}
 }
 
@@ -483,7 +483,7 @@ func (c *Cluster) KubeconfigVia(addr string) (string, error) {
 		return "", fmt.Errorf("kubeconfig does not mention %s", u.Host)
 	}
 	path := filepath.Join(c.Dir, "kubeconfig-via-"+strings.ReplaceAll(addr, ":", "-"))
-	return path, os.WriteFile(path, bytes.ReplaceAll(b, []byte(u.Host), []byte(addr)), 0o600)
+	return path, os.WriteFile(path, bytes.ReplaceAll(b, []byte(u.Host), []byte(addr)), 0o600) //nolint:gosec // the harness's own directory
 }
 
 // APIServerHostPort is the API server's host:port.

@@ -28,8 +28,10 @@ const (
 	LabelTable = "callback-router.dev/table"
 	// LabelRole says whether a table Secret is the manifest or a shard.
 	LabelRole = "callback-router.dev/table-role"
-	// RoleManifest and RoleShard are the values of LabelRole.
-	RoleManifest, RoleShard = "manifest", "shard"
+	// RoleManifest is the LabelRole value of the manifest Secret.
+	RoleManifest = "manifest"
+	// RoleShard is the LabelRole value of a shard Secret.
+	RoleShard = "shard"
 	// AnnotationSHA256 is the sha256 (hex) of the whole uncompressed table, on the manifest.
 	AnnotationSHA256 = "callback-router.dev/table-sha256"
 	// AnnotationShards is the comma-separated list of the shards' sha256, in order, on the manifest.

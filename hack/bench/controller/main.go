@@ -94,7 +94,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer cl.Stop()
+	defer func() {
+		if err := cl.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		}
+	}()
 
 	b := &bench{cl: cl, backend: e2e.NewBackend(), managerArgs: []string{"--status-workers", strconv.Itoa(*statusWorkers)}}
 	defer b.backend.Close()
@@ -432,7 +436,7 @@ func (b *bench) waitAllReady(ctx context.Context, total int, start time.Time) (t
 			last = time.Now()
 		}
 		if exited, err := b.mgr.Exited(); exited {
-			return 0, 0, fmt.Errorf("manager exited: %v\n%s", err, b.mgr.Tail())
+			return 0, 0, fmt.Errorf("manager exited: %w\n%s", err, b.mgr.Tail())
 		}
 		select {
 		case <-ctx.Done():
