@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -186,4 +187,37 @@ func TestReceiverOptionsValidate(t *testing.T) {
 			NewWithT(t).Expect(err == nil).To(Equal(tc.ok), "err: %v", err)
 		})
 	}
+}
+
+// TestReplicasLeftToAutoscaler runs the reconciler with --receiver-manage-replicas=false
+// against the API server: an autoscaler's scale (through the scale subresource, as the
+// HPA does) survives later applies, while the rest of the spec is still enforced.
+func TestReplicasLeftToAutoscaler(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	o := opts
+	o.Namespace, o.Name, o.ManageReplicas = newNamespace(t), "rx-hpa", false
+	r := &ReceiverReconciler{Client: k8s, Options: o}
+	key := types.NamespacedName{Namespace: o.Namespace, Name: o.Name}
+
+	_, err := r.Reconcile(ctx, r.receiverRequest())
+	g.Expect(err).NotTo(HaveOccurred())
+	d := &appsv1.Deployment{}
+	g.Expect(k8s.Get(ctx, key, d)).To(Succeed())
+	g.Expect(d.Spec.Replicas).To(Equal(ptr.To[int32](1)), "the API server's default until an autoscaler acts")
+
+	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 5}}
+	g.Expect(k8s.SubResource("scale").Update(ctx, d, client.WithSubResourceBody(scale))).To(Succeed())
+
+	g.Expect(k8s.Get(ctx, key, d)).To(Succeed())
+	d.Spec.Template.Spec.Containers[0].Image = "drifted:1"
+	g.Expect(k8s.Update(ctx, d)).To(Succeed())
+
+	for range 2 {
+		_, err = r.Reconcile(ctx, r.receiverRequest())
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	g.Expect(k8s.Get(ctx, key, d)).To(Succeed())
+	g.Expect(d.Spec.Replicas).To(Equal(ptr.To[int32](5)), "the autoscaler's replicas are kept")
+	g.Expect(d.Spec.Template.Spec.Containers[0].Image).To(Equal(o.Image), "the rest is still repaired")
 }
