@@ -243,7 +243,7 @@ func TestReceiverFlagErrors(t *testing.T) {
 
 func TestBuildSendRequest(t *testing.T) {
 	now := time.Unix(1669872112, 0)
-	req, err := buildSendRequest(&sendOptions{url: "http://127.0.0.1:8080", provider: "TencentIM", token: "xxxxyyyy", command: "Group.CallbackBeforeSendMsg"}, now)
+	req, err := buildSendRequest(t.Context(), &sendOptions{url: "http://127.0.0.1:8080", provider: "TencentIM", token: "xxxxyyyy", command: "Group.CallbackBeforeSendMsg"}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestBuildSendRequest(t *testing.T) {
 		t.Errorf("body command not rewritten: %s", b)
 	}
 
-	req, err = buildSendRequest(&sendOptions{url: "http://h:1/base", provider: "OpenIM", basicAuth: "u:p:q"}, now)
+	req, err = buildSendRequest(t.Context(), &sendOptions{url: "http://h:1/base", provider: "OpenIM", basicAuth: "u:p:q"}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestBuildSendRequest(t *testing.T) {
 		t.Errorf("basic auth %q %q", u, p)
 	}
 
-	req, err = buildSendRequest(&sendOptions{url: "http://h:1", provider: "TencentIM", sample: "tencent-push-offline-push", command: "Push.Future"}, now)
+	req, err = buildSendRequest(t.Context(), &sendOptions{url: "http://h:1", provider: "TencentIM", sample: "tencent-push-offline-push", command: "Push.Future"}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func TestBuildSendRequest(t *testing.T) {
 		t.Errorf("push events not rewritten or signed without a token: %s %s", b, req.URL)
 	}
 	for _, bad := range []sendOptions{{url: "http://h", provider: "Slack"}, {url: "http://h", provider: "OpenIM", sample: "tencent-c2c-after-send"}, {url: "nohost", provider: "TencentIM"}} {
-		if _, err := buildSendRequest(&bad, now); err == nil {
+		if _, err := buildSendRequest(t.Context(), &bad, now); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
 	}

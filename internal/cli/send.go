@@ -3,8 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/webhook/callback"
 	"github.com/callback-router/callback-router/webhook/samples"
 )
 
@@ -69,11 +68,12 @@ func runSend(args []string) error {
 		}
 		return nil
 	}
-	req, err := buildSendRequest(&o, time.Now())
+	// The timeout starts once the request is built: --body - may be typed by hand.
+	req, err := buildSendRequest(context.Background(), &o, time.Now())
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	ctx, cancel := context.WithTimeout(req.Context(), o.timeout)
 	defer cancel()
 	req = req.WithContext(ctx)
 	if o.verbose {
@@ -101,7 +101,7 @@ func runSend(args []string) error {
 }
 
 // buildSendRequest builds the signed callback request the IM platform would send.
-func buildSendRequest(o *sendOptions, now time.Time) (*http.Request, error) {
+func buildSendRequest(ctx context.Context, o *sendOptions, now time.Time) (*http.Request, error) {
 	p := v1alpha1.Provider(o.provider)
 	if p != v1alpha1.ProviderTencentIM && p != v1alpha1.ProviderOpenIM {
 		return nil, fmt.Errorf("--provider must be TencentIM or OpenIM, not %q", o.provider)
@@ -167,9 +167,8 @@ func buildSendRequest(o *sendOptions, now time.Time) (*http.Request, error) {
 			if rt == "" {
 				rt = strconv.FormatInt(now.Unix(), 10)
 			}
-			sum := sha256.Sum256([]byte(o.token + rt))
 			q.Set("RequestTime", rt)
-			q.Set("Sign", hex.EncodeToString(sum[:]))
+			q.Set("Sign", callback.TencentSign(o.token, rt))
 		}
 		u.RawQuery = q.Encode()
 	} else {
@@ -178,7 +177,7 @@ func buildSendRequest(o *sendOptions, now time.Time) (*http.Request, error) {
 		}
 		u.Path = strings.TrimSuffix(u.Path, "/") + "/" + command
 	}
-	req, err := http.NewRequest(http.MethodPost, u.String(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("building the request: %w", err)
 	}

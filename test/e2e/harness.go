@@ -7,8 +7,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +35,7 @@ import (
 
 	"github.com/callback-router/callback-router/controllers"
 	"github.com/callback-router/callback-router/internal/testenv"
+	"github.com/callback-router/callback-router/webhook/callback"
 )
 
 // Limits of the harness.
@@ -379,18 +378,12 @@ func (b *Backend) WaitFor(ctx context.Context, match func(Delivery) bool) (Deliv
 	}
 }
 
-// TencentSign is hex(sha256(token + requestTime)).
-func TencentSign(token, requestTime string) string {
-	h := sha256.Sum256([]byte(token + requestTime))
-	return hex.EncodeToString(h[:])
-}
-
 // SendTencent posts a signed Tencent IM callback, with extra appended to the query, and
 // returns the status code and body.
 func SendTencent(ctx context.Context, baseURL, appID, command, token, extra string, body []byte) (int, []byte, error) {
 	rt := strconv.FormatInt(time.Now().Unix(), 10)
 	q := "SdkAppid=" + url.QueryEscape(appID) + "&CallbackCommand=" + url.QueryEscape(command) +
-		"&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI&Sign=" + TencentSign(token, rt) + "&RequestTime=" + rt
+		"&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI&Sign=" + callback.TencentSign(token, rt) + "&RequestTime=" + rt
 	if extra != "" {
 		q += "&" + extra
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/callback-router/callback-router/webhook/callback"
 	"github.com/callback-router/callback-router/webhook/routing"
 )
 
@@ -135,9 +136,7 @@ func (v *verifier) tokenMatches(i int) bool {
 	if i < tokenMemoSize && v.tokenMemo[i] != 0 {
 		return v.tokenMemo[i] == 1
 	}
-	var buf [256]byte
-	b := append(append(buf[:0], v.app.Tokens[i]...), v.requestTime...)
-	sum := sha256.Sum256(b)
+	sum := callback.TencentSignSum(v.app.Tokens[i], v.requestTime)
 	ok := subtle.ConstantTimeCompare(sum[:], v.sign[:]) == 1
 	if i < tokenMemoSize {
 		v.tokenMemo[i] = 2

@@ -18,8 +18,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/callback-router/callback-router/webhook/callback"
 	"github.com/callback-router/callback-router/webhook/samples"
 )
 
@@ -97,7 +96,7 @@ func run() error {
 		*bin = filepath.Join(tmp, "callback-router")
 		fmt.Fprintln(os.Stderr, "building", *bin)
 		if out, err := exec.Command("go", "build", "-o", *bin, ".").CombinedOutput(); err != nil {
-			return fmt.Errorf("building: %v: %s", err, out)
+			return fmt.Errorf("building: %w: %s", err, out)
 		}
 	}
 	s, ok := samples.Get(*sampleName)
@@ -127,9 +126,8 @@ func run() error {
 	}
 
 	rt := strconv.FormatInt(time.Now().Unix(), 10)
-	sum := sha256.Sum256([]byte(benchToken + rt))
 	query := "SdkAppid=" + appID + "&CallbackCommand=C2C.CallbackBeforeSendMsg&contenttype=json&ClientIP=203.0.113.7&OptPlatform=iOS" +
-		"&RequestTime=" + rt + "&Sign=" + hex.EncodeToString(sum[:])
+		"&RequestTime=" + rt + "&Sign=" + callback.TencentSign(benchToken, rt)
 	direct := "http://" + *backendAddr + "/moderate?" + query
 	through := "http://" + *recvAddr + "/tencent?" + query
 
@@ -412,7 +410,7 @@ func fixedRate(name, u string, body []byte) result {
 // rounds' medians.
 func merge(rs []result) result {
 	m := result{name: rs[0].name}
-	var p50, p99 []time.Duration
+	p50, p99 := make([]time.Duration, 0, len(rs)), make([]time.Duration, 0, len(rs))
 	for _, r := range rs {
 		m.requests += r.requests
 		m.errors += r.errors
