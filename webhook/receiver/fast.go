@@ -156,20 +156,5 @@ func (h *Handler) NewFastServer(c ServerConfig) *fasthttp.Server {
 func ServeFast(ctx context.Context, ln net.Listener, h *Handler, c ServerConfig) error {
 	c = c.withDefaults()
 	srv := h.NewFastServer(c)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
-	defer cancel()
-	if err := srv.ShutdownWithContext(sctx); err != nil {
-		return fmt.Errorf("shutting down %s: %w", ln.Addr(), err)
-	}
-	if err := <-errc; err != nil {
-		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
-	}
-	return nil
+	return serveGracefully(ctx, ln, c.ShutdownTimeout, srv.Serve, srv.ShutdownWithContext, nil)
 }

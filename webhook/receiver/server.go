@@ -78,20 +78,35 @@ func NewHTTPServer(handler http.Handler, c ServerConfig) *http.Server {
 func Serve(ctx context.Context, ln net.Listener, handler http.Handler, c ServerConfig) error {
 	c = c.withDefaults()
 	srv := NewHTTPServer(handler, c)
+	shutdown := func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		if err != nil {
+			_ = srv.Close()
+		}
+		return err
+	}
+	return serveGracefully(ctx, ln, c.ShutdownTimeout, srv.Serve, shutdown, http.ErrServerClosed)
+}
+
+// serveGracefully runs serve(ln) until ctx is done, then calls shutdown with a context
+// bounded by timeout and waits for serve to return. An error from serve before ctx is done
+// is returned; after shutdown, closedErr (the server's "closed" error, if it has one) is not
+// an error.
+func serveGracefully(ctx context.Context, ln net.Listener, timeout time.Duration,
+	serve func(net.Listener) error, shutdown func(context.Context) error, closedErr error) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- serve(ln) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
+	if err := shutdown(sctx); err != nil {
 		return fmt.Errorf("shutting down %s: %w", ln.Addr(), err)
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := <-errc; err != nil && (closedErr == nil || !errors.Is(err, closedErr)) {
 		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
 	}
 	return nil
