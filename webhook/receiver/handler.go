@@ -246,8 +246,9 @@ func commandLabel(c string) string {
 		return labelOther
 	}
 	for i := 0; i < len(c); i++ {
-		b := c[i]
-		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '_' || b == '-') {
+		switch b := c[i]; {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '.', b == '_', b == '-':
+		default:
 			return labelOther
 		}
 	}
@@ -304,6 +305,24 @@ func parseOpenIMPath(p string) (app, cmd string, ok bool) {
 
 var errTooLarge = errors.New("body too large")
 
+// parseURL reads the app and command (and Tencent IM's Sign and RequestTime) from the
+// request's URL into q.
+func (q *request) parseURL(x exchange) error {
+	if q.provider == v1alpha1.ProviderTencentIM {
+		var err error
+		q.appID, q.command, q.sign, q.requestTime, err = parseTencentQuery(x.rawQuery())
+		if err == nil && (q.appID == "" || q.command == "") {
+			err = errors.New("query needs SdkAppid and CallbackCommand")
+		}
+		return err
+	}
+	var ok bool
+	if q.appID, q.command, ok = parseOpenIMPath(x.path()); !ok {
+		return errors.New("path must be /openim/<appID>/<command>")
+	}
+	return nil
+}
+
 func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 	arrived := time.Now()
 	received := arrived
@@ -315,19 +334,7 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 		h.reject(x, q, http.StatusMethodNotAllowed, OutcomeBadRequest, "method_not_allowed", "callbacks must be POST")
 		return
 	}
-	var err error
-	if provider == v1alpha1.ProviderTencentIM {
-		q.appID, q.command, q.sign, q.requestTime, err = parseTencentQuery(x.rawQuery())
-		if err == nil && (q.appID == "" || q.command == "") {
-			err = errors.New("query needs SdkAppid and CallbackCommand")
-		}
-	} else {
-		var ok bool
-		if q.appID, q.command, ok = parseOpenIMPath(x.path()); !ok {
-			err = errors.New("path must be /openim/<appID>/<command>")
-		}
-	}
-	if err != nil {
+	if err := q.parseURL(x); err != nil {
 		h.reject(x, q, http.StatusBadRequest, OutcomeBadRequest, "bad_url", err.Error())
 		return
 	}
@@ -363,57 +370,17 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 
 	v := &q.verifier
 	v.init(x, q.received, q.app, h.opts.TrustedProxies, q.sign, q.requestTime)
-	match := q.app.Lookup(q.command)
-	var syncRoute *routing.Route
-	var asyncRoutes []*routing.Route
-	passed := false
-	firstReason, allSource := "", true
-	note := func(reason string) {
-		if reason != ReasonSourceIP {
-			allSource = false
-			if firstReason == "" || firstReason == ReasonSourceIP {
-				firstReason = reason
-			}
-		} else if firstReason == "" {
-			firstReason = reason
-		}
-	}
-	if match != nil {
-		for _, rt := range match.Sync {
-			if reason := v.check(rt); reason == "" {
-				syncRoute, passed = rt, true
-				break
-			} else {
-				note(reason)
-			}
-		}
-		for _, rt := range match.Async {
-			if reason := v.check(rt); reason == "" {
-				asyncRoutes, passed = append(asyncRoutes, rt), true
-			} else {
-				note(reason)
-			}
-		}
-	} else {
-		// Nothing routed: acknowledge only a caller that passes some route of the app.
-		for _, rt := range q.app.Routes {
-			if reason := v.check(rt); reason == "" {
-				passed = true
-				break
-			} else {
-				note(reason)
-			}
-		}
-	}
-	if !passed {
-		h.metrics.verifyFails.WithLabelValues(string(provider), firstReason).Inc()
+	sel := v.selectRoutes(q.app, q.command)
+	if !sel.passed {
+		h.metrics.verifyFails.WithLabelValues(string(provider), sel.reason).Inc()
 		status, outcome := http.StatusUnauthorized, OutcomeUnauthorized
-		if allSource {
+		if sel.allSource {
 			status, outcome = http.StatusForbidden, OutcomeForbidden
 		}
-		h.reject(x, q, status, outcome, firstReason, "callback failed verification: "+firstReason)
+		h.reject(x, q, status, outcome, sel.reason, "callback failed verification: "+sel.reason)
 		return
 	}
+	syncRoute, asyncRoutes := sel.sync, sel.async
 	q.cmdLabel = commandLabel(q.command)
 
 	cb := &callback.Callback{

@@ -47,8 +47,32 @@ func fastID(provider v1alpha1.Provider, command string, body []byte) (string, bo
 	if !root.IsObject() {
 		return "", false
 	}
-	var msgKey, groupID, serverMsgID, msgSeq string
-	var events gjson.Result
+	f, ok := readIDValues(root)
+	if !ok {
+		return "", false
+	}
+	pushIDs, ok := readPushIDs(f.events)
+	if !ok {
+		return "", false
+	}
+	if natural := naturalID(provider, &f, pushIDs); natural != "" {
+		return command + ":" + natural, true
+	}
+	sum := sha256.Sum256(body)
+	return command + ":sha256:" + hex.EncodeToString(sum[:16]), true
+}
+
+// idValues are the top-level ID fields of a body, as ComputeID decodes them.
+type idValues struct {
+	msgKey, groupID, serverMsgID string
+	msgSeq                       string // the raw JSON value
+	events                       gjson.Result
+}
+
+// readIDValues reads the ID fields of an object; false when encoding/json could read them
+// differently.
+func readIDValues(root gjson.Result) (idValues, bool) {
+	var f idValues
 	var seen [len(idFieldNames)]bool
 	ok := true
 	root.ForEach(func(k, v gjson.Result) bool {
@@ -68,9 +92,9 @@ func fastID(provider v1alpha1.Provider, command string, body []byte) (string, bo
 			seen[i] = true
 			switch name {
 			case "MsgSeq":
-				msgSeq = v.Raw
+				f.msgSeq = v.Raw
 			case "Events":
-				events = v
+				f.events = v
 			default:
 				if v.Type == gjson.Null {
 					break
@@ -81,82 +105,81 @@ func fastID(provider v1alpha1.Provider, command string, body []byte) (string, bo
 				}
 				switch name {
 				case "MsgKey":
-					msgKey = v.Str
+					f.msgKey = v.Str
 				case "GroupId":
-					groupID = v.Str
+					f.groupID = v.Str
 				case "serverMsgID":
-					serverMsgID = v.Str
+					f.serverMsgID = v.Str
 				}
 			}
 		}
 		return true
 	})
-	if !ok {
-		return "", false
-	}
-	// Events: null or an array of objects (or nulls) whose PushID is a plain string.
-	var pushIDs []string
+	return f, ok
+}
+
+// readPushIDs reads the PushID of each event. Events must be absent, null or an array of
+// objects (or nulls) whose PushID is a plain string; false otherwise.
+func readPushIDs(events gjson.Result) ([]string, bool) {
 	switch {
 	case !events.Exists() || events.Type == gjson.Null:
-	case events.IsArray():
-		events.ForEach(func(_, e gjson.Result) bool {
-			if e.Type == gjson.Null {
-				pushIDs = append(pushIDs, "")
-				return true
-			}
-			if !e.IsObject() {
+		return nil, true
+	case !events.IsArray():
+		return nil, false
+	}
+	var pushIDs []string
+	ok := true
+	events.ForEach(func(_, e gjson.Result) bool {
+		if e.Type == gjson.Null {
+			pushIDs = append(pushIDs, "")
+			return true
+		}
+		if !e.IsObject() {
+			ok = false
+			return false
+		}
+		id, n := "", 0
+		e.ForEach(func(k, v gjson.Result) bool {
+			if strings.Contains(k.Raw, `\`) {
 				ok = false
 				return false
 			}
-			id, n := "", 0
-			e.ForEach(func(k, v gjson.Result) bool {
-				if strings.Contains(k.Raw, `\`) {
-					ok = false
-					return false
-				}
-				if !strings.EqualFold(k.Str, "PushID") {
-					return true
-				}
-				n++
-				if k.Str != "PushID" || n > 1 || (v.Type != gjson.Null && !plainString(v)) {
-					ok = false
-					return false
-				}
-				id = v.Str
+			if !strings.EqualFold(k.Str, "PushID") {
 				return true
-			})
-			pushIDs = append(pushIDs, id)
-			return ok
-		})
-	default:
-		return "", false
-	}
-	if !ok {
-		return "", false
-	}
-
-	var natural string
-	switch {
-	case provider == v1alpha1.ProviderOpenIM && serverMsgID != "":
-		natural = serverMsgID
-	case provider == v1alpha1.ProviderTencentIM && msgKey != "":
-		natural = msgKey
-	case provider == v1alpha1.ProviderTencentIM && groupID != "" && len(msgSeq) > 0:
-		natural = groupID + "_" + strings.Trim(msgSeq, `"`)
-	case provider == v1alpha1.ProviderTencentIM && len(pushIDs) > 0 && pushIDs[0] != "":
-		natural = pushIDs[0]
-		if len(pushIDs) > 1 {
-			h := sha256.New()
-			for _, p := range pushIDs {
-				h.Write([]byte(p))
-				h.Write([]byte{0})
 			}
-			natural = "push:" + hex.EncodeToString(h.Sum(nil)[:16])
+			n++
+			if k.Str != "PushID" || n > 1 || (v.Type != gjson.Null && !plainString(v)) {
+				ok = false
+				return false
+			}
+			id = v.Str
+			return true
+		})
+		pushIDs = append(pushIDs, id)
+		return ok
+	})
+	return pushIDs, ok
+}
+
+// naturalID is ComputeID's natural key of a callback, "" when it has none.
+func naturalID(provider v1alpha1.Provider, f *idValues, pushIDs []string) string {
+	switch {
+	case provider == v1alpha1.ProviderOpenIM && f.serverMsgID != "":
+		return f.serverMsgID
+	case provider == v1alpha1.ProviderTencentIM && f.msgKey != "":
+		return f.msgKey
+	case provider == v1alpha1.ProviderTencentIM && f.groupID != "" && len(f.msgSeq) > 0:
+		return f.groupID + "_" + strings.Trim(f.msgSeq, `"`)
+	case provider == v1alpha1.ProviderTencentIM && len(pushIDs) > 0 && pushIDs[0] != "":
+		if len(pushIDs) == 1 {
+			return pushIDs[0]
 		}
+		h := sha256.New()
+		for _, p := range pushIDs {
+			h.Write([]byte(p))
+			h.Write([]byte{0})
+		}
+		return "push:" + hex.EncodeToString(h.Sum(nil)[:16])
 	}
-	if natural != "" {
-		return command + ":" + natural, true
-	}
-	sum := sha256.Sum256(body)
-	return command + ":sha256:" + hex.EncodeToString(sum[:16]), true
+	return ""
 }

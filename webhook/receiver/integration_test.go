@@ -198,7 +198,9 @@ func TestAsyncThroughSpool(t *testing.T) {
 	go func() { done <- sp.Run(ctx) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 		if err := sp.Close(); err != nil {
 			t.Error(err)
 		}

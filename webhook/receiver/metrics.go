@@ -25,6 +25,12 @@ const (
 	labelOther = "_other"
 )
 
+// Label names shared by several metrics.
+const (
+	labelProvider = "provider"
+	labelApp      = "app"
+)
+
 // Metrics are the receiver's Prometheus collectors.
 type Metrics struct {
 	requests     *prometheus.CounterVec
@@ -48,20 +54,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_requests_total",
 			Help: "Callbacks received, by provider, app, command and outcome.",
-		}, []string{"provider", "app", "command", "outcome"}),
+		}, []string{labelProvider, labelApp, "command", "outcome"}),
 		verifyFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_verification_failures_total",
 			Help: "Callbacks rejected because they failed every matching route's checks, by reason.",
-		}, []string{"provider", "reason"}),
+		}, []string{labelProvider, "reason"}),
 		backend: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "callback_router_backend_request_duration_seconds",
 			Help:    "Latency of Sync backend requests, by provider, app and result (ok or error).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 1.5, 2, 5, 15},
-		}, []string{"provider", "app", "result"}),
+		}, []string{labelProvider, labelApp, "result"}),
 		asyncCopies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_async_copies_total",
 			Help: "Async copies handed to the durable spool, by provider and app.",
-		}, []string{"provider", "app"}),
+		}, []string{labelProvider, labelApp}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "callback_router_table_generation",
 			Help: "Number of routing tables loaded since start; 0 until the first one.",

@@ -69,6 +69,65 @@ func (v *verifier) init(x exchange, now time.Time, app *routing.App, trusted []n
 	}
 }
 
+// selection is the outcome of checking a callback against its routes.
+type selection struct {
+	sync   *routing.Route   // the Sync route that answers, if any
+	async  []*routing.Route // the Async routes that get a copy
+	passed bool             // some route's checks passed (routed or not)
+	// When none passed: the first reason, one other than source_ip preferred, and
+	// whether every failure was source_ip.
+	reason    string
+	allSource bool
+}
+
+// fail notes that a route's checks failed for reason.
+func (s *selection) fail(reason string) {
+	if reason != ReasonSourceIP {
+		s.allSource = false
+		if s.reason == "" || s.reason == ReasonSourceIP {
+			s.reason = reason
+		}
+	} else if s.reason == "" {
+		s.reason = reason
+	}
+}
+
+// selectRoutes checks the callback against the routes its command matches: the first
+// Sync route that passes answers, every Async route that passes gets a copy. When the
+// command matches no route, the callback is acknowledged only if it passes some route of
+// the app.
+func (v *verifier) selectRoutes(app *routing.App, command string) selection {
+	s := selection{allSource: true}
+	match := app.Lookup(command)
+	if match == nil {
+		for _, rt := range app.Routes {
+			if reason := v.check(rt); reason == "" {
+				s.passed = true
+				break
+			} else {
+				s.fail(reason)
+			}
+		}
+		return s
+	}
+	for _, rt := range match.Sync {
+		if reason := v.check(rt); reason == "" {
+			s.sync, s.passed = rt, true
+			break
+		} else {
+			s.fail(reason)
+		}
+	}
+	for _, rt := range match.Async {
+		if reason := v.check(rt); reason == "" {
+			s.async, s.passed = append(s.async, rt), true
+		} else {
+			s.fail(reason)
+		}
+	}
+	return s
+}
+
 // check returns "" when the request passes the route's checks, else the reason.
 func (v *verifier) check(rt *routing.Route) string {
 	if len(rt.Prefixes) > 0 {
