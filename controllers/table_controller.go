@@ -123,18 +123,18 @@ func (r *TableReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (c
 		svc := &corev1.Service{}
 		err := r.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, svc)
 		if apierrors.IsNotFound(err) {
-			return "", refError(fmt.Sprintf("Service %s/%s not found", namespace, ref.Name))
+			return "", refError(fmt.Sprintf("service %s/%s not found", namespace, ref.Name))
 		}
 		if err != nil {
 			lookupErr = errors.Join(lookupErr, fmt.Errorf("reading Service %s/%s: %w", namespace, ref.Name, err))
-			return "", refError(fmt.Sprintf("Service %s/%s could not be read", namespace, ref.Name))
+			return "", refError(fmt.Sprintf("service %s/%s could not be read", namespace, ref.Name))
 		}
 		for _, p := range svc.Spec.Ports {
 			if p.Port == ref.Port {
 				return routing.DefaultServiceResolver(namespace, ref)
 			}
 		}
-		return "", refError(fmt.Sprintf("Service %s/%s has no port %d", namespace, ref.Name, ref.Port))
+		return "", refError(fmt.Sprintf("service %s/%s has no port %d", namespace, ref.Name, ref.Port))
 	}
 	snap, statuses := routing.Compile(routing.Input{Routes: routes.Items, Secret: getSecret, Service: resolveService})
 	if lookupErr != nil {
@@ -163,7 +163,8 @@ func (r *TableReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (c
 }
 
 // refError is an unresolved reference, worded for the ResolvedRefs condition message
-// that users read (so it starts with the object's Kind).
+// that users read (it names the object's kind in lower case, like the compiler's "secret
+// ... not found").
 type refError string
 
 func (e refError) Error() string { return string(e) }

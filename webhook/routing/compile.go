@@ -209,12 +209,31 @@ func olderThan(a, b *CompiledRoute) bool {
 	return a.Key() < b.Key()
 }
 
-// validate repeats the CRD's schema and CEL rules.
+// validate repeats the CRD's schema and CEL rules. The checks run in this order, so the
+// first rule a route breaks is the one reported.
 func validate(r *v1alpha1.CallbackRoute) error {
 	s := &r.Spec
 	if r.Name == "" {
 		return fmt.Errorf("metadata.name is required")
 	}
+	if err := validateMatch(s); err != nil {
+		return err
+	}
+	mode := s.EffectiveMode()
+	if err := validateMode(s, mode); err != nil {
+		return err
+	}
+	if err := validateBackend(s, mode); err != nil {
+		return err
+	}
+	if err := validateVerify(s); err != nil {
+		return err
+	}
+	return validateRetry(s.Retry)
+}
+
+// validateMatch checks the provider, appID and commands.
+func validateMatch(s *v1alpha1.CallbackRouteSpec) error {
 	switch s.Provider {
 	case v1alpha1.ProviderTencentIM, v1alpha1.ProviderOpenIM:
 	default:
@@ -234,7 +253,11 @@ func validate(r *v1alpha1.CallbackRoute) error {
 			return fmt.Errorf("spec.commands: %q must be a command name or a prefix ending in '*'", c)
 		}
 	}
-	mode := s.EffectiveMode()
+	return nil
+}
+
+// validateMode checks the mode, the failure policy and what each mode allows.
+func validateMode(s *v1alpha1.CallbackRouteSpec, mode v1alpha1.Mode) error {
 	if mode != v1alpha1.ModeAsync && mode != v1alpha1.ModeSync {
 		return fmt.Errorf("spec.mode must be Async or Sync, not %q", s.Mode)
 	}
@@ -248,6 +271,11 @@ func validate(r *v1alpha1.CallbackRoute) error {
 	if mode != v1alpha1.ModeSync && fp != v1alpha1.FailurePolicyAllow {
 		return fmt.Errorf("failurePolicy Reject applies only to Sync routes; Async routes are acknowledged before delivery")
 	}
+	return nil
+}
+
+// validateBackend checks the backend: its service or URL, path and timeout.
+func validateBackend(s *v1alpha1.CallbackRouteSpec, mode v1alpha1.Mode) error {
 	b := &s.Backend
 	if (b.Service != nil) == (b.URL != "") {
 		return fmt.Errorf("exactly one of backend.service or backend.url must be set")
@@ -278,44 +306,57 @@ func validate(r *v1alpha1.CallbackRoute) error {
 			return fmt.Errorf("backend.timeout of a Sync OpenIM route must be at most 15s: OpenIM's HTTP client gives up after 15s")
 		}
 	}
-	if v := s.Verify; v != nil {
-		if v.TokenSecretRef != nil && s.Provider != v1alpha1.ProviderTencentIM {
-			return fmt.Errorf("verify.tokenSecretRef applies only to TencentIM routes; OpenIM sends no signature")
-		}
-		if v.BasicAuthSecretRef != nil && s.Provider != v1alpha1.ProviderOpenIM {
-			return fmt.Errorf("verify.basicAuthSecretRef applies only to OpenIM routes; Tencent IM sends no Basic auth")
-		}
-		if v.TokenSecretRef != nil && v.TokenSecretRef.Name == "" {
-			return fmt.Errorf("verify.tokenSecretRef.name is required")
-		}
-		if v.BasicAuthSecretRef != nil && v.BasicAuthSecretRef.Name == "" {
-			return fmt.Errorf("verify.basicAuthSecretRef.name is required")
-		}
-		if a := v.MaxRequestAge; a != nil && (a.Duration < time.Second || a.Duration > 24*time.Hour) {
-			return fmt.Errorf("verify.maxRequestAge must be between 1s and 24h")
-		}
-		if len(v.SourceCIDRs) > MaxSourceCIDRs {
-			return fmt.Errorf("verify.sourceCIDRs may list at most %d networks", MaxSourceCIDRs)
-		}
-		for _, c := range v.SourceCIDRs {
-			if _, err := netip.ParsePrefix(c); err != nil {
-				return fmt.Errorf("each of verify.sourceCIDRs must be a CIDR such as 203.0.113.0/24, not %q", c)
-			}
+	return nil
+}
+
+// validateVerify checks verify, if set, against the provider.
+func validateVerify(s *v1alpha1.CallbackRouteSpec) error {
+	v := s.Verify
+	if v == nil {
+		return nil
+	}
+	if v.TokenSecretRef != nil && s.Provider != v1alpha1.ProviderTencentIM {
+		return fmt.Errorf("verify.tokenSecretRef applies only to TencentIM routes; OpenIM sends no signature")
+	}
+	if v.BasicAuthSecretRef != nil && s.Provider != v1alpha1.ProviderOpenIM {
+		return fmt.Errorf("verify.basicAuthSecretRef applies only to OpenIM routes; Tencent IM sends no Basic auth")
+	}
+	if v.TokenSecretRef != nil && v.TokenSecretRef.Name == "" {
+		return fmt.Errorf("verify.tokenSecretRef.name is required")
+	}
+	if v.BasicAuthSecretRef != nil && v.BasicAuthSecretRef.Name == "" {
+		return fmt.Errorf("verify.basicAuthSecretRef.name is required")
+	}
+	if a := v.MaxRequestAge; a != nil && (a.Duration < time.Second || a.Duration > 24*time.Hour) {
+		return fmt.Errorf("verify.maxRequestAge must be between 1s and 24h")
+	}
+	if len(v.SourceCIDRs) > MaxSourceCIDRs {
+		return fmt.Errorf("verify.sourceCIDRs may list at most %d networks", MaxSourceCIDRs)
+	}
+	for _, c := range v.SourceCIDRs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			return fmt.Errorf("each of verify.sourceCIDRs must be a CIDR such as 203.0.113.0/24, not %q", c)
 		}
 	}
-	if r := s.Retry; r != nil {
-		if r.MaxAttempts != 0 && (r.MaxAttempts < 1 || r.MaxAttempts > 100) {
-			return fmt.Errorf("retry.maxAttempts must be between 1 and 100")
-		}
-		if d := r.InitialBackoff; d != nil && (d.Duration < 10*time.Millisecond || d.Duration > time.Hour) {
-			return fmt.Errorf("retry.initialBackoff must be between 10ms and 1h")
-		}
-		if d := r.MaxBackoff; d != nil && (d.Duration < 10*time.Millisecond || d.Duration > 24*time.Hour) {
-			return fmt.Errorf("retry.maxBackoff must be between 10ms and 24h")
-		}
-		if r.InitialBackoff != nil && r.MaxBackoff != nil && r.InitialBackoff.Duration > r.MaxBackoff.Duration {
-			return fmt.Errorf("retry.initialBackoff must not exceed retry.maxBackoff")
-		}
+	return nil
+}
+
+// validateRetry checks retry, if set.
+func validateRetry(r *v1alpha1.RetryPolicy) error {
+	if r == nil {
+		return nil
+	}
+	if r.MaxAttempts != 0 && (r.MaxAttempts < 1 || r.MaxAttempts > 100) {
+		return fmt.Errorf("retry.maxAttempts must be between 1 and 100")
+	}
+	if d := r.InitialBackoff; d != nil && (d.Duration < 10*time.Millisecond || d.Duration > time.Hour) {
+		return fmt.Errorf("retry.initialBackoff must be between 10ms and 1h")
+	}
+	if d := r.MaxBackoff; d != nil && (d.Duration < 10*time.Millisecond || d.Duration > 24*time.Hour) {
+		return fmt.Errorf("retry.maxBackoff must be between 10ms and 24h")
+	}
+	if r.InitialBackoff != nil && r.MaxBackoff != nil && r.InitialBackoff.Duration > r.MaxBackoff.Duration {
+		return fmt.Errorf("retry.initialBackoff must not exceed retry.maxBackoff")
 	}
 	return nil
 }
@@ -358,11 +399,11 @@ func resolveRefs(r *v1alpha1.CallbackRoute, getSecret SecretGetter, resolve Serv
 		if ref := v.TokenSecretRef; ref != nil {
 			sec, ok := lookupSecret(getSecret, r.Namespace, ref.Name)
 			if !ok {
-				return cr, v1alpha1.ReasonSecretNotFound, fmt.Errorf("Secret %s/%s not found", r.Namespace, ref.Name)
+				return cr, v1alpha1.ReasonSecretNotFound, fmt.Errorf("secret %s/%s not found", r.Namespace, ref.Name)
 			}
 			tok, ok := secretValue(sec, ref.EffectiveTokenKey())
 			if !ok || tok == "" {
-				return cr, v1alpha1.ReasonSecretNotFound, fmt.Errorf("Secret %s/%s has no key %q", r.Namespace, ref.Name, ref.EffectiveTokenKey())
+				return cr, v1alpha1.ReasonSecretNotFound, fmt.Errorf("secret %s/%s has no key %q", r.Namespace, ref.Name, ref.EffectiveTokenKey())
 			}
 			cr.Tokens = []string{tok}
 			if ref.PreviousKey != "" {
@@ -375,12 +416,12 @@ func resolveRefs(r *v1alpha1.CallbackRoute, getSecret SecretGetter, resolve Serv
 		if ref := v.BasicAuthSecretRef; ref != nil {
 			sec, ok := lookupSecret(getSecret, r.Namespace, ref.Name)
 			if !ok {
-				return cr, v1alpha1.ReasonSecretNotFound, fmt.Errorf("Secret %s/%s not found", r.Namespace, ref.Name)
+				return cr, v1alpha1.ReasonSecretNotFound, fmt.Errorf("secret %s/%s not found", r.Namespace, ref.Name)
 			}
 			user, uok := secretValue(sec, "username")
 			pass, pok := secretValue(sec, "password")
 			if !uok || !pok || user == "" {
-				return cr, v1alpha1.ReasonSecretNotFound, fmt.Errorf("Secret %s/%s needs the keys username and password", r.Namespace, ref.Name)
+				return cr, v1alpha1.ReasonSecretNotFound, fmt.Errorf("secret %s/%s needs the keys username and password", r.Namespace, ref.Name)
 			}
 			cr.BasicAuth = &BasicAuth{Username: user, Password: pass}
 		}
