@@ -51,7 +51,7 @@ func All() []Sample {
 	if err != nil {
 		panic(err)
 	}
-	var out []Sample
+	out := make([]Sample, 0, len(entries))
 	for _, e := range entries {
 		name := strings.TrimSuffix(e.Name(), ".json")
 		c, ok := commands[name]
