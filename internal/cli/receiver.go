@@ -145,15 +145,15 @@ func runReceiver(args []string) error {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", f.listen)
+	ln, err := listen(f.listen)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", f.listen, err)
+		return err
 	}
 	var mln net.Listener
 	if f.metricsListen != "" {
-		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
-			ln.Close()
-			return fmt.Errorf("listening on %s: %w", f.metricsListen, err)
+		if mln, err = listen(f.metricsListen); err != nil {
+			_ = ln.Close()
+			return err
 		}
 	}
 
@@ -171,9 +171,9 @@ func runReceiver(args []string) error {
 	var g errgroup.Group
 	g.Go(func() error { return receiver.ServeFast(serveCtx, ln, h, f.server) })
 	if f.pprofListen != "" {
-		pln, err := net.Listen("tcp", f.pprofListen)
+		pln, err := listen(f.pprofListen)
 		if err != nil {
-			return fmt.Errorf("listening on %s: %w", f.pprofListen, err)
+			return err
 		}
 		pmux := http.NewServeMux()
 		pmux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -204,12 +204,14 @@ func runReceiver(args []string) error {
 			done = true
 		case err := <-serveErr:
 			stopSpool()
-			<-spoolDone
+			logSpoolEnd(log, <-spoolDone)
 			return err
 		case err := <-spoolDone:
 			stopServing()
-			<-serveErr
-			return fmt.Errorf("spool delivery loop stopped unexpectedly: %v", err)
+			if serr := <-serveErr; serr != nil {
+				log.Error(serr, "Serving ended with an error")
+			}
+			return fmt.Errorf("spool delivery loop stopped unexpectedly: %w", err)
 		}
 	}
 	// Graceful shutdown: 1. readiness 503 so load balancers stop sending; 2. wait the drain
@@ -228,11 +230,26 @@ func runReceiver(args []string) error {
 		err = <-serveErr // bounded by --shutdown-timeout
 	}
 	stopSpool()
-	if serr := <-spoolDone; serr != nil && !errors.Is(serr, context.Canceled) {
-		log.Error(serr, "Spool delivery loop ended with an error")
-	}
+	logSpoolEnd(log, <-spoolDone)
 	log.Info("Receiver stopped")
 	return err
+}
+
+// listen opens a TCP listener on addr.
+func listen(addr string) (net.Listener, error) {
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// logSpoolEnd logs the error the spool's delivery loop ended with, once it was asked to
+// stop.
+func logSpoolEnd(log logr.Logger, err error) {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Error(err, "Spool delivery loop ended with an error")
+	}
 }
 
 // loadRoutes compiles the routes file, logs each route's status and swaps the table in.

@@ -36,7 +36,7 @@ func binary(t *testing.T) string {
 		binPath = filepath.Join(dir, "callback-router")
 		out, err := exec.Command("go", "build", "-o", binPath, "github.com/callback-router/callback-router").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+			buildErr = fmt.Errorf("go build: %w: %s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -94,6 +94,8 @@ spec:
 // TestReceiverProcess runs the real binary: the receiver on a routes file, `send` with a
 // signed sample, a Sync answer and an Async delivery through the spool to a loopback
 // backend, a SIGHUP reload, and a graceful SIGTERM.
+//
+//nolint:gocyclo // one end-to-end scenario told in order; the branches are its waits and checks
 func TestReceiverProcess(t *testing.T) {
 	bin := binary(t)
 	var mu sync.Mutex
@@ -121,10 +123,10 @@ func TestReceiverProcess(t *testing.T) {
 	go func() { exited <- cmd.Wait() }()
 	defer func() {
 		select {
-		case <-exited:
+		case <-exited: //nolint:errcheck // checked after SIGTERM below, or the test has already failed
 		default:
 			_ = cmd.Process.Kill()
-			<-exited
+			<-exited //nolint:errcheck // killed: the exit status is "signal: killed"
 		}
 		if t.Failed() {
 			t.Logf("receiver logs:\n%s", logs.String())
@@ -357,14 +359,16 @@ spec:
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-done
+	<-done //nolint:errcheck // killed: the exit status is "signal: killed"
 	mu.Lock()
 	healthy = true
 	mu.Unlock()
 	cmd, done = start()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("receiver exited with %v after SIGTERM", err)
+		}
 	}()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		mu.Lock()
