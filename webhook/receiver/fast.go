@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/valyala/fasthttp"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
@@ -107,6 +109,7 @@ func (h *Handler) fastError(ctx *fasthttp.RequestCtx, err error) {
 	status, outcome, why := http.StatusBadRequest, OutcomeBadRequest, "malformed request: "+err.Error()
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		status, outcome, why = http.StatusRequestEntityTooLarge, OutcomeTooLarge, fmt.Sprintf("body over %d bytes", h.opts.MaxBodyBytes)
+		discardOversizedBody(ctx.Conn())
 	}
 	var provider v1alpha1.Provider
 	switch p := string(ctx.Request.URI().Path()); {
@@ -125,6 +128,29 @@ func (h *Handler) fastError(ctx *fasthttp.RequestCtx, err error) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType(contentTypeJSON)
 	ctx.SetBody(RejectEnvelope(provider, status, why))
+}
+
+// discardOversizedBody reads what the client is still sending of a refused body, within
+// OversizeDrainBytes and OversizeDrainMax, stopping once it pauses for OversizeDrainIdle
+// (it then waits for the answer). fasthttp closes the connection after the 413; with the
+// body read, that close is a clean FIN rather than a reset that could destroy the answer.
+func discardOversizedBody(conn net.Conn) {
+	buf := make([]byte, 32<<10)
+	deadline := time.Now().Add(OversizeDrainMax)
+	for n := 0; n < OversizeDrainBytes && time.Now().Before(deadline); {
+		next := time.Now().Add(OversizeDrainIdle)
+		if next.After(deadline) {
+			next = deadline
+		}
+		_ = conn.SetReadDeadline(next)
+		m, err := conn.Read(buf)
+		n += m
+		if err != nil {
+			break
+		}
+	}
+	// fasthttp sets its own deadlines for writing the answer.
+	_ = conn.SetReadDeadline(time.Time{})
 }
 
 // NewFastServer returns the fasthttp server the receiver listens with. fasthttp has no
@@ -147,7 +173,16 @@ func (h *Handler) NewFastServer(c ServerConfig) *fasthttp.Server {
 		NoDefaultContentType:          true,
 		DisableHeaderNamesNormalizing: false,
 		CloseOnShutdown:               true,
+		Logger:                        fastLogger{h.log},
 	}
+}
+
+// fastLogger sends fasthttp's own messages (connection errors it already answered through
+// fastError) to the receiver's log at debug level instead of the standard logger.
+type fastLogger struct{ log logr.Logger }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	l.log.V(1).Info("HTTP server: " + fmt.Sprintf(format, args...))
 }
 
 // ServeFast serves h on ln with fasthttp until ctx is done, then shuts down gracefully:

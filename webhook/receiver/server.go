@@ -29,6 +29,16 @@ const (
 	DefaultDrainDelay = 5 * time.Second
 	// DefaultShutdownTimeout bounds waiting for callbacks in flight at shutdown.
 	DefaultShutdownTimeout = 25 * time.Second
+
+	// OversizeDrainBytes bounds how much of a refused oversized body is read and discarded
+	// before the 413 is sent and the connection closed. Closing a socket with unread data
+	// makes the kernel send a reset, which can destroy the 413 before the client reads it.
+	OversizeDrainBytes = 8 << 20
+	// OversizeDrainIdle ends that discarding once the client has sent nothing for this long
+	// (it is then waiting for the answer); OversizeDrainMax bounds it in total.
+	OversizeDrainIdle = 50 * time.Millisecond
+	// OversizeDrainMax bounds the time spent discarding a refused oversized body.
+	OversizeDrainMax = time.Second
 )
 
 // ServerConfig are the HTTP server settings. Zero values take the defaults above.
