@@ -533,10 +533,34 @@ func (s *Spool) Close() error {
 	close(s.ops)
 	<-s.committerDone
 	s.metrics.unregister()
+	s.logPendingAtClose()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing spool: %w", err)
 	}
 	return nil
+}
+
+// logPendingAtClose says how many deliveries the spool still holds when it closes: they are
+// delivered by the next receiver that opens this directory, and lost if the directory
+// does not outlive this process (an emptyDir whose pod is deleted). A shutdown is the
+// one moment that loss can still be seen, so it is never silent.
+func (s *Spool) logPendingAtClose() {
+	var pending int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketPending); b != nil {
+			pending = b.Stats().KeyN
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		s.log.Error(err, "Failed to count the deliveries left in the spool at close")
+	case pending > 0:
+		s.log.Info("Closed spool with deliveries pending: they resume when a receiver opens this directory again",
+			"pending", pending, "path", s.db.Path())
+	default:
+		s.log.Info("Closed spool with nothing pending", "path", s.db.Path())
+	}
 }
 
 // Bytes is the spool's current logical size, the figure checked against MaxBytes.
