@@ -321,7 +321,8 @@ func testNotReadyAndDraining(t *testing.T) {
 }
 
 // TestSyncPrecedence: exact beats prefix, a route is reached only by callbacks passing its
-// own checks, and the first passing Sync route answers.
+// own checks, and only the winning Sync candidate answers: a callback failing it is not
+// answered by a lower one.
 func TestSyncPrecedence(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"route":%q}`, r.Header.Get(callback.HeaderRoute))
@@ -374,7 +375,6 @@ spec:
 	for _, c := range []struct{ token, command, route string }{
 		{"token-a", "C2C.CallbackBeforeSendMsg", "ns/exact-a"},
 		{"token-a", "C2C.CallbackFuture", "ns/prefix-a"},
-		{"token-b", "C2C.CallbackBeforeSendMsg", "ns/all-b"},
 		{"token-b", "Group.X", "ns/all-b"},
 	} {
 		status, body, _ := post(t, tencentURL(f.url, "1", c.command, c.token, now), []byte(`{}`), nil)
@@ -385,6 +385,99 @@ spec:
 	status, _, _ := post(t, tencentURL(f.url, "1", "Group.X", "token-a", now), []byte(`{}`), nil)
 	if status != 401 {
 		t.Errorf("token-a on a command only token-b routes reach: %d, want 401", status)
+	}
+	// exact-a wins C2C.CallbackBeforeSendMsg; token-b fails it and all-b does not answer.
+	status, body, _ := post(t, tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", "token-b", now), []byte(`{}`), nil)
+	if status != 401 {
+		t.Errorf("token-b on exact-a's command: %d %s, want 401 (no fall-through to all-b)", status, body)
+	}
+}
+
+// TestSyncNoFallThrough: an unsigned before-callback that fails the verified exact Sync
+// route is not answered by an unverified prefix Sync route; an Async route it passes still
+// gets its copy.
+func TestSyncNoFallThrough(t *testing.T) { forEachServer(t, testSyncNoFallThrough) }
+
+func testSyncNoFallThrough(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"route":%q}`, r.Header.Get(callback.HeaderRoute))
+	})
+	yaml := strings.ReplaceAll(`
+apiVersion: v1
+kind: Secret
+metadata: {name: tok, namespace: ns}
+stringData: {token: xxxxyyyy}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: exact, namespace: ns}
+spec:
+  provider: TencentIM
+  appID: "1"
+  commands: [C2C.CallbackBeforeSendMsg]
+  mode: Sync
+  failurePolicy: Reject
+  backend: {url: BACKEND}
+  verify: {tokenSecretRef: {name: tok}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: catch-all, namespace: ns}
+spec:
+  provider: TencentIM
+  appID: "1"
+  commands: ["C2C.*"]
+  mode: Sync
+  backend: {url: BACKEND}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: audit, namespace: ns}
+spec:
+  provider: TencentIM
+  appID: "2"
+  commands: [C2C.CallbackBeforeSendMsg]
+  mode: Sync
+  backend: {url: BACKEND}
+  verify: {tokenSecretRef: {name: tok}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: audit-copy, namespace: ns}
+spec:
+  provider: TencentIM
+  appID: "2"
+  commands: ["C2C.*"]
+  backend: {url: BACKEND}
+`, "BACKEND", be.URL)
+	f := newFixture(t, yaml, nil)
+	status, body, _ := post(t, tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", "", now), []byte(`{}`), nil)
+	if status != 401 {
+		t.Errorf("unsigned before-send: %d %s, want 401", status, body)
+	}
+	if got := be.take(); len(got) != 0 {
+		t.Errorf("a backend was called for an unsigned before-send: %v", got[0].header.Get(callback.HeaderRoute))
+	}
+	status, body, _ = post(t, tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", testToken, now), []byte(`{}`), nil)
+	if status != 200 || string(body) != `{"route":"ns/exact"}` {
+		t.Errorf("signed before-send: %d %s, want the exact route's answer", status, body)
+	}
+	status, body, _ = post(t, tencentURL(f.url, "1", "C2C.CallbackFuture", "", now), []byte(`{}`), nil)
+	if status != 200 || string(body) != `{"route":"ns/catch-all"}` {
+		t.Errorf("unsigned other C2C command: %d %s, want the catch-all's answer", status, body)
+	}
+	// App 2: the Sync route fails, the unverified Async route still gets its copy.
+	be.take()
+	f.sink.take()
+	status, body, _ = post(t, tencentURL(f.url, "2", "C2C.CallbackBeforeSendMsg", "", now), []byte(`{}`), nil)
+	if status != 200 || !bytes.Equal(body, tencentOK) {
+		t.Errorf("unsigned before-send with an Async route: %d %s, want the OK acknowledgement", status, body)
+	}
+	if calls := f.sink.take(); len(calls) != 1 || calls[0].targets[0].Route != "ns/audit-copy" {
+		t.Errorf("Async copies: %+v, want one for ns/audit-copy", calls)
+	}
+	if got := be.take(); len(got) != 0 {
+		t.Errorf("the Sync backend was called for an unsigned callback")
 	}
 }
 

@@ -92,10 +92,12 @@ func (s *selection) fail(reason string) {
 	}
 }
 
-// selectRoutes checks the callback against the routes its command matches: the first
-// Sync route that passes answers, every Async route that passes gets a copy. When the
-// command matches no route, the callback is acknowledged only if it passes some route of
-// the app.
+// selectRoutes checks the callback against the routes its command matches. Only the
+// winning Sync candidate (exact beats prefix, a longer prefix a shorter one) may answer:
+// if it fails its checks, its reason counts toward the 401/403 decision and no other Sync
+// route answers in its place, so a verified exact route never falls through to a looser
+// prefix route. Every Async route that passes gets a copy. When the command matches no
+// route, the callback is acknowledged only if it passes some route of the app.
 func (v *verifier) selectRoutes(app *routing.App, command string) selection {
 	s := selection{allSource: true}
 	match := app.Lookup(command)
@@ -110,10 +112,10 @@ func (v *verifier) selectRoutes(app *routing.App, command string) selection {
 		}
 		return s
 	}
-	for _, rt := range match.Sync {
+	if len(match.Sync) > 0 {
+		rt := match.Sync[0]
 		if reason := v.check(rt); reason == "" {
 			s.sync, s.passed = rt, true
-			break
 		} else {
 			s.fail(reason)
 		}

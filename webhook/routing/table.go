@@ -32,8 +32,8 @@ type Route struct {
 // Match is the routes that a command of one app reaches, before verification.
 type Match struct {
 	// Sync are the Sync candidates in precedence order: exact pattern first, then longer
-	// prefixes, then older routes, then namespace/name. The first one that passes its
-	// verification answers.
+	// prefixes, then older routes, then namespace/name. Only the first may answer, and
+	// only if it passes its verification; the others never answer in its place.
 	Sync []*Route
 	// Async get a copy each (fan-out), in namespace/name order.
 	Async []*Route
