@@ -26,6 +26,8 @@ type exchange interface {
 	body(limit int64) ([]byte, error)
 	// bodyStable reports whether the body slice stays valid after the answer.
 	bodyStable() bool
+	// context is the request's context. On fasthttp its Done closes when the server
+	// starts shutting down, not when this request ends: do not pass it on as it is.
 	context() context.Context
 	answer(status int, contentType string, body []byte)
 }

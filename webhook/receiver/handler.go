@@ -399,7 +399,10 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 			// The server reuses its buffer after the answer; the sink may keep the body.
 			cb.Body = append([]byte(nil), body...)
 		}
-		if err := h.enqueue(x.context(), cb, asyncRoutes); err != nil {
+		// Not cancelled by the server: fasthttp closes every RequestCtx's Done as soon as
+		// shutdown starts, and a callback in flight then must still be stored and answered.
+		ctx := context.WithoutCancel(x.context())
+		if err := h.enqueue(ctx, cb, asyncRoutes); err != nil {
 			h.log.Error(err, "Failed to store Async copies", "provider", provider, "appID", q.appID, "command", q.command, "callbackID", cb.ID)
 			h.reject(x, q, http.StatusServiceUnavailable, OutcomeUnavailable, "", "callback could not be stored: "+err.Error())
 			return

@@ -367,3 +367,66 @@ func testMetricsExposition(t *testing.T) {
 	}
 	_ = v1alpha1.ProviderOpenIM
 }
+
+// blockingSink stores a copy only once released, failing as the spool does if its context
+// is done first.
+type blockingSink struct {
+	entered chan struct{}
+	release chan struct{}
+	stored  chan struct{}
+}
+
+func (s *blockingSink) Enqueue(ctx context.Context, _ *callback.Callback, _ []callback.Target) error {
+	close(s.entered)
+	select {
+	case <-s.release:
+		close(s.stored)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestFastShutdownDoesNotCancelEnqueue: a callback whose Async copy is being stored when
+// the fasthttp server starts shutting down is stored and acknowledged, not answered 503.
+func TestFastShutdownDoesNotCancelEnqueue(t *testing.T) {
+	sink := &blockingSink{entered: make(chan struct{}), release: make(chan struct{}), stored: make(chan struct{})}
+	h, err := New(Options{Sink: sink, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SetTable(table(t, routesYAML("http://127.0.0.1:1")))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- ServeFast(ctx, ln, h, ServerConfig{ShutdownTimeout: 5 * time.Second}) }()
+	type result struct {
+		status int
+		body   []byte
+	}
+	answer := make(chan result, 1)
+	go func() {
+		s, b, _ := post(t, tencentURL("http://"+ln.Addr().String(), "1400000001", "C2C.CallbackAfterSendMsg", testToken, now), []byte(`{}`), nil)
+		answer <- result{s, b}
+	}()
+	<-sink.entered
+	h.SetDraining(true)
+	cancel()
+	time.Sleep(200 * time.Millisecond) // shutdown has started
+	close(sink.release)
+	a := <-answer
+	if a.status != http.StatusOK || !bytes.Equal(a.body, tencentOK) {
+		t.Errorf("in-flight callback got %d %s, want the OK acknowledgement", a.status, a.body)
+	}
+	select {
+	case <-sink.stored:
+	default:
+		t.Error("the copy was not stored")
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
