@@ -41,15 +41,20 @@ const (
 	// DefaultMaxBodyBytes is the largest callback body accepted (1 MiB); larger gets 413.
 	DefaultMaxBodyBytes = 1 << 20
 	// DefaultSyncBudget is the overall deadline of a Tencent IM Sync answer, counted from
-	// the moment the request arrived: Tencent waits 2s, and the fallback answer must reach
-	// it before then.
+	// the moment the handler starts (on fasthttp, after the body has been read): Tencent
+	// waits 2s, and the fallback answer must reach it before then.
 	DefaultSyncBudget = 1800 * time.Millisecond
 	// DefaultMaxConnsPerHost caps the connections to one backend host (the keep-alive pool
 	// grows to the number of Sync callbacks in flight to it); past it a callback fails at
 	// once and gets its failurePolicy answer.
 	DefaultMaxConnsPerHost = 4096
-	// DefaultDialTimeout bounds a TCP connect to a backend.
+	// DefaultDialTimeout bounds a TCP connect to a backend; a connect never outlasts the
+	// request's own deadline either.
 	DefaultDialTimeout = time.Second
+	// DefaultEnqueueTimeout bounds storing the Async copies of a callback that has no
+	// Tencent IM Sync route (those must be stored within the Sync budget, counted from
+	// arrival). Past it the answer is 503, as for any store failure.
+	DefaultEnqueueTimeout = 5 * time.Second
 	// DefaultBackendIdleConnTimeout closes idle backend connections.
 	DefaultBackendIdleConnTimeout = 90 * time.Second
 )
@@ -74,6 +79,10 @@ type Options struct {
 	// SyncBudget is the overall deadline for a Tencent IM Sync answer. Default DefaultSyncBudget.
 	// OpenIM Sync routes use their own backend timeout (OpenIM waits up to 15s).
 	SyncBudget time.Duration
+	// EnqueueTimeout bounds storing the Async copies of a callback, counted from arrival,
+	// unless it also has a Tencent IM Sync route (then SyncBudget bounds it). Default
+	// DefaultEnqueueTimeout.
+	EnqueueTimeout time.Duration
 	// TrustedProxies are the peers whose X-Forwarded-For is believed for sourceCIDRs
 	// checks. Empty: X-Forwarded-For is ignored.
 	TrustedProxies []netip.Prefix
@@ -121,8 +130,14 @@ func NewBackendClient(maxBody int64) *fasthttp.Client {
 		DisablePathNormalizing:        true,
 		NoDefaultUserAgentHeader:      false,
 		DisableHeaderNamesNormalizing: false,
-		Dial: func(addr string) (net.Conn, error) {
-			return fasthttp.DialTimeout(addr, DefaultDialTimeout)
+		// DialTimeout, not Dial: fasthttp passes the time left before the request's
+		// deadline (0 when there is none), so a connect that hangs never outlasts the
+		// Sync budget.
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			if timeout <= 0 || timeout > DefaultDialTimeout {
+				timeout = DefaultDialTimeout
+			}
+			return fasthttp.DialTimeout(addr, timeout)
 		},
 		// A POST is retried once, and only when fasthttp saw the failure on a reused
 		// keep-alive connection before any answer (the backend had closed it idle).
@@ -143,6 +158,9 @@ func New(opts Options) (*Handler, error) {
 	}
 	if opts.SyncBudget <= 0 {
 		opts.SyncBudget = DefaultSyncBudget
+	}
+	if opts.EnqueueTimeout <= 0 {
+		opts.EnqueueTimeout = DefaultEnqueueTimeout
 	}
 	customClock := opts.Now != nil
 	if opts.Now == nil {
@@ -401,8 +419,16 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 		}
 		// Not cancelled by the server: fasthttp closes every RequestCtx's Done as soon as
 		// shutdown starts, and a callback in flight then must still be stored and answered.
-		ctx := context.WithoutCancel(x.context())
-		if err := h.enqueue(ctx, cb, asyncRoutes); err != nil {
+		// Bounded instead by its own deadline: a Tencent Sync answer must still leave
+		// within the budget, so its copies are stored within it too.
+		deadline := q.arrived.Add(h.opts.EnqueueTimeout)
+		if syncRoute != nil && provider == v1alpha1.ProviderTencentIM {
+			deadline = q.arrived.Add(h.opts.SyncBudget)
+		}
+		ctx, cancel := context.WithDeadline(context.WithoutCancel(x.context()), deadline)
+		err := h.enqueue(ctx, cb, asyncRoutes)
+		cancel()
+		if err != nil {
 			h.log.Error(err, "Failed to store Async copies", "provider", provider, "appID", q.appID, "command", q.command, "callbackID", cb.ID)
 			h.reject(x, q, http.StatusServiceUnavailable, OutcomeUnavailable, "", "callback could not be stored: "+err.Error())
 			return

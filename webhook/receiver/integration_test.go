@@ -3,6 +3,7 @@ package receiver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -428,5 +429,87 @@ func TestFastShutdownDoesNotCancelEnqueue(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// stallingSink never stores anything: it waits until its context is done (giving up
+// after 2s, so that a test without a deadline fails instead of hanging).
+type stallingSink struct{}
+
+func (stallingSink) Enqueue(ctx context.Context, _ *callback.Callback, _ []callback.Target) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(2 * time.Second):
+		return errors.New("stalled")
+	}
+}
+
+// TestEnqueueDeadline: storing the Async copies is bounded: within the Sync budget for a
+// Tencent callback that also has a Sync route, else by EnqueueTimeout; past it the
+// answer is 503, never an OK.
+func TestEnqueueDeadline(t *testing.T) { forEachServer(t, testEnqueueDeadline) }
+
+func testEnqueueDeadline(t *testing.T) {
+	be := newBackend(t, nil)
+	yaml := strings.ReplaceAll(`
+apiVersion: v1
+kind: Secret
+metadata: {name: tok, namespace: ns}
+stringData: {token: xxxxyyyy}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: moderate, namespace: ns}
+spec:
+  provider: TencentIM
+  appID: "1"
+  commands: [C2C.CallbackBeforeSendMsg]
+  mode: Sync
+  backend: {url: BACKEND}
+  verify: {tokenSecretRef: {name: tok}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: archive, namespace: ns}
+spec:
+  provider: TencentIM
+  appID: "1"
+  commands: ["C2C.*"]
+  backend: {url: BACKEND}
+  verify: {tokenSecretRef: {name: tok}}
+`, "BACKEND", be.URL)
+	budget, enqueue := 200*time.Millisecond, 500*time.Millisecond
+	f := newFixture(t, yaml, func(o *Options) {
+		o.Sink = stallingSink{}
+		o.SyncBudget = budget
+		o.EnqueueTimeout = enqueue
+		o.Now = time.Now
+	})
+	client := &http.Client{Timeout: 3 * time.Second}
+	for _, c := range []struct {
+		command  string
+		min, max time.Duration
+	}{
+		{"C2C.CallbackBeforeSendMsg", budget, budget + 300*time.Millisecond},
+		{"C2C.CallbackAfterSendMsg", enqueue, enqueue + 300*time.Millisecond},
+	} {
+		start := time.Now()
+		resp, err := client.Post(tencentURL(f.url, "1", c.command, testToken, time.Now()), "application/json", strings.NewReader(`{}`))
+		elapsed := time.Since(start)
+		if err != nil {
+			t.Fatalf("%s: %v (the copy was never given up on)", c.command, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%s: %d %s, want 503", c.command, resp.StatusCode, body)
+		}
+		if elapsed < c.min || elapsed > c.max {
+			t.Errorf("%s answered after %s, want between %s and %s", c.command, elapsed, c.min, c.max)
+		}
+	}
+	if got := be.take(); len(got) != 0 {
+		t.Errorf("the Sync backend was called although the copy was not stored")
 	}
 }

@@ -24,8 +24,8 @@ var errBackendStatus = errors.New("backend failed")
 func (h *Handler) proxy(x exchange, q *request, cb *callback.Callback, rt *routing.Route) {
 	deadline := time.Now().Add(rt.Timeout)
 	if q.provider == v1alpha1.ProviderTencentIM {
-		// The budget counts from arrival, so time spent reading the body and storing
-		// Async copies is included.
+		// The budget counts from the handler's start, so time spent storing Async
+		// copies is included (on fasthttp the body was read before the handler ran).
 		if b := q.arrived.Add(h.opts.SyncBudget); b.Before(deadline) {
 			deadline = b
 		}
