@@ -257,22 +257,6 @@ type request struct {
 	verifier           verifier
 }
 
-// commandLabel is the command as a metric label: only well-formed command names (those a
-// route could name), so that no caller can add label values that break the exposition.
-func commandLabel(c string) string {
-	if c == "" || len(c) > routing.MaxCommandLength {
-		return labelOther
-	}
-	for i := 0; i < len(c); i++ {
-		switch b := c[i]; {
-		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '.', b == '_', b == '-':
-		default:
-			return labelOther
-		}
-	}
-	return c
-}
-
 // parseTencentQuery extracts the four parameters the receiver needs without building a
 // url.Values map. The first occurrence of a key wins, as with url.Values.Get.
 func parseTencentQuery(raw string) (app, cmd, sign, rt string, err error) {
@@ -367,8 +351,12 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 		return
 	}
 	q.appLabel = q.appID
-	if q.app.IsExactCommand(q.command) {
-		q.cmdLabel = commandLabel(q.command)
+	// The command label is the pattern of the routing table the command matched (the
+	// command itself when a route names it exactly, else the longest matching prefix
+	// such as "Group.*"), never the caller's own string: a route without checks passes
+	// every caller, who could otherwise create any number of series.
+	if m := q.app.Lookup(q.command); m != nil {
+		q.cmdLabel = m.Pattern
 	}
 
 	body, err := x.body(h.opts.MaxBodyBytes)
@@ -399,7 +387,6 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 		return
 	}
 	syncRoute, asyncRoutes := sel.sync, sel.async
-	q.cmdLabel = commandLabel(q.command)
 
 	cb := &callback.Callback{
 		Provider:   provider,

@@ -348,6 +348,10 @@ func testMetricsExposition(t *testing.T) {
 	f := newFixture(t, routesYAML("http://127.0.0.1:1"), nil)
 	post(t, tencentURL(f.url, "1400000001", "C2C.CallbackAfterSendMsg", testToken, now), []byte(`{}`), nil)
 	post(t, tencentURL(f.url, "1400000001", "Made.Up", "", now), []byte(`{}`), nil)
+	// Commands reached only by a prefix are counted under the prefix, however many
+	// distinct names callers send.
+	post(t, tencentURL(f.url, "1400000001", "Group.Made.Up.1", testToken, now), []byte(`{}`), nil)
+	post(t, tencentURL(f.url, "1400000001", "Group.Made.Up.2", testToken, now), []byte(`{}`), nil)
 	resp, err := http.Get(f.url + PathMetrics)
 	if err != nil {
 		t.Fatal(err)
@@ -359,12 +363,16 @@ func testMetricsExposition(t *testing.T) {
 		// An unverified, unknown command never becomes a label value.
 		`callback_router_requests_total{app="1400000001",command="_other",outcome="unauthorized",provider="TencentIM"} 1`,
 		`callback_router_verification_failures_total{provider="TencentIM",reason="missing_sign"} 1`,
+		`callback_router_requests_total{app="1400000001",command="Group.*",outcome="acknowledged",provider="TencentIM"} 2`,
 		`callback_router_table_generation 1`,
 		`callback_router_table_routes 7`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	if strings.Contains(string(b), "Made.Up") {
+		t.Errorf("a command no route names became a label value")
 	}
 	_ = v1alpha1.ProviderOpenIM
 }

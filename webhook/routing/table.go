@@ -37,6 +37,10 @@ type Match struct {
 	Sync []*Route
 	// Async get a copy each (fan-out), in namespace/name order.
 	Async []*Route
+	// Pattern is the command pattern the lookup matched: the exact command, or the
+	// longest matching prefix followed by "*". It comes from the table, so it is safe as
+	// a metric label whatever command the caller sent.
+	Pattern string
 }
 
 // App is the routes of one provider and app ID.
@@ -190,10 +194,12 @@ func (a *App) build() {
 			es = append(es, entryRoute{r, math.MaxInt})
 		}
 		a.exact[name] = newMatch(withPrefixes(name, es))
+		a.exact[name].Pattern = name
 	}
 	a.prefixes = make(map[string]*Match, len(prefixRoutes))
 	for p := range prefixRoutes {
 		a.prefixes[p] = newMatch(withPrefixes(p, nil))
+		a.prefixes[p].Pattern = p + "*"
 	}
 }
 
