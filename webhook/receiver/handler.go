@@ -139,12 +139,14 @@ func NewBackendClient(maxBody int64) *fasthttp.Client {
 			}
 			return fasthttp.DialTimeout(addr, timeout)
 		},
-		// A POST is retried once, and only when fasthttp saw the failure on a reused
-		// keep-alive connection before any answer (the backend had closed it idle).
-		RetryIfErr: func(_ *fasthttp.Request, attempts int, _ error) (bool, bool) {
-			return false, attempts < 2
+		// A Sync request goes out at most once. fasthttp treats every write or read
+		// error as retryable, not only a reused idle connection the backend had closed,
+		// and does not tell RetryIfErr which it was; a retry could make a backend act on
+		// a before-callback twice. A failure gets the route's failurePolicy answer.
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) {
+			return false, false
 		},
-		MaxIdemponentCallAttempts: 2,
+		MaxIdemponentCallAttempts: 1,
 	}
 }
 

@@ -521,3 +521,24 @@ spec:
 		t.Errorf("the Sync backend was called although the copy was not stored")
 	}
 }
+
+// TestSyncSentOnce: a backend that drops the connection after reading the request gets it
+// once; the IM platform hears the failurePolicy answer, the request is not re-sent.
+func TestSyncSentOnce(t *testing.T) { forEachServer(t, testSyncSentOnce) }
+
+func testSyncSentOnce(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, _ *http.Request) {
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = c.Close()
+		}
+	})
+	f := newFixture(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", be.URL), nil)
+	status, body, _ := post(t, tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", testToken, now), []byte(`{}`), nil)
+	if status != 200 || !bytes.Equal(body, tencentOK) {
+		t.Errorf("got %d %s, want the Allow envelope", status, body)
+	}
+	if got := be.take(); len(got) != 1 {
+		t.Errorf("the backend got the Sync request %d times, want once", len(got))
+	}
+}
