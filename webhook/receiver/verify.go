@@ -152,11 +152,11 @@ func (v *verifier) check(rt *routing.Route) string {
 		if !v.rtParsed {
 			return ReasonBadRequestTime
 		}
-		age := v.now.Unix() - v.rt
-		if age < 0 {
-			age = -age
-		}
-		if time.Duration(age)*time.Second > rt.MaxRequestAge {
+		// Compared in whole seconds, without computing now-RequestTime: that difference,
+		// its absolute value or a Duration of it would overflow for a huge RequestTime
+		// and could wrap into the window.
+		maxAge, n := int64(rt.MaxRequestAge/time.Second), v.now.Unix()
+		if v.rt < n-maxAge || v.rt > n+maxAge {
 			return ReasonStaleRequestTime
 		}
 		if !v.signParsed {

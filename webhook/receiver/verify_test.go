@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -70,6 +71,7 @@ func TestVerify(t *testing.T) {
 		return s
 	}
 	at := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
+	far := strconv.FormatInt(now.Unix()+math.MaxInt64/int64(time.Second)+1, 10)
 	cases := []struct {
 		name       string
 		target     string
@@ -91,6 +93,10 @@ func TestVerify(t *testing.T) {
 		{"59s old", q("1400000001", sign(testToken, at(-59*time.Second)), at(-59*time.Second)), "203.0.113.1:5000", nil, 200, ""},
 		{"61s old", q("1400000001", sign(testToken, at(-61*time.Second)), at(-61*time.Second)), "203.0.113.1:5000", nil, 401, ReasonStaleRequestTime},
 		{"61s in the future", q("1400000001", sign(testToken, at(61*time.Second)), at(61*time.Second)), "203.0.113.1:5000", nil, 401, ReasonStaleRequestTime},
+		// Ages whose nanoseconds overflow int64 and once wrapped into the window.
+		{"far future (age overflows a Duration)", q("1400000001", sign(testToken, far), far), "203.0.113.1:5000", nil, 401, ReasonStaleRequestTime},
+		{"MaxInt64", q("1400000001", sign(testToken, "9223372036854775807"), "9223372036854775807"), "203.0.113.1:5000", nil, 401, ReasonStaleRequestTime},
+		{"MinInt64", q("1400000001", sign(testToken, "-9223372036854775808"), "-9223372036854775808"), "203.0.113.1:5000", nil, 401, ReasonStaleRequestTime},
 		{"source allowed", q("1400000002", "", ""), "198.51.100.9:5000", nil, 200, ""},
 		{"source allowed v6", q("1400000002", "", ""), "[2001:db8::1]:5000", nil, 200, ""},
 		{"source denied", q("1400000002", "", ""), "203.0.113.1:5000", nil, 403, ReasonSourceIP},
