@@ -44,7 +44,9 @@ func (h *Handler) proxy(x exchange, q *request, cb *callback.Callback, rt *routi
 		return
 	}
 	h.metrics.backendObserve(string(q.provider), q.appLabel, "error", elapsed)
-	why := fmt.Sprintf("backend of route %s failed: %v", rt.RouteKey, err)
+	// The IM platform may show this to the sender (OpenIM passes errMsg on to the
+	// client): only the route and the kind of failure, the error itself goes to the log.
+	why := fmt.Sprintf("backend of route %s failed (%s)", rt.RouteKey, failureKind(err))
 	if rt.FailurePolicy == v1alpha1.FailurePolicyReject {
 		h.log.Info("Sync backend failed, rejecting", "route", rt.RouteKey, "provider", q.provider, "appID", q.appID,
 			"command", q.command, "callbackID", cb.ID, "error", err.Error())
@@ -56,6 +58,27 @@ func (h *Handler) proxy(x exchange, q *request, cb *callback.Callback, rt *routi
 		"command", q.command, "callbackID", cb.ID, "error", err.Error())
 	h.metrics.request(string(q.provider), q.appLabel, q.cmdLabel, OutcomeSyncFailedAllow)
 	x.answer(http.StatusOK, contentTypeJSON, OKEnvelope(q.provider))
+}
+
+// Kinds of Sync backend failure, as told to the IM platform.
+const (
+	failureTimeout     = "timeout"
+	failureUnavailable = "unavailable"
+	failureBadAnswer   = "bad answer"
+)
+
+// failureKind classifies a roundTrip error without revealing its detail.
+func failureKind(err error) string {
+	var te interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, errBackendStatus), errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return failureBadAnswer
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout),
+		errors.As(err, &te) && te.Timeout():
+		return failureTimeout
+	default:
+		return failureUnavailable
+	}
 }
 
 // Backend request header values, shared read-only.
