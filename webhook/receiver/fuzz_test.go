@@ -16,15 +16,16 @@ import (
 )
 
 // FuzzParseTencentQuery checks the allocation-free query parser against net/url on every
-// query net/url accepts.
+// query net/url accepts, with a further '?' read as '&'.
 func FuzzParseTencentQuery(f *testing.F) {
 	f.Add("SdkAppid=1400000001&CallbackCommand=C2C.CallbackAfterSendMsg&contenttype=json&ClientIP=1.2.3.4&OptPlatform=iOS&Sign=ab&RequestTime=1")
 	f.Add("SdkAppid=1&SdkAppid=2&CallbackCommand=a%2Eb+c")
 	f.Add("Sign=%zz")
 	f.Add("=&&=x&RequestTime")
+	f.Add("SdkAppid=1?SdkAppid=1&CallbackCommand=C2C.X")
 	f.Fuzz(func(t *testing.T, raw string) {
 		app, cmd, sign, rt, err := parseTencentQuery(raw)
-		vals, uerr := url.ParseQuery(raw)
+		vals, uerr := url.ParseQuery(strings.ReplaceAll(raw, "?", "&"))
 		if uerr != nil {
 			return // net/url rejects it (e.g. ';'); ours may be more lenient
 		}

@@ -260,12 +260,18 @@ type request struct {
 }
 
 // parseTencentQuery extracts the four parameters the receiver needs without building a
-// url.Values map. The first occurrence of a key wins, as with url.Values.Get.
+// url.Values map. The first occurrence of a key wins, as with url.Values.Get. A further
+// '?' separates parameters as '&' does: Tencent appends "?SdkAppid=..." to the configured
+// URL even when that already has a query, giving "/tencent?a=b?SdkAppid=...".
 func parseTencentQuery(raw string) (app, cmd, sign, rt string, err error) {
 	var seen uint8
 	for raw != "" {
-		var kv string
-		kv, raw, _ = strings.Cut(raw, "&")
+		kv := raw
+		if i := strings.IndexAny(raw, "&?"); i >= 0 {
+			kv, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = ""
+		}
 		k, v, _ := strings.Cut(kv, "=")
 		var bit uint8
 		var dst *string

@@ -153,6 +153,14 @@ func TestParseTencentQuery(t *testing.T) {
 	if _, _, _, _, err = parseTencentQuery("SdkAppid=%zz"); err == nil {
 		t.Error("bad escape accepted")
 	}
+	// A console URL that already had a query: Tencent appends "?SdkAppid=..." anyway.
+	app, cmd, s, rt, err = parseTencentQuery("x=1?SdkAppid=1400000001&CallbackCommand=C2C.X?Sign=ab&RequestTime=12")
+	if err != nil || app != "1400000001" || cmd != "C2C.X" || s != "ab" || rt != "12" {
+		t.Errorf("with a further '?': got %q %q %q %q %v", app, cmd, s, rt, err)
+	}
+	if app, _, _, _, _ = parseTencentQuery("SdkAppid=1400000001?SdkAppid=1400000001"); app != "1400000001" {
+		t.Errorf("doubled SdkAppid: app %q", app)
+	}
 }
 
 func TestParseOpenIMPath(t *testing.T) {
@@ -199,6 +207,19 @@ func TestTrustedProxyOverTheNetwork(t *testing.T) {
 			if status, body, _ := post(t, u, []byte(`{}`), hdr); status != c.status {
 				t.Errorf("X-Forwarded-For %q: %d %s, want %d", c.xff, status, body, c.status)
 			}
+		}
+	})
+}
+
+// TestDoubledQueryOverTheNetwork: a console URL configured as /tencent?SdkAppid=X, to
+// which Tencent appends its own "?SdkAppid=X&...", is still routed and verified.
+func TestDoubledQueryOverTheNetwork(t *testing.T) {
+	forEachServer(t, func(t *testing.T) {
+		f := newFixture(t, verifyYAML, nil)
+		u := strings.Replace(tencentURL(f.url, "1400000001", "C2C.CallbackAfterSendMsg", testToken, now),
+			"/tencent?", "/tencent?SdkAppid=1400000001?", 1)
+		if status, body, _ := post(t, u, []byte(`{}`), nil); status != http.StatusOK {
+			t.Errorf("%s: %d %s, want 200", u, status, body)
 		}
 	})
 }
