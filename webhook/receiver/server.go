@@ -15,8 +15,10 @@ const (
 	DefaultReadHeaderTimeout = 5 * time.Second
 	// DefaultReadTimeout bounds reading a whole request, body included.
 	DefaultReadTimeout = 10 * time.Second
-	// DefaultWriteTimeout bounds a request from the end of its headers to the end of the
-	// answer. It exceeds the longest Sync wait (OpenIM routes, up to 15s).
+	// DefaultWriteTimeout bounds, on the net/http listeners, a request from the end of its
+	// headers to the end of the answer, exceeding the longest Sync wait (OpenIM routes, up
+	// to 15s). On the fasthttp callback listener it bounds writing the answer only,
+	// counted once the handler has returned.
 	DefaultWriteTimeout = 20 * time.Second
 	// DefaultIdleTimeout closes keep-alive connections idle this long.
 	DefaultIdleTimeout = 120 * time.Second
