@@ -61,7 +61,7 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.syncBudget, "sync-budget", receiver.DefaultSyncBudget, "overall deadline of a Tencent IM Sync answer, from arrival (Tencent waits 2s)")
 	fs.DurationVar(&f.server.ReadHeaderTimeout, "read-header-timeout", receiver.DefaultReadHeaderTimeout, "bound on reading a request's headers")
 	fs.DurationVar(&f.server.ReadTimeout, "read-timeout", receiver.DefaultReadTimeout, "bound on reading a whole request")
-	fs.DurationVar(&f.server.WriteTimeout, "write-timeout", receiver.DefaultWriteTimeout, "bound on answering a request (must exceed the longest Sync wait)")
+	fs.DurationVar(&f.server.WriteTimeout, "write-timeout", receiver.DefaultWriteTimeout, "callback listener: bound on writing an answer once it is ready; metrics/pprof listeners: bound from the end of the headers to the end of the answer")
 	fs.DurationVar(&f.server.IdleTimeout, "idle-timeout", receiver.DefaultIdleTimeout, "keep-alive connections idle this long are closed")
 	fs.IntVar(&f.server.MaxHeaderBytes, "max-header-bytes", receiver.DefaultMaxHeaderBytes, "largest request line plus headers accepted")
 	fs.DurationVar(&f.drainDelay, "drain-delay", receiver.DefaultDrainDelay, "on SIGTERM, how long /readyz answers 503 before the listener closes")
