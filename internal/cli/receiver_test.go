@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/callback-router/callback-router/internal/testenv"
 )
 
 // buildBinary builds callback-router once per test run.
@@ -33,11 +36,7 @@ func binary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "callback-router")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/callback-router/callback-router").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %w: %s", err, out)
-		}
+		binPath, buildErr = testenv.BuildBinary(context.Background(), dir)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -3,8 +3,10 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 
@@ -36,4 +38,18 @@ func Start() (*envtest.Environment, *rest.Config, error) {
 		return nil, nil, fmt.Errorf("starting envtest (kube-apiserver and etcd from %s): %w", assets, err)
 	}
 	return env, cfg, nil
+}
+
+// BuildBinary builds the callback-router binary of this checkout into dir, as `make build`
+// does (CGO_ENABLED=0, so the build cache is shared with it), and returns its path. Tests
+// that run the real binary as a process (crash tests, e2e, install tests) use it.
+func BuildBinary(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "callback-router")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, ".")
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building callback-router: %w\n%s", err, out)
+	}
+	return bin, nil
 }

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/internal/testenv"
 	"github.com/callback-router/callback-router/webhook/callback"
 )
 
@@ -79,12 +81,9 @@ var routeNames = []string{"chat/archive", "chat/analytics"}
 // buildBinary builds callback-router from the repository root into a temp dir.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "callback-router")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build`, so the build cache is shared
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := testenv.BuildBinary(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

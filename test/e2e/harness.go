@@ -100,12 +100,8 @@ func StartClusterWithBinary(dir, bin string) (*Cluster, error) {
 		c.Bin = bin
 		return c, nil
 	}
-	c.Bin = filepath.Join(dir, "callback-router")
-	build := exec.CommandContext(context.Background(), "go", "build", "-o", c.Bin, ".") //nolint:gosec // builds this checkout into the harness's own directory
-	build.Dir = testenv.RepoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("building callback-router: %w\n%s", err, out))
+	if c.Bin, err = testenv.BuildBinary(context.Background(), dir); err != nil {
+		return fail(err)
 	}
 	return c, nil
 }

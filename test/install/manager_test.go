@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/callback-router/callback-router/internal/testenv"
 	"github.com/callback-router/callback-router/webhook/tablestore"
 )
 
@@ -54,15 +55,9 @@ func binary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "callback-router")
 		ctx, cancel := context.WithTimeout(context.Background(), managerBuildTimeout)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", binPath, ".")
-		cmd.Dir = repoRoot
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
+		binPath, buildErr = testenv.BuildBinary(ctx, dir)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
