@@ -9,6 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
+	"testing"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -52,4 +55,41 @@ func BuildBinary(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("building callback-router: %w\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// BuildTimeout bounds building the binary for Binary.
+const BuildTimeout = 5 * time.Minute
+
+var (
+	binaryOnce sync.Once
+	binaryPath string
+	binaryErr  error
+)
+
+// Binary builds the callback-router binary once per test process (see BuildBinary) into a
+// temporary directory and returns its path; it fails t if the build fails. A package that
+// uses it removes the directory with RemoveBinary at the end of its TestMain.
+func Binary(t testing.TB) string {
+	t.Helper()
+	binaryOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "callback-router-test-bin-")
+		if err != nil {
+			binaryErr = err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), BuildTimeout)
+		defer cancel()
+		binaryPath, binaryErr = BuildBinary(ctx, dir)
+	})
+	if binaryErr != nil {
+		t.Fatal(binaryErr)
+	}
+	return binaryPath
+}
+
+// RemoveBinary deletes what Binary built, if anything.
+func RemoveBinary() {
+	if binaryPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binaryPath))
+	}
 }

@@ -31,8 +31,6 @@ import (
 
 // Limits of the manager runs.
 const (
-	// managerBuildTimeout bounds `go build` of the callback-router binary.
-	managerBuildTimeout = 5 * time.Minute
 	// managerReadyTimeout bounds the wait for the manager to be ready, elected and done
 	// with its first reconciles.
 	managerReadyTimeout = 60 * time.Second
@@ -40,29 +38,14 @@ const (
 	managerStopTimeout = 15 * time.Second
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// binary builds callback-router once per test process.
+func binary(t *testing.T) string { return testenv.Binary(t) }
 
-// binary builds callback-router once per test process, the way the Dockerfile does.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "callback-router-install-test-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), managerBuildTimeout)
-		defer cancel()
-		binPath, buildErr = testenv.BuildBinary(ctx, dir)
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+// TestMain removes the binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.RemoveBinary()
+	os.Exit(code)
 }
 
 // freeLoopbackPort returns a TCP port free on 127.0.0.1 at the time of the call.
