@@ -95,6 +95,9 @@ const (
 	// ConditionProgressing: a CallbackReceiver is rolling out or scaling (reason Draining
 	// while a scale-down waits for the leaving pods' backlog).
 	ConditionProgressing = "Progressing"
+	// ConditionStalled: a CallbackReceiver cannot run as specified until its spec (or the
+	// cluster) changes. Set only while True, as kstatus reads it (status Failed).
+	ConditionStalled = "Stalled"
 )
 
 // Condition reasons. Gateway API's names are used where one fits.
@@ -147,4 +150,7 @@ const (
 	ReasonDraining = "Draining"
 	// ReasonStable (Progressing=False on a receiver): nothing is changing.
 	ReasonStable = "Stable"
+	// ReasonProgressDeadlineExceeded (Progressing=False, Stalled=True on a receiver): its
+	// Deployment's rollout exceeded its progress deadline (pods that never become ready).
+	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 )
