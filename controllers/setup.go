@@ -10,11 +10,13 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/webhook/tablestore"
 )
 
@@ -42,7 +44,7 @@ func NewCacheOptions(o ManagerOptions) cache.Options {
 	}
 	owned := cache.ByObject{
 		Namespaces: receiverNS,
-		Label:      labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue}),
+		Label:      labels.SelectorFromSet(labels.Set{dataplane.LabelManagedBy: dataplane.ManagedByValue}),
 	}
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
@@ -66,9 +68,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o ManagerOptions) error {
 			Client:     mgr.GetClient(),
 			Reader:     mgr.GetCache(),
 			Namespace:  o.ReceiverNamespaces[0],
-			Name:       TableName(DefaultReceiverName),
-			FieldOwner: FieldOwner,
-			Labels:     map[string]string{LabelManagedBy: ManagedByValue, LabelPartOf: ManagedByValue},
+			Name:       dataplane.TableName(DefaultReceiverName),
+			FieldOwner: dataplane.FieldOwner,
+			Labels:     map[string]string{dataplane.LabelManagedBy: dataplane.ManagedByValue, dataplane.LabelPartOf: dataplane.ManagedByValue},
 		},
 		Recorder:      recorder,
 		StatusWorkers: o.StatusWorkers,
@@ -76,12 +78,19 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o ManagerOptions) error {
 	if err := table.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the table controller: %w", err)
 	}
-	receiver := &ReceiverReconciler{Client: mgr.GetClient(), Options: o, Recorder: recorder}
+	return SetupDataPlane(mgr, o, recorder)
+}
+
+// SetupDataPlane registers the receiver reconciler and, with o.InstalledReceivers, the
+// installed-receivers reconciler.
+func SetupDataPlane(mgr ctrl.Manager, o ManagerOptions, recorder events.EventRecorder) error {
+	receiver := &dataplane.ReceiverReconciler{Client: mgr.GetClient(), Namespaces: o.ReceiverNamespaces,
+		DefaultImage: o.DefaultImage, Recorder: recorder}
 	if err := receiver.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the receiver controller: %w", err)
 	}
 	if o.InstalledReceivers != "" {
-		install := &InstallReconciler{Client: mgr.GetClient(), Namespace: o.Namespace, Name: o.InstalledReceivers, Recorder: recorder}
+		install := &dataplane.InstallReconciler{Client: mgr.GetClient(), Namespace: o.Namespace, Name: o.InstalledReceivers, Recorder: recorder}
 		if err := install.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the installed-receivers controller: %w", err)
 		}

@@ -1,9 +1,10 @@
-package controllers
+package dataplane
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -56,8 +57,10 @@ const (
 type ReceiverReconciler struct {
 	// Client reads from the manager's cache and writes to the API server.
 	Client client.Client
-	// Options are the manager-level settings (receiver namespaces, default image).
-	Options ManagerOptions
+	// Namespaces are the receiver namespaces: CallbackReceivers elsewhere are ignored.
+	Namespaces []string
+	// DefaultImage is the receiver container image (the manager's own).
+	DefaultImage string
 	// Recorder emits Warning events on receivers; nil for none.
 	Recorder events.EventRecorder
 }
@@ -72,7 +75,7 @@ func (r *ReceiverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		// The garbage collector deletes the owned objects; nothing of ours to clean up.
 		return ctrl.Result{}, nil
 	}
-	s, err := ResolveReceiver(recv, r.Options.DefaultImage)
+	s, err := ResolveReceiver(recv, r.DefaultImage)
 	if err != nil {
 		return ctrl.Result{}, r.updateStatus(ctx, recv, s, nil, err)
 	}
@@ -236,7 +239,7 @@ func (r *ReceiverReconciler) emitEvents(old, updated *v1alpha1.CallbackReceiver)
 // Deployment's status changes are what move the receiver's status, so they pass.
 func (r *ReceiverReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return r.Options.watchesReceiverNamespace(o.GetNamespace())
+		return slices.Contains(r.Namespaces, o.GetNamespace())
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("receiver").

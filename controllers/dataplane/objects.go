@@ -1,4 +1,4 @@
-package controllers
+package dataplane
 
 import (
 	"fmt"
@@ -71,13 +71,13 @@ func (e errUnsupported) Error() string { return string(e) }
 // ResolveReceiver turns a CallbackReceiver into the settings of its data plane. An error
 // is terminal: only a change of the spec can fix it.
 func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*ReceiverSettings, error) {
-	if len(r.Name) > MaxReceiverNameLength {
+	if len(r.Name) > MaxNameLength {
 		return nil, errUnsupported(fmt.Sprintf("name %q is longer than %d characters: its objects' names (%q) would not be valid Service names",
-			r.Name, MaxReceiverNameLength, ReceiverObjectName(r.Name)))
+			r.Name, MaxNameLength, ObjectName(r.Name)))
 	}
 	s := &ReceiverSettings{
 		Receiver:       r,
-		Name:           ReceiverObjectName(r.Name),
+		Name:           ObjectName(r.Name),
 		Table:          TableName(r.Name),
 		Image:          defaultImage,
 		Replicas:       r.Spec.EffectiveReplicas(),
@@ -92,7 +92,7 @@ func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*Receiv
 	if svc := r.Spec.Service; svc != nil && svc.Type != "" {
 		s.ServiceType = svc.Type
 	}
-	if s.Port == ReceiverMetricsPort {
+	if s.Port == MetricsPort {
 		return nil, errUnsupported(fmt.Sprintf("service.port %d is the receiver's metrics port; choose another", s.Port))
 	}
 	if sp := r.Spec.Spool; sp != nil {
@@ -152,8 +152,8 @@ func ReceiverArgs(s *ReceiverSettings) []string {
 	args := []string{
 		"receiver",
 		"--listen", ":" + strconv.Itoa(int(s.Port)),
-		"--metrics-listen", ":" + strconv.Itoa(ReceiverMetricsPort),
-		"--spool-dir", ReceiverSpoolDir,
+		"--metrics-listen", ":" + strconv.Itoa(MetricsPort),
+		"--spool-dir", SpoolDir,
 		"--namespace", s.Receiver.Namespace,
 		"--table", s.Table,
 	}
@@ -207,7 +207,7 @@ func DesiredService(s *ReceiverSettings) *corev1ac.ServiceApplyConfiguration {
 				corev1ac.ServicePort().
 					WithName(receiverMetricsPortName).
 					WithProtocol(corev1.ProtocolTCP).
-					WithPort(ReceiverMetricsPort).
+					WithPort(MetricsPort).
 					WithTargetPort(intstr.FromString(receiverMetricsPortName))))
 }
 
@@ -240,15 +240,15 @@ func DesiredDeployment(s *ReceiverSettings) *appsv1ac.DeploymentApplyConfigurati
 		).
 		WithPorts(
 			corev1ac.ContainerPort().WithName(receiverPortName).WithContainerPort(s.Port).WithProtocol(corev1.ProtocolTCP),
-			corev1ac.ContainerPort().WithName(receiverMetricsPortName).WithContainerPort(ReceiverMetricsPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName(receiverMetricsPortName).WithContainerPort(MetricsPort).WithProtocol(corev1.ProtocolTCP),
 		).
 		WithLivenessProbe(probe("/healthz", 10, 3)).
 		WithReadinessProbe(probe("/readyz", 2, 2)).
 		WithStartupProbe(probe("/healthz", 1, 30)).
 		WithResources(resources).
 		WithVolumeMounts(
-			corev1ac.VolumeMount().WithName("spool").WithMountPath(ReceiverSpoolDir),
-			corev1ac.VolumeMount().WithName("tmp").WithMountPath(ReceiverTmpDir),
+			corev1ac.VolumeMount().WithName("spool").WithMountPath(SpoolDir),
+			corev1ac.VolumeMount().WithName("tmp").WithMountPath(TmpDir),
 		).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithAllowPrivilegeEscalation(false).
