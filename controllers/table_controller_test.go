@@ -343,7 +343,9 @@ func TestBackendURLNotPermitted(t *testing.T) {
 		g.Expect(warningEvents(g, "CallbackRoute", team, "exfiltrate", v1alpha1.ReasonRefNotPermitted)).To(HaveLen(1))
 	}, waitTimeout, pollInterval).Should(Succeed())
 
-	update(t, app, func(a *v1alpha1.CallbackApp) { a.Spec.BackendURLs = append(a.Spec.BackendURLs, "http://127.0.0.2:9/collect") })
+	update(t, app, func(a *v1alpha1.CallbackApp) {
+		a.Spec.BackendURLs = append(a.Spec.BackendURLs, "http://127.0.0.2:9/collect")
+	})
 	expectCondition(t, r, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonRouted)
 }
 
