@@ -8,7 +8,13 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/callback-router/callback-router/controllers/dataplane"
 )
+
+// FieldOwner is the server-side apply field manager of everything the manager writes
+// (tables here, receiver objects in package dataplane).
+const FieldOwner = dataplane.FieldOwner
 
 // Defaults of the manager-level settings; the manager's flags default to these.
 const (

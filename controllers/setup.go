@@ -17,7 +17,6 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/controllers/dataplane"
-	"github.com/callback-router/callback-router/webhook/tablestore"
 )
 
 // NewScheme returns a scheme with the built-in types and callback-router's kinds.
@@ -63,15 +62,9 @@ func NewCacheOptions(o ManagerOptions) cache.Options {
 func Setup(ctx context.Context, mgr ctrl.Manager, o ManagerOptions) error {
 	recorder := mgr.GetEventRecorder("callback-router")
 	table := &TableReconciler{
-		Client: mgr.GetClient(),
-		Writer: &tablestore.Writer{
-			Client:     mgr.GetClient(),
-			Reader:     mgr.GetCache(),
-			Namespace:  o.ReceiverNamespaces[0],
-			Name:       dataplane.TableName(DefaultReceiverName),
-			FieldOwner: dataplane.FieldOwner,
-			Labels:     map[string]string{dataplane.LabelManagedBy: dataplane.ManagedByValue, dataplane.LabelPartOf: dataplane.ManagedByValue},
-		},
+		Client:        mgr.GetClient(),
+		TableReader:   mgr.GetCache(),
+		Labels:        map[string]string{dataplane.LabelManagedBy: dataplane.ManagedByValue, dataplane.LabelPartOf: dataplane.ManagedByValue},
 		Recorder:      recorder,
 		StatusWorkers: o.StatusWorkers,
 	}

@@ -52,10 +52,10 @@ const (
 // CallbackReceiver named receiver.
 func ObjectName(receiver string) string { return receiver + ObjectSuffix }
 
-// TableName is the name of the routing table of the CallbackReceiver named receiver: the
-// prefix of its table Secrets in the receiver's namespace, which the table controller
-// writes and the receiver pods read (their --table).
-func TableName(receiver string) string { return ObjectName(receiver) }
+// TableName is the name of the routing table of the CallbackReceiver named receiver (its
+// Secrets are <name>-table and <name>-table-<n> in the receiver's namespace): the table
+// controller writes it, the receiver pods read it (their --table).
+func TableName(receiver string) string { return receiver }
 
 // ServiceHost is the in-cluster DNS name of a receiver's Service.
 func ServiceHost(namespace, receiver string) string {
