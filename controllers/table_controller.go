@@ -283,7 +283,23 @@ func conditionsOf(o client.Object) []metav1.Condition {
 	return nil
 }
 
-// conditions are the three conditions of an outcome (without times).
+// stalledReasons are the Accepted and ResolvedRefs reasons that waiting does not fix: the
+// object as written is refused, and only a change (of it, its app, its receiver or a
+// namespace's labels) can admit it. They also set Stalled=True, which GitOps tools read
+// (kstatus: Failed), so a pipeline that applies a refused route fails instead of waiting
+// for its timeout. Reasons that the arrival of another object fixes (AppNotFound,
+// ReceiverNotFound, BackendNotFound, SecretNotFound: GitOps applies in any order) leave
+// Ready=False alone (kstatus: InProgress).
+var stalledReasons = map[string]bool{
+	v1alpha1.ReasonInvalid:              true,
+	v1alpha1.ReasonNotAllowedByApp:      true,
+	v1alpha1.ReasonNotAllowedByReceiver: true,
+	v1alpha1.ReasonRefNotPermitted:      true,
+	v1alpha1.ReasonConflict:             true,
+}
+
+// conditions are the conditions of an outcome (without times): Accepted, ResolvedRefs and
+// Ready, and Stalled when refused for a stalledReasons reason.
 func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Condition {
 	c := func(t string, x routing.Cond) metav1.Condition {
 		s := metav1.ConditionFalse
@@ -292,11 +308,17 @@ func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Conditio
 		}
 		return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
 	}
-	return []metav1.Condition{
+	out := []metav1.Condition{
 		c(v1alpha1.ConditionAccepted, accepted),
 		c(v1alpha1.ConditionResolvedRefs, refs),
 		c(v1alpha1.ConditionReady, ready),
 	}
+	for _, x := range []routing.Cond{accepted, refs} {
+		if !x.True && stalledReasons[x.Reason] {
+			return append(out, c(v1alpha1.ConditionStalled, routing.Cond{True: true, Reason: x.Reason, Message: x.Message}))
+		}
+	}
+	return out
 }
 
 // maxConditionMessage is metav1.Condition's limit on message length.
@@ -326,6 +348,9 @@ func routeStatus(gen int64, st *routing.RouteStatus) v1alpha1.CallbackRouteStatu
 // conditionsUpToDate reports whether have already says what want says, ignoring times;
 // it runs for every object on every pass, so it neither copies nor allocates.
 func conditionsUpToDate(have, want []metav1.Condition) bool {
+	if len(want) == 3 && meta.FindStatusCondition(have, v1alpha1.ConditionStalled) != nil {
+		return false // Stalled is set only while true: it must go
+	}
 	for i := range want {
 		w := &want[i]
 		h := meta.FindStatusCondition(have, w.Type)
@@ -349,8 +374,13 @@ func routeStatusUpToDate(have, want *v1alpha1.CallbackRouteStatus) bool {
 // setConditions sets each condition; a condition's lastTransitionTime changes only when
 // its status does.
 func setConditions(have *[]metav1.Condition, want []metav1.Condition) {
+	stalled := false
 	for _, c := range want {
 		meta.SetStatusCondition(have, c)
+		stalled = stalled || c.Type == v1alpha1.ConditionStalled
+	}
+	if !stalled {
+		meta.RemoveStatusCondition(have, v1alpha1.ConditionStalled)
 	}
 }
 

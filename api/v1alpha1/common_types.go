@@ -95,8 +95,10 @@ const (
 	// ConditionProgressing: a CallbackReceiver is rolling out or scaling (reason Draining
 	// while a scale-down waits for the leaving pods' backlog).
 	ConditionProgressing = "Progressing"
-	// ConditionStalled: a CallbackReceiver cannot run as specified until its spec (or the
-	// cluster) changes. Set only while True, as kstatus reads it (status Failed).
+	// ConditionStalled: the object cannot work as written until it (or an object it
+	// depends on) is changed: a CallbackReceiver that cannot run as specified, an app or
+	// route refused (Invalid, NotAllowedByApp, NotAllowedByReceiver, RefNotPermitted,
+	// Conflict). Set only while True, as kstatus reads it (Flux, Argo CD: Failed).
 	ConditionStalled = "Stalled"
 )
 
