@@ -53,7 +53,9 @@ func (cl *cluster) startControllerManager(t *testing.T, controllers ...string) {
 		default:
 		}
 		_ = cmd.Process.Kill()
-		<-done
+		if err := <-done; err != nil && t.Failed() {
+			t.Logf("kube-controller-manager stopped: %v", err)
+		}
 		if t.Failed() {
 			t.Logf("kube-controller-manager (pid %s) log:\n%s", strconv.Itoa(cmd.Process.Pid), tail(logs.String(), 4000))
 		}

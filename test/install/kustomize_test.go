@@ -169,6 +169,40 @@ func checkKustomizeRender(t *testing.T, objs []*unstructured.Unstructured, ns st
 		t.Errorf("namespace %s labels %v: want %s enforcing restricted Pod Security", nsObj.GetName(), nsObj.GetLabels(), ns)
 	}
 
+	checkKustomizeMatchesChart(t, objs, ns)
+
+	d := &appsv1.Deployment{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(one(t, objs, "Deployment").Object, d); err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	flags := flagValues(c.Args)
+	if c.Args[0] != "manager" || flags["--leader-elect"] != "true" || flags["--health-probe-bind-address"] != ":8081" {
+		t.Errorf("manager args %v: want the manager subcommand with leader election and probes on :8081", c.Args)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+		if e.Name == "POD_NAMESPACE" && (e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace") {
+			t.Error("POD_NAMESPACE is not the pod's namespace")
+		}
+	}
+	if env["RECEIVER_IMAGE"] != c.Image {
+		t.Errorf("RECEIVER_IMAGE=%q, want the manager's image %q", env["RECEIVER_IMAGE"], c.Image)
+	}
+
+	pdb := one(t, objs, "PodDisruptionBudget")
+	if sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel,
+		map[string]string{labelName: "default-receiver", labelComponent: "receiver"}) {
+		t.Errorf("PDB selects %v, not the receiver pods", sel)
+	}
+	return d
+}
+
+// checkKustomizeMatchesChart checks that config/default installs what the chart does: the
+// generated CRDs, the same default receiver, the same people's ClusterRoles.
+func checkKustomizeMatchesChart(t *testing.T, objs []*unstructured.Unstructured, ns string) {
+	t.Helper()
 	// The CRDs are the generated ones, unchanged.
 	crds := byKind(objs, "CustomResourceDefinition")
 	if len(crds) != 3 {
@@ -221,30 +255,4 @@ func checkKustomizeRender(t *testing.T, objs []*unstructured.Unstructured, ns st
 		}
 	}
 
-	d := &appsv1.Deployment{}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(one(t, objs, "Deployment").Object, d); err != nil {
-		t.Fatal(err)
-	}
-	c := d.Spec.Template.Spec.Containers[0]
-	flags := flagValues(c.Args)
-	if c.Args[0] != "manager" || flags["--leader-elect"] != "true" || flags["--health-probe-bind-address"] != ":8081" {
-		t.Errorf("manager args %v: want the manager subcommand with leader election and probes on :8081", c.Args)
-	}
-	env := map[string]string{}
-	for _, e := range c.Env {
-		env[e.Name] = e.Value
-		if e.Name == "POD_NAMESPACE" && (e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace") {
-			t.Error("POD_NAMESPACE is not the pod's namespace")
-		}
-	}
-	if env["RECEIVER_IMAGE"] != c.Image {
-		t.Errorf("RECEIVER_IMAGE=%q, want the manager's image %q", env["RECEIVER_IMAGE"], c.Image)
-	}
-
-	pdb := one(t, objs, "PodDisruptionBudget")
-	if sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel,
-		map[string]string{labelName: "default-receiver", labelComponent: "receiver"}) {
-		t.Errorf("PDB selects %v, not the receiver pods", sel)
-	}
-	return d
 }
