@@ -162,3 +162,19 @@ func TestKubectlWaitReadyAppAndRoute(t *testing.T) {
 		ContainSubstring("callbackapp.callbacks.callback-router.dev/waited-app condition met"),
 		ContainSubstring("callbackroute.callbacks.callback-router.dev/waited-route condition met")))
 }
+
+// TestReceiverCountsItsApps checks the receivers' APPS column: status.apps is the number
+// of apps in the receiver's published table.
+func TestReceiverCountsItsApps(t *testing.T) {
+	ns := newNamespace(t)
+	app := newApp(ns, "counted")
+	create(t, app)
+	expectCondition(t, app, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonRouted)
+	NewWithT(t).Eventually(func(g Gomega) {
+		recv := &v1alpha1.CallbackReceiver{}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: opts.Namespace, Name: opts.Name}, recv)).To(Succeed())
+		snap := readTable(g, opts.Namespace, opts.Name)
+		g.Expect(recv.Status.Apps).To(BeNumerically(">=", 1))
+		g.Expect(recv.Status.Apps).To(Equal(int32(len(snap.Apps))))
+	}, waitTimeout, pollInterval).Should(Succeed())
+}

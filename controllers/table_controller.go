@@ -64,7 +64,7 @@ var tableRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: 
 func TableName(r *v1alpha1.CallbackReceiver) string { return dataplane.TableName(r.Name) }
 
 // +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes;callbackapps;callbackreceivers,verbs=get;list;watch
-// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes/status;callbackapps/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes/status;callbackapps/status;callbackreceivers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -193,6 +193,9 @@ func (r *TableReconciler) writeTables(ctx context.Context, receivers []v1alpha1.
 			log.Info("Wrote routing table", "receiver", klogRef(recv), "apps", len(snap.Apps), "routes", len(snap.Routes),
 				"shards", res.Shards, "shardsWritten", res.ShardsWritten, "compressedBytes", res.CompressedBytes)
 		}
+		if err := r.setReceiverApps(ctx, recv, int32(len(snap.Apps))); err != nil {
+			return err
+		}
 		routes += len(snap.Routes)
 		total.Shards += res.Shards
 		total.ShardsWritten += res.ShardsWritten
@@ -200,6 +203,21 @@ func (r *TableReconciler) writeTables(ctx context.Context, receivers []v1alpha1.
 		total.ManifestWritten = total.ManifestWritten || res.ManifestWritten
 	}
 	r.metrics.observe(routes, total)
+	return nil
+}
+
+// setReceiverApps records in the receiver's status.apps how many apps its published table
+// holds. The patch carries that field alone: the rest of the receiver's status belongs to
+// the receiver reconciler (package dataplane).
+func (r *TableReconciler) setReceiverApps(ctx context.Context, recv *v1alpha1.CallbackReceiver, apps int32) error {
+	if recv.Status.Apps == apps {
+		return nil
+	}
+	updated := recv.DeepCopy()
+	updated.Status.Apps = apps
+	if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(recv)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("patching status.apps of CallbackReceiver %s/%s: %w", recv.Namespace, recv.Name, err)
+	}
 	return nil
 }
 
