@@ -56,15 +56,15 @@ func (f *managerFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; default: in-cluster config, then $KUBECONFIG, then ~/.kube/config.")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "Address of the manager's Prometheus /metrics endpoint; \"0\" disables it.")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
-	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader among manager replicas (a Lease in --namespace), so only one reconciles.")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader among manager replicas (a Lease in --receiver-namespace), so only one reconciles.")
 	fs.IntVar(&f.opts.StatusWorkers, "status-workers", controllers.DefaultStatusWorkers, "Status patches sent at once.")
-	fs.StringVar(&f.opts.Namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace),
-		"The manager's namespace: its leader-election Lease and the --installed-receivers ConfigMap (default: $POD_NAMESPACE, else "+controllers.DefaultNamespace+").")
+	fs.StringVar(&f.opts.Namespace, "receiver-namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace),
+		"The manager's namespace: its leader-election Lease, the --installed-receivers ConfigMap, and the default receiver namespace (default: $POD_NAMESPACE, else "+controllers.DefaultNamespace+").")
 	fs.StringVar(&f.receiverNamespaces, "receiver-namespaces", "",
-		"Comma-separated namespaces whose CallbackReceivers the manager runs (their Deployments, Services, RBAC and routing tables live there); default: --namespace.")
+		"Comma-separated namespaces whose CallbackReceivers the manager runs (their Deployments, Services, RBAC and routing tables live there); default: --receiver-namespace.")
 	fs.StringVar(&f.opts.DefaultImage, "receiver-image", os.Getenv("RECEIVER_IMAGE"), "Container image of the receivers (default: $RECEIVER_IMAGE; the manager's own image).")
 	fs.StringVar(&f.opts.InstalledReceivers, "installed-receivers", "",
-		"Name of a ConfigMap in --namespace whose key "+dataplane.InstalledReceiversKey+" holds CallbackReceiver manifests to apply (and to delete once removed from it); the Helm chart and config/default install the default receiver this way. Empty: none.")
+		"Name of a ConfigMap in --receiver-namespace whose key "+dataplane.InstalledReceiversKey+" holds CallbackReceiver manifests to apply (and to delete once removed from it); the Helm chart and config/default install the default receiver this way. Empty: none.")
 	f.zap.BindFlags(fs)
 }
 

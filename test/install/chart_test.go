@@ -36,7 +36,7 @@ const (
 // managerFlagsContract are the flags the chart must always pass to `callback-router manager`.
 var managerFlagsContract = []string{
 	"--metrics-bind-address", "--health-probe-bind-address", "--leader-elect",
-	"--receiver-namespaces", "--receiver-image", "--installed-receivers",
+	"--receiver-namespace", "--receiver-namespaces", "--receiver-image", "--installed-receivers",
 }
 
 // helmTemplate renders the chart.
@@ -493,7 +493,7 @@ func checkDefaultRender(t *testing.T, objs []*unstructured.Unstructured) {
 		}
 	}
 	for f, want := range map[string]string{
-		"--leader-elect": "true", "--receiver-namespaces": "callback-router-system",
+		"--leader-elect": "true", "--receiver-namespace": "callback-router-system", "--receiver-namespaces": "callback-router-system",
 		"--installed-receivers": "cr-callback-router-receivers",
 		"--receiver-image":      c.Image, "--health-probe-bind-address": ":8081",
 	} {
