@@ -391,14 +391,15 @@ func checkDefaultRender(t *testing.T, objs []*unstructured.Unstructured) {
 		kinds = append(kinds, o.GetKind())
 	}
 	sort.Strings(kinds)
-	want := []string{"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
-		"PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"}
+	want := []string{"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "CustomResourceDefinition",
+		"CustomResourceDefinition", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"}
 	if !reflect.DeepEqual(kinds, want) {
 		t.Fatalf("default values render %v, want %v", kinds, want)
 	}
-	crd := one(t, objs, "CustomResourceDefinition")
-	if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
-		t.Error("the CRD lacks helm.sh/resource-policy: keep with crds.keep=true")
+	for _, crd := range objs {
+		if crd.GetKind() == "CustomResourceDefinition" && crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("the CRD %s lacks helm.sh/resource-policy: keep with crds.keep=true", crd.GetName())
+		}
 	}
 	d := managerDeployment(t, objs)
 	c := d.Spec.Template.Spec.Containers[0]

@@ -156,11 +156,22 @@ func checkKustomizeRender(t *testing.T, objs []*unstructured.Unstructured, ns st
 		t.Errorf("namespace %s labels %v: want %s enforcing restricted Pod Security", nsObj.GetName(), nsObj.GetLabels(), ns)
 	}
 
-	// The CRD is the generated one, unchanged.
-	crd := one(t, objs, "CustomResourceDefinition")
-	generated := decode(t, readFile(t, filepath.Join(crdBasesDir, "callbacks.callback-router.dev_callbackroutes.yaml")))[0]
-	if !reflect.DeepEqual(crd.Object["spec"], generated.Object["spec"]) {
-		t.Error("the kustomize CRD spec differs from config/crd/bases")
+	// The CRDs are the generated ones, unchanged: the three kinds.
+	crds := map[string]*unstructured.Unstructured{}
+	for _, o := range objs {
+		if o.GetKind() == "CustomResourceDefinition" {
+			crds[o.GetName()] = o
+		}
+	}
+	for _, plural := range []string{"callbackreceivers", "callbackapps", "callbackroutes"} {
+		name := plural + ".callbacks.callback-router.dev"
+		generated := decode(t, readFile(t, filepath.Join(crdBasesDir, "callbacks.callback-router.dev_"+plural+".yaml")))[0]
+		if crd := crds[name]; crd == nil || !reflect.DeepEqual(crd.Object["spec"], generated.Object["spec"]) {
+			t.Errorf("the kustomize CRD %s is missing or differs from config/crd/bases", name)
+		}
+	}
+	if len(crds) != 3 {
+		t.Errorf("kustomize renders %d CRDs, want 3", len(crds))
 	}
 
 	d := &appsv1.Deployment{}

@@ -205,24 +205,29 @@ func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, routeNS
 			t.Fatal(err)
 		}
 	}
-	// The receiver the manager's table is for, the platform's app (in the team's namespace
-	// here, so its default allowedRoutes admit the route), and the team's route.
+	// The receiver the manager's table is for, the platform's app the sample route attaches
+	// to (its samples' namespace, admitting every namespace here) with its token, and the
+	// team's route.
 	recv := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "callbacks.callback-router.dev/v1alpha1", "kind": "CallbackReceiver",
 		"metadata": map[string]any{"name": receiverName, "namespace": ns},
 		"spec":     map[string]any{"allowedApps": map[string]any{"namespaces": map[string]any{"from": "All"}}},
 	}}
 	app := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackapp_tencent.yaml")))[0]
-	app.SetNamespace(routeNS)
 	if err := unstructured.SetNestedMap(app.Object, map[string]any{"name": receiverName, "namespace": ns}, "spec", "receiverRef"); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedSlice(app.Object, []any{map[string]any{"namespaces": map[string]any{"from": "All"}}}, "spec", "allowedRoutes"); err != nil {
 		t.Fatal(err)
 	}
 	route := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_moderation.yaml")))[0]
 	route.SetNamespace(routeNS)
-	if err := unstructured.SetNestedField(route.Object, routeNS, "spec", "appRef", "namespace"); err != nil {
+	if err := cl.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: app.GetNamespace()}}); client.IgnoreAlreadyExists(err) != nil {
 		t.Fatal(err)
 	}
-	for _, o := range []client.Object{recv, app, route} {
+	appToken := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: app.GetNamespace(), Name: "tencent-im"},
+		StringData: map[string]string{"token": "xxxxyyyy"}}
+	for _, o := range []client.Object{recv, appToken, app, route} {
 		if err := cl.c.Create(ctx, o); client.IgnoreAlreadyExists(err) != nil {
 			t.Fatal(err)
 		}
