@@ -116,17 +116,17 @@ func expectCondition(t *testing.T, obj client.Object, typ string, status metav1.
 	}, waitTimeout, pollInterval).Should(Succeed())
 }
 
-// readTable reads a published table. A read between the writer's shard and manifest
-// writes sees them disagree (the receiver ignores such a table until the manifest
-// follows), so a mismatch is read again.
+// readTable reads a receiver's stored table. A read that falls between a pass's shard and
+// manifest writes sees them disagree (the receiver ignores such a table too): it reads
+// again until they agree.
 func readTable(g Gomega, ns, name string) *routing.Snapshot {
 	var s *routing.Snapshot
 	var err error
-	for deadline := time.Now().Add(waitTimeout); ; time.Sleep(pollInterval) {
-		s, err = tablestore.ReadSnapshot(context.Background(), k8s, ns, name)
-		if err == nil || time.Now().After(deadline) {
-			break
+	for range 100 {
+		if s, err = tablestore.ReadSnapshot(context.Background(), k8s, ns, name); err == nil {
+			return s
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	g.Expect(err).NotTo(HaveOccurred())
 	return s

@@ -342,8 +342,8 @@ func (b *bench) applyAndMeasure(ctx context.Context, ns, name, app string, ready
 	return 0, 0, ctx.Err()
 }
 
-// createRoutes creates apps apps in the platform namespace (with their token Secret) and n
-// routes over ns namespaces attached to them; a tenth of the routes are Sync routes with
+// createRoutes creates the given number of apps in the platform namespace (with their
+// token Secret) and n routes over ns namespaces attached to them; a tenth of the routes are Sync routes with
 // commands of their own, a tenth use a Service.
 func (b *bench) createRoutes(ctx context.Context, n, nsCount, apps int) error {
 	if err := b.cl.EnsureNamespace(ctx, platformNamespace); err != nil {
