@@ -45,6 +45,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/test/e2e"
 	"github.com/callback-router/callback-router/webhook/samples"
 	"github.com/callback-router/callback-router/webhook/tablestore"
@@ -231,7 +232,7 @@ func (b *bench) stopManager() error {
 func (b *bench) mgrPID() int { return b.mgr.PID() }
 
 func (b *bench) startReceiver(ctx context.Context) error {
-	d, err := b.cl.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	d, err := b.cl.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	if err != nil {
 		return err
 	}
