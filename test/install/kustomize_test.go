@@ -28,12 +28,13 @@ func TestKustomizeInstall(t *testing.T) {
 	c := d.Spec.Template.Spec.Containers[0]
 
 	cl := startCluster(t)
-	cl.startControllerManager(t, gcController)
 	if err := cl.c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}); err != nil {
 		t.Fatal(err)
 	}
 	cl.warn.take()
 	cl.applyAll(t, objs)
+	// The garbage collector, started once the CRDs are served (its first discovery sees them).
+	cl.startControllerManager(t, gcController)
 	if w := cl.warn.take(); len(w) > 0 {
 		t.Errorf("API server warned during apply: %v", w)
 	}
