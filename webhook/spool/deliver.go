@@ -250,7 +250,9 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 				}
 				s.metrics.deadLetters.WithLabelValues(t.Route).Inc()
 				q.remove(it)
-				log().Info("Dead-lettered callback", "reason", res.reason, "retryable", res.retryable)
+				// Every dead letter is logged: through a logger that does not sample.
+				s.deadLog.Info("Dead-lettered callback", "route", t.Route, "callbackId", callbackID, "seq", it.seq,
+					"attempt", n, "reason", res.reason, "retryable", res.retryable)
 			},
 		})
 	}
