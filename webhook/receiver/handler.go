@@ -401,7 +401,7 @@ func (h *Handler) rejectDetail(x *exchange, q *request, status int, outcome, rea
 	h.metrics.request(string(q.provider), q.appLabel, q.cmdLabel, outcome)
 	h.log.Info("Rejected callback", "status", status, "reason", reason, "provider", q.provider,
 		"appID", q.appID, "command", q.command, "remoteAddr", x.remoteAddr(), "detail", detail)
-	if !q.bodyRead && x.ctx.Request.Header.ContentLength() != 0 {
+	if !q.bodyRead && !bodyPrefetched(x.ctx, h.opts.MaxBodyBytes) {
 		x.ctx.SetConnectionClose()
 	}
 	x.answer(status, contentTypeJSON, RejectEnvelope(q.provider, status, why))

@@ -227,7 +227,13 @@ func TestForwardSignature(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- sp.Run(ctx) }()
-			t.Cleanup(func() { cancel(); <-done; _ = sp.Close() })
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+				_ = sp.Close()
+			})
 			f := newFixture(t, "", func(o *Options) { o.Sink = sp })
 			f.h.SetTable(tableWith(t, routesYAML(be.URL), func(r *routing.CompiledRoute) { r.ForwardSignature = forward }))
 			for _, cmd := range []string{"C2C.CallbackBeforeSendMsg", "C2C.CallbackAfterSendMsg"} {
