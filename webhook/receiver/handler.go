@@ -39,7 +39,8 @@ const (
 	// DefaultMaxBodyBytes is the largest callback body accepted (1 MiB); larger gets 413.
 	DefaultMaxBodyBytes = 1 << 20
 	// DefaultSyncBudget is the overall deadline of a Tencent IM Sync answer, counted from
-	// the moment the handler starts (on fasthttp, after the body has been read): Tencent
+	// the moment the handler starts (after the head and at most 8 KiB of the body were read; the
+	// rest of the body is read inside the budget): Tencent
 	// waits 2s, and the fallback answer must reach it before then.
 	DefaultSyncBudget = 1800 * time.Millisecond
 	// DefaultMaxConnsPerHost caps the connections to one backend host (the keep-alive pool
