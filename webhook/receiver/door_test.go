@@ -100,7 +100,13 @@ func TestSyncIdleClosingBackend(t *testing.T) {
 		if i > 0 {
 			time.Sleep(450 * time.Millisecond)
 		}
-		status, body, _ := post(t, tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", testToken, now), []byte(`{}`), nil)
+		// Every other callback is larger than the client's write buffer, so that its
+		// first write to the connection happens while the request is being written.
+		cb := []byte(`{}`)
+		if i%2 == 1 {
+			cb = []byte(`{"pad":"` + strings.Repeat("x", 64<<10) + `"}`)
+		}
+		status, body, _ := post(t, tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", testToken, now), cb, nil)
 		if status != 200 || !strings.Contains(string(body), "answeredBy") {
 			t.Errorf("callback %d: %d %s, want the backend's answer", i+1, status, body)
 		}
