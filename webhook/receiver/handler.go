@@ -332,6 +332,9 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 		return
 	}
 	syncRoute, asyncRoutes := sel.sync, sel.async
+	if sel.filtered {
+		syncRoute, asyncRoutes = h.applyFilters(q, x.rawQuery(), body, syncRoute, asyncRoutes)
+	}
 
 	cb := &callback.Callback{
 		Provider:   provider,
@@ -374,6 +377,37 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 		return
 	}
 	h.proxy(x, q, cb, syncRoute)
+}
+
+// applyFilters keeps the routes whose CEL filter the callback passes. The body is parsed
+// once, by the first filter that refers to it; a filter that fails at run time does not
+// match, and is counted and logged.
+func (h *Handler) applyFilters(q *request, rawQuery string, body []byte, syncRoute *routing.Route, async []*routing.Route) (*routing.Route, []*routing.Route) {
+	in := &routing.FilterInput{App: q.appID, Command: q.command, RawQuery: rawQuery, Body: body}
+	onErr := func(rt *routing.Route, err error) {
+		h.metrics.filterErrors.WithLabelValues(rt.RouteKey).Inc()
+		h.log.Info("Route filter failed on a callback; it does not reach the route", "route", rt.RouteKey,
+			"provider", q.provider, "appID", q.appID, "command", q.command, "error", err.Error())
+	}
+	before := len(async)
+	if syncRoute != nil {
+		before++
+		if ok, err := syncRoute.Matches(in); !ok {
+			if err != nil {
+				onErr(syncRoute, err)
+			}
+			syncRoute = nil
+		}
+	}
+	async = routing.FilterRoutes(async, in, onErr)
+	after := len(async)
+	if syncRoute != nil {
+		after++
+	}
+	if n := before - after; n > 0 {
+		h.metrics.filteredOut.WithLabelValues(string(q.provider), q.appLabel).Add(float64(n))
+	}
+	return syncRoute, async
 }
 
 func (h *Handler) enqueue(ctx context.Context, cb *callback.Callback, routes []*routing.Route) error {
