@@ -32,6 +32,7 @@ import (
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
 	"github.com/callback-router/callback-router/webhook/tablestore"
+	"github.com/callback-router/callback-router/webhook/tracing"
 )
 
 func init() {
@@ -54,6 +55,8 @@ type receiverFlags struct {
 	namespace      string
 	table          string
 	spool          spool.Options
+	otlpEndpoint   string
+	adminListen    string
 }
 
 func (f *receiverFlags) bind(fs *flag.FlagSet) {
@@ -79,6 +82,8 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.server.ShutdownTimeout, "shutdown-timeout", receiver.DefaultShutdownTimeout, "bound on waiting for callbacks in flight at shutdown")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
 	fs.StringVar(&f.table, "table", dataplane.TableName(controllers.DefaultReceiverName), "in-cluster mode: name of the table the manager writes for this receiver (<CallbackReceiver name>-receiver)")
+	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "export trace spans (receive, verify, filter, store, each delivery attempt) with OTLP/HTTP to this URL, e.g. http://otel-collector:4318 (off by default; every delivery carries a traceparent either way)")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "serve the admin API (dead letters, replay) on this address: loopback or pod-internal, never the callback port (off by default)")
 	f.spool.BindFlags(fs)
 }
 
@@ -136,7 +141,22 @@ func runReceiver(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	var tp *tracing.Provider
+	if f.otlpEndpoint != "" {
+		if tp, err = tracing.NewProvider(f.otlpEndpoint, ""); err != nil {
+			return fmt.Errorf("--otlp-endpoint: %w", err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), tracing.ExportTimeout)
+			defer cancel()
+			if err := tp.Shutdown(ctx); err != nil {
+				log.Error(err, "Failed to flush trace spans")
+			}
+		}()
+	}
+
 	f.spool.Registerer, f.spool.Logger = reg, log.WithName("spool")
+	f.spool.Tracer = tp.Tracer()
 	f.spool.DeadLetterLogger = unsampled.WithName("spool")
 	sp, err := spool.Open(f.spoolDir, f.spool)
 	if err != nil {
@@ -157,6 +177,7 @@ func runReceiver(args []string) error {
 		Logger:               log,
 		Registry:             reg,
 		ServeMetrics:         f.metricsListen == "",
+		Tracer:               tp.Tracer(),
 	})
 	if err != nil {
 		return err

@@ -20,6 +20,13 @@ const (
 	HeaderRoute    = "X-Callback-Route"
 	HeaderAttempt  = "X-Callback-Attempt"
 	HeaderID       = "X-Callback-Id"
+	// HeaderReplay is "true" on a delivery replayed from the dead letters or the
+	// retained delivered callbacks (admin API, CallbackReplay); absent otherwise.
+	HeaderReplay = "X-Callback-Replay"
+	// HeaderTraceParent is the W3C trace context of the delivery.
+	HeaderTraceParent = "traceparent"
+	// HeaderOperationID is OpenIM's trace ID, forwarded as the platform sent it.
+	HeaderOperationID = "operationID"
 )
 
 // Callback is one request from an IM platform.
@@ -34,6 +41,14 @@ type Callback struct {
 	// Body is the request body, forwarded byte for byte.
 	Body       []byte
 	ReceivedAt time.Time
+	// TraceParent is the W3C traceparent of the callback's receive span (the caller's
+	// trace continued, or a new one); stored with Async copies, so every attempt and
+	// replay carries the same trace ID.
+	TraceParent string
+	// OperationID is the operationID header OpenIM sent (empty otherwise).
+	OperationID string
+	// Replay marks a delivery replayed by an operator (X-Callback-Replay: true).
+	Replay bool
 }
 
 // ContentTypeJSON is the Content-Type of every backend request.
@@ -50,6 +65,15 @@ func (c *Callback) VisitHeaders(route string, attempt int, set func(key, value s
 	set(HeaderRoute, route)
 	set(HeaderAttempt, strconv.Itoa(attempt))
 	set(HeaderID, c.ID)
+	if c.TraceParent != "" {
+		set(HeaderTraceParent, c.TraceParent)
+	}
+	if c.OperationID != "" {
+		set(HeaderOperationID, c.OperationID)
+	}
+	if c.Replay {
+		set(HeaderReplay, "true")
+	}
 }
 
 // TencentSign returns the Sign that Tencent Cloud IM puts on a callback URL:

@@ -174,7 +174,7 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 		res = attemptResult{reason: err.Error()}
 	} else {
 		callbackID = cb.ID
-		res = s.attempt(ctx, cb, t, n)
+		res = s.tracedAttempt(ctx, cb, t, n)
 	}
 	// Built only when something is logged: WithValues allocates, and this is the hot path.
 	log := func() logr.Logger {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of the Options fields. Each is the value used when the field is left zero.
@@ -97,6 +98,9 @@ type Options struct {
 	// MaxConcurrencyPerRoute that does not follow redirects. Its Timeout should be zero:
 	// each attempt is bounded by its route's timeout.
 	HTTPClient *http.Client
+	// Tracer records a span per delivery attempt, under the trace stored with the
+	// callback; nil records none (the stored traceparent is still sent).
+	Tracer trace.Tracer
 }
 
 // BindFlags binds the spool's operational limits to fs as flags, defaulting to the

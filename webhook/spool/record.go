@@ -24,6 +24,9 @@ import (
 // Record versions. A record with an unknown version is an error, never guessed at.
 const (
 	callbackRecordV1 = 1
+	// callbackRecordV2 adds the trace context and OpenIM's operationID after the body.
+	// A callback without either is still written as V1.
+	callbackRecordV2 = 2
 	deliveryRecordV1 = 1
 	// deliveryRecordV2 adds a flags field at the end (deliveryForwardSignature). A
 	// delivery without flags is still written as V1, so a receiver that predates V2 can
@@ -81,8 +84,13 @@ func appendInt(b []byte, v int64) []byte {
 }
 
 func encodeCallback(cb *callback.Callback) []byte {
-	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body))
-	b = append(b, callbackRecordV1)
+	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body)+len(cb.TraceParent)+len(cb.OperationID))
+	v2 := cb.TraceParent != "" || cb.OperationID != ""
+	if v2 {
+		b = append(b, callbackRecordV2)
+	} else {
+		b = append(b, callbackRecordV1)
+	}
 	b = appendString(b, cb.ID)
 	b = appendString(b, string(cb.Provider))
 	b = appendString(b, cb.AppID)
@@ -90,7 +98,12 @@ func encodeCallback(cb *callback.Callback) []byte {
 	b = appendString(b, cb.RawQuery)
 	b = appendInt(b, timeNano(cb.ReceivedAt))
 	b = binary.AppendUvarint(b, uint64(len(cb.Body)))
-	return append(b, cb.Body...)
+	b = append(b, cb.Body...)
+	if v2 {
+		b = appendString(b, cb.TraceParent)
+		b = appendString(b, cb.OperationID)
+	}
+	return b
 }
 
 func encodeDelivery(d *delivery) []byte {
@@ -223,7 +236,7 @@ func (r *reader) done() error {
 
 func decodeCallback(b []byte) (*callback.Callback, error) {
 	r := reader{b: b}
-	r.version(callbackRecordV1)
+	v := r.version(callbackRecordV1, callbackRecordV2)
 	cb := &callback.Callback{
 		ID:       r.string(),
 		Provider: v1alpha1.Provider(r.string()),
@@ -233,6 +246,10 @@ func decodeCallback(b []byte) (*callback.Callback, error) {
 	}
 	cb.ReceivedAt = nanoTime(r.varint())
 	cb.Body = r.bytes()
+	if v == callbackRecordV2 {
+		cb.TraceParent = r.string()
+		cb.OperationID = r.string()
+	}
 	if err := r.done(); err != nil {
 		return nil, err
 	}
