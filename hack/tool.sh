@@ -11,7 +11,7 @@
 #   hack/tool.sh --check          fail if any tools module is incomplete or would resolve anything
 #   hack/tool.sh --pin NAME VER   (maintainers) rewrite NAME's tools module at version VER
 #
-# NAME is one of: controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl.
+# NAME is one of: controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl promtool.
 # Builds go to a private temporary directory and are renamed into place, so concurrent runs
 # sharing the cache never see a half-written binary or each other's files.
 set -euo pipefail
@@ -19,7 +19,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE_ROOT="${CALLBACK_ROUTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/callback-router}"
 BIN="${CACHE_ROOT}/bin"
-TOOLS=(controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl)
+TOOLS=(controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl promtool)
 
 log() { echo "tool: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -34,6 +34,7 @@ describe() {
     helm-docs)      dir=helm-docs;      module=github.com/norwoodj/helm-docs; pkg=${module}/cmd/helm-docs ;;
     kube-apiserver) dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-apiserver ;;
     kubectl)        dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kubectl ;;
+    promtool)       dir=promtool;       module=github.com/prometheus/prometheus; pkg=${module}/cmd/promtool ;;
     *) die "unknown tool '$1' (one of: ${TOOLS[*]})" ;;
   esac
   dir="${ROOT}/hack/tools/${dir}"

@@ -186,6 +186,9 @@ func New(opts Options) (*Handler, error) {
 		registry:    opts.Registry,
 		metricsH:    promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}),
 	}
+	if err := m.registerReady(opts.Registry, hd.Ready); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
 	hd.fastStd = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(hd.ServeHTTP))
 	hd.fastMetricsH = fasthttpadaptor.NewFastHTTPHandler(hd.metricsH)
 	return hd, nil
