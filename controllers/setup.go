@@ -15,10 +15,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
-	"github.com/callback-router/callback-router/webhook/tablestore"
 )
 
-// NewScheme returns a scheme with the built-in types and CallbackRoute.
+// NewScheme returns a scheme with the built-in types and the callback-router kinds.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
@@ -53,15 +52,9 @@ func NewCacheOptions(o ReceiverOptions) cache.Options {
 // DefaultStatusWorkers.
 func Setup(ctx context.Context, mgr ctrl.Manager, o ReceiverOptions, statusWorkers int) error {
 	table := &TableReconciler{
-		Client: mgr.GetClient(),
-		Writer: &tablestore.Writer{
-			Client:     mgr.GetClient(),
-			Reader:     mgr.GetCache(),
-			Namespace:  o.Namespace,
-			Name:       o.Name,
-			FieldOwner: FieldOwner,
-			Labels:     map[string]string{LabelManagedBy: ManagedByValue, LabelPartOf: ManagedByValue},
-		},
+		Client:        mgr.GetClient(),
+		TableReader:   mgr.GetCache(),
+		Labels:        map[string]string{LabelManagedBy: ManagedByValue, LabelPartOf: ManagedByValue},
 		Recorder:      mgr.GetEventRecorder("callback-router"),
 		StatusWorkers: statusWorkers,
 	}

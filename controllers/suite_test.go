@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/internal/testenv"
 )
 
@@ -71,6 +72,15 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// The receiver the tests' apps bind to: apps of every namespace may.
+	if err := k8s.Create(ctx, &v1alpha1.CallbackReceiver{
+		ObjectMeta: metav1.ObjectMeta{Namespace: opts.Namespace, Name: opts.Name},
+		Spec: v1alpha1.CallbackReceiverSpec{AllowedApps: &v1alpha1.AllowedApps{
+			Namespaces: v1alpha1.Namespaces{From: v1alpha1.NamespacesFromAll}}},
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
@@ -105,9 +115,12 @@ func zapLevel() zapcore.Level {
 	return zapcore.ErrorLevel
 }
 
-func newNamespace(t *testing.T) string {
+func newNamespace(t *testing.T, labels ...string) string {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "team-"}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "team-", Labels: map[string]string{}}}
+	for i := 0; i+1 < len(labels); i += 2 {
+		ns.Labels[labels[i]] = labels[i+1]
+	}
 	NewWithT(t).Expect(k8s.Create(context.Background(), ns)).To(Succeed())
 	return ns.Name
 }

@@ -27,7 +27,7 @@ const (
 )
 
 func init() {
-	register("manager", "run the operator: reconcile CallbackRoutes into the routing table and the receiver", runManager)
+	register("manager", "run the operator: reconcile CallbackApps and CallbackRoutes into each CallbackReceiver's routing table, and the receiver", runManager)
 }
 
 // managerFlags are the manager's command-line settings.

@@ -41,29 +41,44 @@ func freeAddr(t *testing.T) string {
 const cliRoutes = `
 apiVersion: v1
 kind: Secret
-metadata: {name: tok, namespace: chat}
+metadata: {name: tok, namespace: im}
 stringData: {token: cli-token}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackApp
+metadata: {name: chat, namespace: im}
+spec:
+  provider: TencentIM
+  appID: "1400000001"
+  receiverRef: {name: default}
+  verify: {tokenSecretRef: {name: tok}}
+  allowedRoutes: [{namespaces: {from: All}}]
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackApp
+metadata: {name: openim, namespace: im}
+spec:
+  provider: OpenIM
+  appID: prod
+  receiverRef: {name: default}
+  allowedRoutes: [{namespaces: {from: All}}]
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: moderation, namespace: chat}
 spec:
-  provider: TencentIM
-  appID: "1400000001"
+  appRef: {name: chat, namespace: im}
   commands: [C2C.CallbackBeforeSendMsg]
   mode: Sync
   backend: {url: BACKEND, path: /moderate}
-  verify: {tokenSecretRef: {name: tok}}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: archive, namespace: chat}
 spec:
-  provider: TencentIM
-  appID: "1400000001"
+  appRef: {name: chat, namespace: im}
   commands: ["C2C.*"]
   backend: {url: BACKEND, path: /archive}
-  verify: {tokenSecretRef: {name: tok}}
 `
 
 // TestReceiverProcess runs the real binary: the receiver on a routes file, `send` with a
@@ -164,7 +179,7 @@ func TestReceiverProcess(t *testing.T) {
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: openim, namespace: chat}
-spec: {provider: OpenIM, appID: prod, commands: ["*"], mode: Sync, backend: {url: ` + be.URL + `, path: /openim}}
+spec: {appRef: {name: openim, namespace: im}, commands: ["*"], mode: Sync, backend: {url: ` + be.URL + `, path: /openim}}
 `
 	if err := os.WriteFile(routes, []byte(more), 0o600); err != nil {
 		t.Fatal(err)
@@ -283,11 +298,15 @@ func TestReceiverKill9(t *testing.T) {
 	routes := filepath.Join(dir, "routes.yaml")
 	yaml := strings.ReplaceAll(`
 apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackApp
+metadata: {name: prod, namespace: chat}
+spec: {provider: OpenIM, appID: prod, receiverRef: {name: default}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: archive, namespace: chat}
 spec:
-  provider: OpenIM
-  appID: prod
+  appRef: {name: prod}
   commands: ["*"]
   backend: {url: BACKEND, timeout: 1s}
   retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 200ms}

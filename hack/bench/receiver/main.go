@@ -206,15 +206,22 @@ metadata: {name: tok, namespace: bench}
 stringData: {token: %s}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: moderation, namespace: bench}
+kind: CallbackApp
+metadata: {name: chat, namespace: bench}
 spec:
   provider: TencentIM
   appID: "%s"
+  receiverRef: {name: default}
+  verify: {tokenSecretRef: {name: tok}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: moderation, namespace: bench}
+spec:
+  appRef: {name: chat}
   commands: [C2C.CallbackBeforeSendMsg]
   mode: Sync
   backend: {url: "%s", path: /moderate, timeout: 1500ms}
-  verify: {tokenSecretRef: {name: tok}}
 `, benchToken, appID, backend)
 }
 
@@ -448,16 +455,22 @@ func measureRSS(dir string) (int64, error) {
 	for i := range 100 {
 		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Secret\nmetadata: {name: tok%d, namespace: ns%d}\nstringData: {token: token-%d, previous: old-%d}\n", i, i%10, i, i)
 	}
+	// App j lives in ns<j%10>, whose Secret tok<j%100> it uses, and admits every namespace.
+	for j := range routeCount / 10 {
+		fmt.Fprintf(&b, "---\napiVersion: callbacks.callback-router.dev/v1alpha1\nkind: CallbackApp\nmetadata: {name: app%d, namespace: ns%d}\n"+
+			"spec:\n  provider: TencentIM\n  appID: \"%d\"\n  receiverRef: {name: default}\n  allowedRoutes: [{namespaces: {from: All}}]\n"+
+			"  verify: {tokenSecretRef: {name: tok%d, previousKey: previous}, sourceCIDRs: [\"10.%d.0.0/16\", \"127.0.0.0/8\"]}\n",
+			j, j%10, 1400000000+j, j%100, j%250)
+	}
 	for i := range routeCount {
-		app := 1400000000 + i/10
+		j := i / 10
 		mode, cmds := "Async", fmt.Sprintf(`[C2C.CallbackAfterSendMsg, "Group.*", "Cmd%d.*"]`, i)
 		if i%10 == 0 {
 			mode, cmds = "Sync", `[C2C.CallbackBeforeSendMsg]`
 		}
 		fmt.Fprintf(&b, "---\napiVersion: callbacks.callback-router.dev/v1alpha1\nkind: CallbackRoute\nmetadata: {name: route-%05d, namespace: ns%d}\n"+
-			"spec:\n  provider: TencentIM\n  appID: \"%d\"\n  commands: %s\n  mode: %s\n  backend: {url: \"http://127.0.0.1:1\", path: /r%d}\n"+
-			"  verify: {tokenSecretRef: {name: tok%d, previousKey: previous}, sourceCIDRs: [\"10.%d.0.0/16\", \"127.0.0.0/8\"]}\n",
-			i, (i%100)%10, app, cmds, mode, i, i%100, i%250)
+			"spec:\n  appRef: {name: app%d, namespace: ns%d}\n  commands: %s\n  mode: %s\n  backend: {url: \"http://127.0.0.1:1\", path: /r%d}\n",
+			i, (i%100)%10, j, j%10, cmds, mode, i)
 	}
 	routes := filepath.Join(dir, "routes-10k.yaml")
 	if err := os.WriteFile(routes, []byte(b.String()), 0o600); err != nil {
