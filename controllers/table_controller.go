@@ -233,7 +233,7 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 	}
 	g.SetLimit(workers)
 	patched := make(chan struct{}, len(apps)+len(routes))
-	patch := func(old, updated client.Object, kind string) {
+	patch := func(old, updated client.Object, kind string, warnings ...routing.Cond) {
 		g.Go(func() error {
 			if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(old)); err != nil {
 				if apierrors.IsNotFound(err) {
@@ -242,6 +242,7 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 				return fmt.Errorf("patching status of %s %s/%s: %w", kind, old.GetNamespace(), old.GetName(), err)
 			}
 			r.emitEvents(updated, conditionsOf(old), conditionsOf(updated))
+			r.emitWarnings(updated, conditionsOf(old), conditionsOf(updated), warnings)
 			patched <- struct{}{}
 			return nil
 		})
@@ -265,8 +266,11 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 		}
 		updated := rt.DeepCopy()
 		setConditions(&updated.Status.Conditions, want.Conditions)
+		if staleUnknownCommands(updated.Status.Conditions, want.Conditions) {
+			meta.RemoveStatusCondition(&updated.Status.Conditions, v1alpha1.ConditionUnknownCommands)
+		}
 		updated.Status.ObservedGeneration, updated.Status.URL = want.ObservedGeneration, want.URL
-		patch(rt, updated, "CallbackRoute")
+		patch(rt, updated, "CallbackRoute", st.Warnings...)
 	}
 	err := g.Wait()
 	return len(patched), err
@@ -284,18 +288,20 @@ func conditionsOf(o client.Object) []metav1.Condition {
 
 // conditions are the three conditions of an outcome (without times).
 func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Condition {
-	c := func(t string, x routing.Cond) metav1.Condition {
-		s := metav1.ConditionFalse
-		if x.True {
-			s = metav1.ConditionTrue
-		}
-		return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
-	}
 	return []metav1.Condition{
-		c(v1alpha1.ConditionAccepted, accepted),
-		c(v1alpha1.ConditionResolvedRefs, refs),
-		c(v1alpha1.ConditionReady, ready),
+		condition(gen, v1alpha1.ConditionAccepted, accepted),
+		condition(gen, v1alpha1.ConditionResolvedRefs, refs),
+		condition(gen, v1alpha1.ConditionReady, ready),
 	}
+}
+
+// condition is one condition of an outcome (without times).
+func condition(gen int64, t string, x routing.Cond) metav1.Condition {
+	s := metav1.ConditionFalse
+	if x.True {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
 }
 
 // maxConditionMessage is metav1.Condition's limit on message length.
@@ -316,10 +322,18 @@ func appStatus(gen int64, st *routing.AppStatus) v1alpha1.CallbackAppStatus {
 }
 
 func routeStatus(gen int64, st *routing.RouteStatus) v1alpha1.CallbackRouteStatus {
-	return v1alpha1.CallbackRouteStatus{
-		ObservedGeneration: gen, URL: st.URL,
-		Conditions: conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready),
+	conds := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	if u := st.UnknownCommands; u != nil {
+		conds = append(conds, condition(gen, v1alpha1.ConditionUnknownCommands, *u))
 	}
+	return v1alpha1.CallbackRouteStatus{ObservedGeneration: gen, URL: st.URL, Conditions: conds}
+}
+
+// staleUnknownCommands reports whether have holds an UnknownCommands condition that want
+// no longer has (the route's app is gone: no provider, no verdict).
+func staleUnknownCommands(have, want []metav1.Condition) bool {
+	return meta.FindStatusCondition(want, v1alpha1.ConditionUnknownCommands) == nil &&
+		meta.FindStatusCondition(have, v1alpha1.ConditionUnknownCommands) != nil
 }
 
 // conditionsUpToDate reports whether have already says what want says, ignoring times;
@@ -342,7 +356,7 @@ func appStatusUpToDate(have, want *v1alpha1.CallbackAppStatus) bool {
 
 func routeStatusUpToDate(have, want *v1alpha1.CallbackRouteStatus) bool {
 	return have.ObservedGeneration == want.ObservedGeneration && have.URL == want.URL &&
-		conditionsUpToDate(have.Conditions, want.Conditions)
+		conditionsUpToDate(have.Conditions, want.Conditions) && !staleUnknownCommands(have.Conditions, want.Conditions)
 }
 
 // setConditions sets each condition; a condition's lastTransitionTime changes only when
@@ -377,6 +391,31 @@ func (r *TableReconciler) emitEvents(obj client.Object, old, updated []metav1.Co
 			continue
 		}
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, n.Reason, "Compile", "%s", n.Message)
+	}
+}
+
+// emitWarnings sends the catalogue's Warning events about a route when they appear: its
+// UnknownCommands condition turning True or changing (reason UnknownCommands, with the
+// did-you-mean), and each compiler warning (SyncOnAfterCallback) when its Accepted
+// message, which carries the warnings, changed.
+func (r *TableReconciler) emitWarnings(obj client.Object, old, updated []metav1.Condition, warnings []routing.Cond) {
+	if r.Recorder == nil {
+		return
+	}
+	if n := meta.FindStatusCondition(updated, v1alpha1.ConditionUnknownCommands); n != nil && n.Status == metav1.ConditionTrue {
+		if o := meta.FindStatusCondition(old, v1alpha1.ConditionUnknownCommands); o == nil || o.Status != n.Status || o.Message != n.Message {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, n.Reason, "Compile", "%s", n.Message)
+		}
+	}
+	if len(warnings) == 0 {
+		return
+	}
+	n, o := meta.FindStatusCondition(updated, v1alpha1.ConditionAccepted), meta.FindStatusCondition(old, v1alpha1.ConditionAccepted)
+	if n == nil || (o != nil && o.Message == n.Message) {
+		return
+	}
+	for _, w := range warnings {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, w.Reason, "Compile", "%s", w.Message)
 	}
 }
 
