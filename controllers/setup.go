@@ -65,5 +65,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o ReceiverOptions, statusWorke
 	if err := receiver.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the receiver controller: %w", err)
 	}
+	if err := RegisterStatusMetrics(mgr); err != nil {
+		return fmt.Errorf("registering the status metrics: %w", err)
+	}
 	return nil
 }

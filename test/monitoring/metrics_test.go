@@ -75,6 +75,28 @@ func freeAddr(t *testing.T) string {
 // the dashboard use is there.
 func TestReceiverMetricsExist(t *testing.T) {
 	used := usedMetrics(t)
+	families := exerciseReceiver(t)
+	names := make([]string, 0, len(used))
+	for n := range used {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	checked := 0
+	for _, n := range names {
+		if managerMetrics[n] {
+			continue
+		}
+		checked++
+		if families[n] == nil {
+			t.Errorf("%s (used by %s) is not served by the receiver", n, strings.Join(used[n], ", "))
+		}
+	}
+	t.Logf("%d receiver metrics used by the alerts and the dashboard, all served", checked)
+}
+
+// exerciseReceiver runs the receiver binary, sends it callbacks of every outcome the
+// alerts look at, and returns its metrics.
+func exerciseReceiver(t *testing.T) map[string]*dto.MetricFamily {
 	bin := testenv.Binary(t)
 	var slowCalls atomic.Int32
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -154,21 +176,6 @@ func TestReceiverMetricsExist(t *testing.T) {
 			t.Fatal("the Async copy was not dead-lettered")
 		}
 	}
-	names := make([]string, 0, len(used))
-	for n := range used {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	checked := 0
-	for _, n := range names {
-		if managerMetrics[n] {
-			continue
-		}
-		checked++
-		if families[n] == nil {
-			t.Errorf("%s (used by %s) is not served by the receiver", n, strings.Join(used[n], ", "))
-		}
-	}
 	// The label values the alerts select on are the ones the receiver produces.
 	outcomes := map[string]bool{}
 	for _, m := range families["callback_router_requests_total"].GetMetric() {
@@ -186,7 +193,7 @@ func TestReceiverMetricsExist(t *testing.T) {
 	if v := families["callback_router_receiver_ready"].GetMetric()[0].GetGauge().GetValue(); v != 1 {
 		t.Errorf("callback_router_receiver_ready %v on a ready receiver", v)
 	}
-	t.Logf("%d receiver metrics used by the alerts and the dashboard, all served", checked)
+	return families
 }
 
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
@@ -207,39 +214,42 @@ func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 const metricsRoutes = `
 apiVersion: v1
 kind: Secret
-metadata: {name: tok, namespace: chat}
+metadata: {name: tok, namespace: im}
 stringData: {token: metrics-token}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: moderation, namespace: chat}
+kind: CallbackApp
+metadata: {name: chat, namespace: im}
 spec:
   provider: TencentIM
   appID: "1400000001"
+  receiverRef: {name: default}
+  verify: {tokenSecretRef: {name: tok}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: moderation, namespace: im}
+spec:
+  appRef: {name: chat}
   commands: [C2C.CallbackBeforeSendMsg]
   mode: Sync
   backend: {url: BACKEND, path: /moderate}
-  verify: {tokenSecretRef: {name: tok}}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
-metadata: {name: group-moderation, namespace: chat}
+metadata: {name: group-moderation, namespace: im}
 spec:
-  provider: TencentIM
-  appID: "1400000001"
+  appRef: {name: chat}
   commands: [Group.CallbackBeforeSendMsg]
   mode: Sync
   backend: {url: BACKEND, path: /slow, timeout: 100ms}
-  verify: {tokenSecretRef: {name: tok}}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
-metadata: {name: archive, namespace: chat}
+metadata: {name: archive, namespace: im}
 spec:
-  provider: TencentIM
-  appID: "1400000001"
+  appRef: {name: chat}
   commands: [C2C.CallbackAfterSendMsg]
   backend: {url: BACKEND, path: /reject}
   retry: {maxAttempts: 1}
-  verify: {tokenSecretRef: {name: tok}}
 `
