@@ -381,3 +381,33 @@ spec:
 		}
 	}
 }
+
+// TestSendFromCallbackApp: `send --routes FILE --callback-app NS/NAME` sends as the app's
+// IM platform, with its credentials from the file's Secrets.
+func TestSendFromCallbackApp(t *testing.T) {
+	routes := filepath.Join(testenv.RepoRoot(), "examples", "routes.yaml")
+	for _, tc := range []struct {
+		app                               string
+		provider, appID, token, basicAuth string
+	}{
+		{"im-platform/chat-prod", "TencentIM", "1400000001", "quickstart-token", ""},
+		{"im-platform/openim-prod", "OpenIM", "prod", "", "openim:openim-pass"},
+	} {
+		o := sendOptions{routes: routes, callbackApp: tc.app}
+		if err := o.fromCallbackApp(); err != nil {
+			t.Fatal(err)
+		}
+		if o.provider != tc.provider || o.app != tc.appID || o.token != tc.token || o.basicAuth != tc.basicAuth {
+			t.Errorf("%s: got %+v", tc.app, o)
+		}
+	}
+	o := sendOptions{routes: routes, callbackApp: "im-platform/chat-prod", token: "given"}
+	if err := o.fromCallbackApp(); err != nil || o.token != "given" {
+		t.Errorf("--token given: %v %q", err, o.token)
+	}
+	for _, bad := range []sendOptions{{routes: routes, callbackApp: "nowhere/none"}, {callbackApp: "im-platform/chat-prod"}} {
+		if err := bad.fromCallbackApp(); err == nil {
+			t.Errorf("%+v: no error", bad)
+		}
+	}
+}

@@ -205,10 +205,27 @@ func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, routeNS
 			t.Fatal(err)
 		}
 	}
+	// The receiver the manager's table is for, the platform's app (in the team's namespace
+	// here, so its default allowedRoutes admit the route), and the team's route.
+	recv := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "callbacks.callback-router.dev/v1alpha1", "kind": "CallbackReceiver",
+		"metadata": map[string]any{"name": receiverName, "namespace": ns},
+		"spec":     map[string]any{"allowedApps": map[string]any{"namespaces": map[string]any{"from": "All"}}},
+	}}
+	app := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackapp_tencent.yaml")))[0]
+	app.SetNamespace(routeNS)
+	if err := unstructured.SetNestedMap(app.Object, map[string]any{"name": receiverName, "namespace": ns}, "spec", "receiverRef"); err != nil {
+		t.Fatal(err)
+	}
 	route := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_moderation.yaml")))[0]
 	route.SetNamespace(routeNS)
-	if err := cl.c.Create(ctx, route); client.IgnoreAlreadyExists(err) != nil {
+	if err := unstructured.SetNestedField(route.Object, routeNS, "spec", "appRef", "namespace"); err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range []client.Object{recv, app, route} {
+		if err := cl.c.Create(ctx, o); client.IgnoreAlreadyExists(err) != nil {
+			t.Fatal(err)
+		}
 	}
 
 	m := cl.startManager(t, d)
