@@ -78,7 +78,8 @@ test: tools-check verify vet lint ## Run all tests against a real kube-apiserver
 	@# The CRD validation tests run verbosely so the log shows them passing against the real API server.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) -v ./api/... | grep -v -E '^\s*=== (RUN|PAUSE|CONT)'
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$($(TOOL) helm)" KUSTOMIZE="$$($(TOOL) kustomize)" \
-	  HELM_DOCS="$$($(TOOL) helm-docs)" PROMTOOL="$$($(TOOL) promtool)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/api/')
+	  HELM_DOCS="$$($(TOOL) helm-docs)" KUBE_CONTROLLER_MANAGER="$$($(TOOL) kube-controller-manager)" \
+	  PROMTOOL="$$($(TOOL) promtool)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/api/')
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: fuzz
@@ -132,7 +133,8 @@ test-monitoring: ## Run only the dashboard and alert tests (test/monitoring: hel
 .PHONY: test-install
 test-install: ## Run only the chart and kustomize install tests (test/install) against envtest.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$($(TOOL) helm)" KUSTOMIZE="$$($(TOOL) kustomize)" \
-	  HELM_DOCS="$$($(TOOL) helm-docs)" go test $(GO_TEST_FLAGS) ./test/install/...
+	  HELM_DOCS="$$($(TOOL) helm-docs)" KUBE_CONTROLLER_MANAGER="$$($(TOOL) kube-controller-manager)" \
+	  go test $(GO_TEST_FLAGS) ./test/install/...
 
 ##@ Tools
 

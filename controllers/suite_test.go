@@ -35,8 +35,14 @@ var (
 	scheme *runtime.Scheme
 	// k8s is an uncached client: tests observe the API server, not the manager's cache.
 	k8s client.Client
-	// opts are the receiver settings of the manager under test.
-	opts ReceiverOptions
+	// opts names the CallbackReceiver the tests' apps bind to.
+	opts = struct{ Namespace, Name string }{Namespace: DefaultNamespace, Name: DefaultReceiverName}
+	// mgrOpts are the settings of the manager under test.
+	mgrOpts = ManagerOptions{
+		Namespace:          DefaultNamespace,
+		ReceiverNamespaces: []string{DefaultNamespace},
+		DefaultImage:       "registry.example/callback-router:test",
+	}
 )
 
 func TestMain(m *testing.M) {
@@ -63,9 +69,6 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	opts = DefaultReceiverOptions()
-	opts.Image = "registry.example/callback-router:test"
-	opts.TrustedProxies = []string{"10.0.0.0/8"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opts.Namespace}}); err != nil {
@@ -84,7 +87,7 @@ func run(m *testing.M) int {
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  NewCacheOptions(opts),
+		Cache:                  NewCacheOptions(mgrOpts),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
@@ -92,7 +95,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := Setup(ctx, mgr, opts, 0); err != nil {
+	if err := Setup(ctx, mgr, mgrOpts); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

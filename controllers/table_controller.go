@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/tablestore"
 )
@@ -60,10 +61,10 @@ var tableRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: 
 // TableName is the name of a receiver's table (its Secrets are <name>-table and
 // <name>-table-<n> in the receiver's namespace): the receiver reads it with
 // `receiver --namespace <receiver namespace> --table <TableName>`.
-func TableName(r *v1alpha1.CallbackReceiver) string { return r.Name }
+func TableName(r *v1alpha1.CallbackReceiver) string { return dataplane.TableName(r.Name) }
 
 // +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes;callbackapps;callbackreceivers,verbs=get;list;watch
-// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes/status;callbackapps/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes/status;callbackapps/status;callbackreceivers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -192,6 +193,9 @@ func (r *TableReconciler) writeTables(ctx context.Context, receivers []v1alpha1.
 			log.Info("Wrote routing table", "receiver", klogRef(recv), "apps", len(snap.Apps), "routes", len(snap.Routes),
 				"shards", res.Shards, "shardsWritten", res.ShardsWritten, "compressedBytes", res.CompressedBytes)
 		}
+		if err := r.setReceiverApps(ctx, recv, int32(len(snap.Apps))); err != nil {
+			return err
+		}
 		routes += len(snap.Routes)
 		total.Shards += res.Shards
 		total.ShardsWritten += res.ShardsWritten
@@ -199,6 +203,21 @@ func (r *TableReconciler) writeTables(ctx context.Context, receivers []v1alpha1.
 		total.ManifestWritten = total.ManifestWritten || res.ManifestWritten
 	}
 	r.metrics.observe(routes, total)
+	return nil
+}
+
+// setReceiverApps records in the receiver's status.apps how many apps its published table
+// holds. The patch carries that field alone: the rest of the receiver's status belongs to
+// the receiver reconciler (package dataplane).
+func (r *TableReconciler) setReceiverApps(ctx context.Context, recv *v1alpha1.CallbackReceiver, apps int32) error {
+	if recv.Status.Apps == apps {
+		return nil
+	}
+	updated := recv.DeepCopy()
+	updated.Status.Apps = apps
+	if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(recv)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("patching status.apps of CallbackReceiver %s/%s: %w", recv.Namespace, recv.Name, err)
+	}
 	return nil
 }
 
@@ -286,13 +305,35 @@ func conditionsOf(o client.Object) []metav1.Condition {
 	return nil
 }
 
-// conditions are the three conditions of an outcome (without times).
+// stalledReasons are the Accepted and ResolvedRefs reasons that waiting does not fix: the
+// object as written is refused, and only a change (of it, its app, its receiver or a
+// namespace's labels) can admit it. They also set Stalled=True, which GitOps tools read
+// (kstatus: Failed), so a pipeline that applies a refused route fails instead of waiting
+// for its timeout. Reasons that the arrival of another object fixes (AppNotFound,
+// ReceiverNotFound, BackendNotFound, SecretNotFound: GitOps applies in any order) leave
+// Ready=False alone (kstatus: InProgress).
+var stalledReasons = map[string]bool{
+	v1alpha1.ReasonInvalid:              true,
+	v1alpha1.ReasonNotAllowedByApp:      true,
+	v1alpha1.ReasonNotAllowedByReceiver: true,
+	v1alpha1.ReasonRefNotPermitted:      true,
+	v1alpha1.ReasonConflict:             true,
+}
+
+// conditions are the conditions of an outcome (without times): Accepted, ResolvedRefs and
+// Ready, and Stalled when refused for a stalledReasons reason.
 func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Condition {
-	return []metav1.Condition{
+	out := []metav1.Condition{
 		condition(gen, v1alpha1.ConditionAccepted, accepted),
 		condition(gen, v1alpha1.ConditionResolvedRefs, refs),
 		condition(gen, v1alpha1.ConditionReady, ready),
 	}
+	for _, x := range []routing.Cond{accepted, refs} {
+		if !x.True && stalledReasons[x.Reason] {
+			return append(out, condition(gen, v1alpha1.ConditionStalled, routing.Cond{True: true, Reason: x.Reason, Message: x.Message}))
+		}
+	}
+	return out
 }
 
 // condition is one condition of an outcome (without times).
@@ -339,6 +380,9 @@ func staleUnknownCommands(have, want []metav1.Condition) bool {
 // conditionsUpToDate reports whether have already says what want says, ignoring times;
 // it runs for every object on every pass, so it neither copies nor allocates.
 func conditionsUpToDate(have, want []metav1.Condition) bool {
+	if meta.FindStatusCondition(want, v1alpha1.ConditionStalled) == nil && meta.FindStatusCondition(have, v1alpha1.ConditionStalled) != nil {
+		return false // Stalled is set only while true: it must go
+	}
 	for i := range want {
 		w := &want[i]
 		h := meta.FindStatusCondition(have, w.Type)
@@ -362,8 +406,13 @@ func routeStatusUpToDate(have, want *v1alpha1.CallbackRouteStatus) bool {
 // setConditions sets each condition; a condition's lastTransitionTime changes only when
 // its status does.
 func setConditions(have *[]metav1.Condition, want []metav1.Condition) {
+	stalled := false
 	for _, c := range want {
 		meta.SetStatusCondition(have, c)
+		stalled = stalled || c.Type == v1alpha1.ConditionStalled
+	}
+	if !stalled {
+		meta.RemoveStatusCondition(have, v1alpha1.ConditionStalled)
 	}
 }
 

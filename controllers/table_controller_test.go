@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/tablestore"
 )
@@ -465,7 +466,7 @@ func TestTableSecretsRepaired(t *testing.T) {
 	for _, name := range []string{tablestore.ManifestName(opts.Name), tablestore.ShardName(opts.Name, 0)} {
 		old := &corev1.Secret{}
 		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: opts.Namespace, Name: name}, old)).To(Succeed())
-		g.Expect(old.Labels).To(HaveKeyWithValue(LabelManagedBy, ManagedByValue))
+		g.Expect(old.Labels).To(HaveKeyWithValue(dataplane.LabelManagedBy, dataplane.ManagedByValue))
 		g.Expect(k8s.Delete(ctx, old)).To(Succeed())
 		g.Eventually(func(g Gomega) {
 			s := &corev1.Secret{}

@@ -11,7 +11,9 @@
 #   hack/tool.sh --check          fail if any tools module is incomplete or would resolve anything
 #   hack/tool.sh --pin NAME VER   (maintainers) rewrite NAME's tools module at version VER
 #
-# NAME is one of: controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl promtool.
+# NAME is one of: controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl
+# kube-controller-manager (run beside envtest by the tests that need the garbage collector or
+# the ClusterRole aggregation controller) promtool (chart alert and dashboard tests).
 # Builds go to a private temporary directory and are renamed into place, so concurrent runs
 # sharing the cache never see a half-written binary or each other's files.
 set -euo pipefail
@@ -19,7 +21,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE_ROOT="${CALLBACK_ROUTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/callback-router}"
 BIN="${CACHE_ROOT}/bin"
-TOOLS=(controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl promtool)
+TOOLS=(controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl kube-controller-manager promtool)
 
 log() { echo "tool: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -34,6 +36,7 @@ describe() {
     helm-docs)      dir=helm-docs;      module=github.com/norwoodj/helm-docs; pkg=${module}/cmd/helm-docs ;;
     kube-apiserver) dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-apiserver ;;
     kubectl)        dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kubectl ;;
+    kube-controller-manager) dir=kubernetes; module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-controller-manager ;;
     promtool)       dir=promtool;       module=github.com/prometheus/prometheus; pkg=${module}/cmd/promtool ;;
     *) die "unknown tool '$1' (one of: ${TOOLS[*]})" ;;
   esac
@@ -69,7 +72,7 @@ ldflags_for() { # $1: name, $2: version
       done ;;
     golangci-lint)
       flags+=" -X main.version=${2#v}" ;;
-    kube-apiserver|kubectl)
+    kube-apiserver|kubectl|kube-controller-manager)
       local minor="${2#v1.}"; minor="${minor%%.*}"
       flags+=" -X k8s.io/component-base/version.gitVersion=$2"
       flags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}"
@@ -85,7 +88,7 @@ check_binary() {
   got="$(go version -m "$3" | awk -v m="${module}" '($1 == "dep" || $1 == "mod") && $2 == m {print $3}')"
   [[ "${got}" == "$2" ]] || die "$3 was built from ${module} ${got:-<none>}, not the pinned $2"
   case "$1" in
-    kube-apiserver)
+    kube-apiserver|kube-controller-manager)
       got="$("$3" --version)"
       [[ "${got}" == "Kubernetes $2" ]] || die "$3 --version says '${got}', not 'Kubernetes $2'" ;;
     helm)

@@ -137,10 +137,6 @@ type CallbackReceiverStatus struct {
 	// +optional
 	Selector string `json:"selector,omitempty"`
 
-	// pending is the number of acknowledged Async deliveries not yet done, over all pods.
-	// +optional
-	Pending int64 `json:"pending"`
-
 	// apps is the number of CallbackApps in the receiver's routing table.
 	// +optional
 	Apps int32 `json:"apps"`
@@ -150,7 +146,11 @@ type CallbackReceiverStatus struct {
 	// +optional
 	Address string `json:"address,omitempty"`
 
-	// conditions: Ready, Progressing (reason Draining while a scale-down waits).
+	// conditions: Ready (True once the workload runs the current spec with every desired
+	// replica available), Progressing (True while it rolls out or scales), and Stalled
+	// (True only when the receiver cannot run as specified: an invalid or unsupported
+	// spec, or a rollout past its progress deadline). Ready and Stalled follow the
+	// kstatus conventions that Flux, Argo CD and `kubectl wait` read.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -161,9 +161,10 @@ type CallbackReceiverStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=cbrecv,categories=callback-router
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 54 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="a CallbackReceiver's name must be a DNS-1035 label of at most 54 characters: its objects are named <name>-receiver"
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`
+// +kubebuilder:printcolumn:name="Ready Replicas",type=integer,JSONPath=`.status.readyReplicas`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.pending`
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.address`
 // +kubebuilder:printcolumn:name="Apps",type=integer,JSONPath=`.status.apps`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -101,6 +101,11 @@ const (
 	// such a route stays Accepted and routes them if they come. False when every command
 	// is known. Absent while the route's app is not found.
 	ConditionUnknownCommands = "UnknownCommands"
+	// ConditionStalled: the object cannot work as written until it (or an object it
+	// depends on) is changed: a CallbackReceiver that cannot run as specified, an app or
+	// route refused (Invalid, NotAllowedByApp, NotAllowedByReceiver, RefNotPermitted,
+	// Conflict). Set only while True, as kstatus reads it (Flux, Argo CD: Failed).
+	ConditionStalled = "Stalled"
 )
 
 // Condition reasons. Gateway API's names are used where one fits.
@@ -162,4 +167,7 @@ const (
 	ReasonDraining = "Draining"
 	// ReasonStable (Progressing=False on a receiver): nothing is changing.
 	ReasonStable = "Stable"
+	// ReasonProgressDeadlineExceeded (Progressing=False, Stalled=True on a receiver): its
+	// Deployment's rollout exceeded its progress deadline (pods that never become ready).
+	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 )

@@ -273,7 +273,7 @@ func TestPrinterColumns(t *testing.T) {
 			"Reason": `.status.conditions[?(@.type=="Accepted")].reason`, "Age": ".metadata.creationTimestamp",
 		},
 		"callbackreceivers": {
-			"Replicas": ".status.replicas", "Ready": ready, "Pending": ".status.pending", "Address": ".status.address",
+			"Replicas": ".status.replicas", "Ready Replicas": ".status.readyReplicas", "Ready": ready, "Address": ".status.address",
 			"Apps": ".status.apps", "Age": ".metadata.creationTimestamp",
 		},
 	}

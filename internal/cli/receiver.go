@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/webhook/receiver"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
@@ -67,8 +68,8 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.drainDelay, "drain-delay", receiver.DefaultDrainDelay, "on SIGTERM, how long /readyz answers 503 before the listener closes")
 	fs.StringVar(&f.pprofListen, "pprof-listen", "", "serve net/http/pprof on this address (off by default; bind it to loopback)")
 	fs.DurationVar(&f.server.ShutdownTimeout, "shutdown-timeout", receiver.DefaultShutdownTimeout, "bound on waiting for callbacks in flight at shutdown")
-	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultReceiverNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
-	fs.StringVar(&f.table, "table", controllers.DefaultReceiverName, "in-cluster mode: name of the table the manager writes (its --receiver-name)")
+	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
+	fs.StringVar(&f.table, "table", dataplane.TableName(controllers.DefaultReceiverName), "in-cluster mode: name of the table the manager writes for this receiver (<CallbackReceiver name>-receiver)")
 	f.spool.BindFlags(fs)
 }
 

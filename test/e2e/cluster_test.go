@@ -16,6 +16,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/internal/testenv"
 	"github.com/callback-router/callback-router/webhook/callback"
 	"github.com/callback-router/callback-router/webhook/samples"
@@ -90,7 +91,7 @@ func TestApplyRouteDeliversSignedCallback(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(t, "manager", mgr)
 
-	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	g.Expect(err).NotTo(HaveOccurred(), "manager log:\n%s", mgr.Tail())
 	g.Expect(d.Spec.Template.Spec.Containers[0].Image).To(Equal(ReceiverImage))
 	g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--namespace", receiverNamespace, "--table", controllers.DefaultReceiverName))
@@ -264,7 +265,7 @@ func TestReceiverKeepsServingWithoutAPIServer(t *testing.T) {
 	mgr, err := cluster.StartManager(ctx, receiverNamespace)
 	g.Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(t, "manager", mgr)
-	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	g.Expect(err).NotTo(HaveOccurred())
 	api, err := cluster.APIServerHostPort()
 	g.Expect(err).NotTo(HaveOccurred())

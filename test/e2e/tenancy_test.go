@@ -14,6 +14,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/webhook/samples"
 )
 
@@ -35,7 +36,7 @@ func TestRouteInDisallowedNamespaceNeverReceives(t *testing.T) {
 	mgr, err := cluster.StartManager(ctx, receiverNamespace)
 	g.Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(t, "manager", mgr)
-	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	g.Expect(err).NotTo(HaveOccurred())
 	rx, err := cluster.StartReceiver(d, t.TempDir())
 	g.Expect(err).NotTo(HaveOccurred())
