@@ -185,7 +185,10 @@ type CallbackApp struct {
 
 	// +required
 	Spec CallbackAppSpec `json:"spec"`
+	// status defaults to observedGeneration 0, so that an object the manager has not yet
+	// seen reads as in progress (kstatus, Argo CD), not as current.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CallbackAppStatus `json:"status,omitempty"`
 }
 

@@ -171,7 +171,10 @@ type CallbackRoute struct {
 
 	// +required
 	Spec CallbackRouteSpec `json:"spec"`
+	// status defaults to observedGeneration 0, so that an object the manager has not yet
+	// seen reads as in progress (kstatus, Argo CD), not as current.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CallbackRouteStatus `json:"status,omitempty"`
 }
 
