@@ -180,31 +180,46 @@ func TestAlertRules(t *testing.T) {
 	} else {
 		t.Logf("promtool check rules: %s", strings.TrimSpace(out))
 	}
-	// The unit tests compare labels; annotations are checked above and by check rules.
-	for i := range g.Groups {
-		for j := range g.Groups[i].Rules {
-			g.Groups[i].Rules[j].Annotations = nil
-		}
-	}
-	writeYAML(t, filepath.Join(dir, "rules.yaml"), g)
 	tests, err := os.ReadFile(filepath.Join("testdata", "alerts_test.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "alerts_test.yaml"), tests, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := run(t, nil, promtool, "test", "rules", filepath.Join(dir, "alerts_test.yaml"))
+	out, err := unitTestRules(t, promtool, g, tests)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("promtool test rules: %s", strings.TrimSpace(out))
+	// The unit tests hold the thresholds: moved ones fail them.
+	for _, set := range []string{"prometheusRule.backlogAge.seconds=3600", "prometheusRule.verificationFailures.ratio=0.6",
+		"prometheusRule.verificationFailures.minCount=1000", "prometheusRule.syncFallbacks.ratio=0.1", "prometheusRule.receiverNotReady.for=1h", "prometheusRule.drainStuck.for=2h",
+		"prometheusRule.deadLetters.window=1m"} {
+		if out, err := unitTestRules(t, promtool, chartRules(t, set), tests); err == nil {
+			t.Errorf("with %s the alerts' unit tests still pass: they do not test that threshold\n%s", set, out)
+		}
+	}
 	// Every alert has a unit test that makes it fire.
 	for _, a := range want {
 		if !bytes.Contains(tests, []byte("alertname: "+a+"\n")) {
 			t.Errorf("testdata/alerts_test.yaml does not test %s", a)
 		}
 	}
+}
+
+// unitTestRules runs `promtool test rules` with tests against the groups (without
+// annotations: the unit tests compare labels; annotations are checked by check rules).
+func unitTestRules(t *testing.T, promtool string, g ruleGroups, tests []byte) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	for i := range g.Groups {
+		for j := range g.Groups[i].Rules {
+			g.Groups[i].Rules[j].Annotations = nil
+		}
+	}
+	writeYAML(t, filepath.Join(dir, "rules.yaml"), g)
+	if err := os.WriteFile(filepath.Join(dir, "alerts_test.yaml"), tests, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return run(t, nil, promtool, "test", "rules", filepath.Join(dir, "alerts_test.yaml"))
 }
 
 // TestAlertRulesValues: the thresholds and labels come from values.

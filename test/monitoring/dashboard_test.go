@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // dashboard is the part of Grafana's dashboard model the test checks.
@@ -44,7 +46,15 @@ type panel struct {
 // chartDashboard renders the dashboard ConfigMap and returns its JSON.
 func chartDashboard(t *testing.T) []byte {
 	t.Helper()
-	cm := only(t, helmTemplate(t, "grafanaDashboard.enabled=true", "grafanaDashboard.annotations.grafana_folder=IM"), "ConfigMap")
+	var cm *unstructured.Unstructured
+	for _, o := range helmTemplate(t, "grafanaDashboard.enabled=true", "grafanaDashboard.annotations.grafana_folder=IM") {
+		if o.GetKind() == "ConfigMap" && strings.HasSuffix(o.GetName(), "-dashboard") {
+			cm = o
+		}
+	}
+	if cm == nil {
+		t.Fatal("no dashboard ConfigMap rendered")
+	}
 	if cm.GetLabels()["grafana_dashboard"] != "1" || cm.GetAnnotations()["grafana_folder"] != "IM" {
 		t.Errorf("dashboard ConfigMap labels %v annotations %v: the Grafana sidecar looks for grafana_dashboard: \"1\"", cm.GetLabels(), cm.GetAnnotations())
 	}

@@ -2,6 +2,7 @@ package monitoring
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -17,10 +18,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/controllers"
 	"github.com/callback-router/callback-router/internal/testenv"
 	"github.com/callback-router/callback-router/webhook/callback"
 	"github.com/callback-router/callback-router/webhook/samples"
@@ -253,3 +260,92 @@ spec:
   backend: {url: BACKEND, path: /reject}
   retry: {maxAttempts: 1}
 `
+
+// TestManagerMetricsExist serves the manager's status metrics from objects in a real API
+// server and checks that every manager metric the alerts and the dashboard use is there,
+// with the labels they select on.
+func TestManagerMetricsExist(t *testing.T) {
+	used := usedMetrics(t)
+	env, cfg, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = env.Stop() }()
+	scheme, err := controllers.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ns := "callback-router-system"
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	recv := &v1alpha1.CallbackReceiver{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}
+	app := &v1alpha1.CallbackApp{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat-prod"}, Spec: v1alpha1.CallbackAppSpec{
+		Provider: v1alpha1.ProviderTencentIM, AppID: "1400000001", ReceiverRef: v1alpha1.ObjectReference{Name: "default"}}}
+	for _, o := range []client.Object{recv, app} {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := metav1.Now()
+	recv.Status.Replicas, recv.Status.ReadyReplicas = 3, 2
+	recv.Status.Conditions = []metav1.Condition{
+		{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonUnavailable, Message: "2 of 3", LastTransitionTime: now},
+		{Type: v1alpha1.ConditionProgressing, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonDraining, Message: "12 pending", LastTransitionTime: now},
+	}
+	app.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRouted, Message: "ok", LastTransitionTime: now}}
+	for _, o := range []client.Object{recv, app} {
+		if err := c.Status().Update(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(controllers.NewStatusCollector(c))
+	gathered, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := map[string]*dto.MetricFamily{}
+	for _, f := range gathered {
+		families[f.GetName()] = f
+	}
+	for n := range managerMetrics {
+		if len(used[n]) == 0 {
+			t.Errorf("%s is listed as a manager metric but nothing uses it", n)
+		}
+		if families[n] == nil {
+			t.Errorf("%s (used by %s) is not served by the manager", n, strings.Join(used[n], ", "))
+		}
+	}
+	// The series CallbackRouterDrainStuck and CallbackReceiverNotReady select.
+	want := map[string]map[string]string{
+		"drain":     {"kind": "CallbackReceiver", "object_namespace": ns, "object_name": "default", "type": "Progressing", "status": "True", "reason": "Draining"},
+		"not ready": {"kind": "CallbackReceiver", "type": "Ready", "status": "False", "reason": "Unavailable"},
+		"app":       {"kind": "CallbackApp", "object_name": "chat-prod", "type": "Ready", "status": "True"},
+	}
+	for name, labels := range want {
+		found := false
+		for _, m := range families["callback_router_status_condition"].GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			match := m.GetGauge().GetValue() == 1
+			for k, v := range labels {
+				match = match && got[k] == v
+			}
+			found = found || match
+		}
+		if !found {
+			t.Errorf("no callback_router_status_condition series for %s (%v)", name, labels)
+		}
+	}
+	if v := families["callback_router_receiver_ready_replicas"].GetMetric()[0].GetGauge().GetValue(); v != 2 {
+		t.Errorf("ready replicas %v, want 2", v)
+	}
+}
