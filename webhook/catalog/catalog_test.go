@@ -53,7 +53,7 @@ func TestIDKeys(t *testing.T) {
 			continue
 		}
 		var f struct {
-			MsgKey, GroupId, ServerMsgID string //nolint:revive,stylecheck // the bodies' own names
+			MsgKey, GroupId, ServerMsgID string //nolint:revive // the bodies' own names
 			MsgSeq                       json.Number
 			Events                       []struct{ PushID string }
 		}
