@@ -30,9 +30,10 @@ func TestSetStatusAndUpToDate(t *testing.T) {
 		// readyTransitions says whether Ready's lastTransitionTime must move.
 		readyTransitions bool
 	}{
-		"same outcome, same generation": {from: routed, to: routed, genFrom: 1, genTo: 1, upToDate: true},
-		"same outcome, new generation":  {from: routed, to: routed, genFrom: 1, genTo: 2},
-		"routed to conflict":            {from: routed, to: conflict, genFrom: 1, genTo: 1, readyTransitions: true},
+		"same outcome, same generation":     {from: routed, to: routed, genFrom: 1, genTo: 1, upToDate: true},
+		"same outcome, new generation":      {from: routed, to: routed, genFrom: 1, genTo: 2},
+		"routed to conflict":                {from: routed, to: conflict, genFrom: 1, genTo: 1, readyTransitions: true},
+		"conflict to routed (Stalled goes)": {from: conflict, to: routed, genFrom: 1, genTo: 1, readyTransitions: true},
 		"conflict message changes": {from: conflict, to: func() routing.RouteStatus {
 			c := conflict
 			c.Accepted.Message = "lost to c/d"
@@ -54,7 +55,13 @@ func TestSetStatusAndUpToDate(t *testing.T) {
 			}
 			set(tc.genFrom, tc.from)
 			g.Expect(upToDate(tc.genFrom, tc.from)).To(BeTrue())
-			g.Expect(s.Conditions).To(HaveLen(3))
+			// Accepted, ResolvedRefs and Ready, and Stalled while refused (Conflict).
+			wantConds := 3
+			if !tc.from.Accepted.True {
+				wantConds = 4
+				g.Expect(meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionStalled).Reason).To(Equal(tc.from.Accepted.Reason))
+			}
+			g.Expect(s.Conditions).To(HaveLen(wantConds))
 			for _, c := range s.Conditions {
 				g.Expect(c.ObservedGeneration).To(Equal(tc.genFrom))
 				g.Expect(c.Reason).NotTo(BeEmpty(), "the API requires a reason")
@@ -71,6 +78,8 @@ func TestSetStatusAndUpToDate(t *testing.T) {
 			g.Expect(s.ObservedGeneration).To(Equal(tc.genTo))
 			ready := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReady)
 			g.Expect(ready.LastTransitionTime.Equal(&old)).To(Equal(!tc.readyTransitions))
+			stalled := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionStalled)
+			g.Expect(stalled != nil).To(Equal(!tc.to.Accepted.True), "Stalled is present exactly while the route is refused")
 		})
 	}
 }

@@ -35,12 +35,14 @@ var (
 	scheme *runtime.Scheme
 	// k8s is an uncached client: tests observe the API server, not the manager's cache.
 	k8s client.Client
+	// secondReceiverNamespace is another receiver namespace of the manager under test.
+	secondReceiverNamespace = "im-internal"
 	// opts names the CallbackReceiver the tests' apps bind to.
 	opts = struct{ Namespace, Name string }{Namespace: DefaultNamespace, Name: DefaultReceiverName}
 	// mgrOpts are the settings of the manager under test.
 	mgrOpts = ManagerOptions{
 		Namespace:          DefaultNamespace,
-		ReceiverNamespaces: []string{DefaultNamespace},
+		ReceiverNamespaces: []string{DefaultNamespace, secondReceiverNamespace},
 		DefaultImage:       "registry.example/callback-router:test",
 	}
 )
@@ -71,9 +73,11 @@ func run(m *testing.M) int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opts.Namespace}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	for _, ns := range mgrOpts.ReceiverNamespaces {
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	// The receiver the tests' apps bind to: apps of every namespace may.
 	if err := k8s.Create(ctx, &v1alpha1.CallbackReceiver{

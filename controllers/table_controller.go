@@ -34,7 +34,7 @@ import (
 // Field indexes used to map Secret and Service events to the objects that reference them.
 const (
 	// IndexAppSecretRefs indexes CallbackApps by the names of the Secrets they reference.
-	IndexAppSecretRefs = "callbackapp.secretRefs"
+	IndexAppSecretRefs = "callbackapp.secretRefs" //nolint:gosec // G101: the name of a field index, not a credential
 	// IndexServiceRef indexes CallbackRoutes by the name of their backend Service.
 	IndexServiceRef = "callbackroute.serviceRef"
 )

@@ -116,8 +116,18 @@ func expectCondition(t *testing.T, obj client.Object, typ string, status metav1.
 	}, waitTimeout, pollInterval).Should(Succeed())
 }
 
+// readTable reads a receiver's stored table. A read that falls between a pass's shard and
+// manifest writes sees them disagree (the receiver ignores such a table too): it reads
+// again until they agree.
 func readTable(g Gomega, ns, name string) *routing.Snapshot {
-	s, err := tablestore.ReadSnapshot(context.Background(), k8s, ns, name)
+	var s *routing.Snapshot
+	var err error
+	for range 100 {
+		if s, err = tablestore.ReadSnapshot(context.Background(), k8s, ns, name); err == nil {
+			return s
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	g.Expect(err).NotTo(HaveOccurred())
 	return s
 }
@@ -428,7 +438,9 @@ func TestUnresolvedBackend(t *testing.T) {
 // a table of its own with only them; an app of another namespace is NotAllowedByReceiver.
 func TestReceiversScopeApps(t *testing.T) {
 	g := NewWithT(t)
-	internal, team := newNamespace(t), newNamespace(t)
+	// A receiver namespace of the manager under test (--receiver-namespaces): receivers
+	// elsewhere are not run.
+	internal, team := secondReceiverNamespace, newNamespace(t)
 	recv := &v1alpha1.CallbackReceiver{ObjectMeta: metav1.ObjectMeta{Namespace: internal, Name: "internal"}}
 	onInternal := func(a *v1alpha1.CallbackApp) *v1alpha1.CallbackApp {
 		a.Spec.ReceiverRef = v1alpha1.ObjectReference{Name: "internal"}

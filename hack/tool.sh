@@ -36,7 +36,7 @@ describe() {
     helm-docs)      dir=helm-docs;      module=github.com/norwoodj/helm-docs; pkg=${module}/cmd/helm-docs ;;
     kube-apiserver) dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-apiserver ;;
     kubectl)        dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kubectl ;;
-    kube-controller-manager) dir=kubernetes; module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-controller-manager ;;
+    kube-controller-manager) dir=kube-controller-manager; module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-controller-manager ;;
     promtool)       dir=promtool;       module=github.com/prometheus/prometheus; pkg=${module}/cmd/promtool ;;
     *) die "unknown tool '$1' (one of: ${TOOLS[*]})" ;;
   esac
@@ -142,10 +142,14 @@ pin() { # NAME VERSION: rewrite the tools module (needs the module proxy; commit
     mod="$(cd "${tmp}" && GOFLAGS=-mod=mod go mod download -json "${module}@${v}" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')"
     {
       { sed -n '/^\/\/ /p' "${dir}/go.mod" 2>/dev/null || true; } | head -20
-      echo "module callback-router.dev/tools/kubernetes"; echo
+      echo "module callback-router.dev/tools/${dir##*/}"; echo
       echo "go $(sed -n 's/^go //p' "${mod}")"; echo
       sed -n '/^godebug /p' "${mod}"; echo
-      echo "tool ("; echo "	k8s.io/kubernetes/cmd/kube-apiserver"; echo "	k8s.io/kubernetes/cmd/kubectl"; echo ")"; echo
+      if [[ "${dir##*/}" == kube-controller-manager ]]; then
+        echo "tool k8s.io/kubernetes/cmd/kube-controller-manager"; echo
+      else
+        echo "tool ("; echo "	k8s.io/kubernetes/cmd/kube-apiserver"; echo "	k8s.io/kubernetes/cmd/kubectl"; echo ")"; echo
+      fi
       echo "require ${module} ${v}"; echo
       sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 v0'"${v#v1}"'#p' "${mod}"
     } > "${tmp}/go.mod"

@@ -46,7 +46,7 @@ apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackReceiver
 metadata: {name: public}
 spec: {replica: 3}
-`, err: `unknown field "spec.replica"`},
+`, err: `unknown field "replica"`},
 		"no name": {yaml: `
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackReceiver

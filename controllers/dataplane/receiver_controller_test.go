@@ -97,7 +97,7 @@ func TestReceiverObjectsOwnedAndShaped(t *testing.T) {
 	c := pod.Containers[0]
 	g.Expect(c.Image).To(Equal(testImage))
 	g.Expect(c.Args).To(Equal([]string{"receiver", "--listen", ":8081", "--metrics-listen", ":9090", "--spool-dir", SpoolDir,
-		"--namespace", receiverNS, "--table", "alpha-receiver", "--trusted-proxies", "10.0.0.0/8"}))
+		"--namespace", receiverNS, "--table", "alpha", "--trusted-proxies", "10.0.0.0/8"}))
 	g.Expect(c.SecurityContext.ReadOnlyRootFilesystem).To(Equal(ptr.To(true)))
 	g.Expect(c.SecurityContext.Capabilities.Drop).To(ConsistOf(corev1.Capability("ALL")))
 	g.Expect(c.Resources.Requests.Cpu().String()).To(Equal("200m"))
@@ -147,12 +147,18 @@ func TestReceiverObjectsOwnedAndShaped(t *testing.T) {
 }
 
 // setDeploymentStatus writes a Deployment's status as the deployment controller would
-// (none runs in envtest): replicas pods, ready and available of them up to date.
+// (none runs in envtest) once the Deployment asks for replicas pods: replicas pods, ready
+// and available of them up to date.
 func setDeploymentStatus(g Gomega, key types.NamespacedName, replicas, ready int32, conds ...appsv1.DeploymentCondition) {
 	g.Eventually(func() error {
 		d := &appsv1.Deployment{}
 		if err := k8s.Get(context.Background(), key, d); err != nil {
 			return err
+		}
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != replicas {
+			// The manager has not carried the receiver's replicas to the workload yet; the
+			// deployment controller would describe the new spec only after that.
+			return fmt.Errorf("deployment %s has spec.replicas %v, want %d", key, d.Spec.Replicas, replicas)
 		}
 		d.Status = appsv1.DeploymentStatus{
 			ObservedGeneration: d.Generation, Replicas: replicas, UpdatedReplicas: replicas,

@@ -251,8 +251,6 @@ func TestChartTemplate(t *testing.T) {
 func TestChartInstall(t *testing.T) {
 	helm := tool(t, "HELM")
 	cl := startCluster(t)
-	// The garbage collector: what deletes a receiver's objects after its CallbackReceiver.
-	cl.startControllerManager(t, gcController)
 	ctx := context.Background()
 	const ns, release, routeNS = "callback-router-system", "cr", "team-a"
 
@@ -288,6 +286,9 @@ func TestChartInstall(t *testing.T) {
 	for _, crd := range crdNames {
 		cl.waitEstablished(t, crd)
 	}
+	// The garbage collector, which deletes a receiver's objects after their CallbackReceiver;
+	// started once the CRDs are served, so that its first discovery sees them.
+	cl.startControllerManager(t, gcController)
 
 	// The CRDs served are the generated ones, and they validate: a sample route is accepted.
 	sample := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_archive.yaml")))[0]

@@ -15,8 +15,9 @@ const (
 	// aggregationController fills ClusterRoles with an aggregationRule (view, edit, admin)
 	// from the ClusterRoles their label selectors match.
 	aggregationController = "clusterrole-aggregation-controller"
-	// gcTimeout bounds the wait for the garbage collector to delete dependents.
-	gcTimeout = 60 * time.Second
+	// gcTimeout bounds the wait for the garbage collector to delete dependents (it learns
+	// of new kinds at its discovery resync, every 30 s).
+	gcTimeout = 90 * time.Second
 )
 
 // startControllerManager runs the real kube-controller-manager (KUBE_CONTROLLER_MANAGER,

@@ -55,6 +55,24 @@ var fileEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // snapshotFromSpec builds the snapshot a per-route YAML describes.
 func snapshotFromSpec(manifests string) (*routing.Snapshot, error) {
+	routes, secrets, err := parseSpec(manifests)
+	if err != nil {
+		return nil, err
+	}
+	snap := &routing.Snapshot{Routes: []routing.CompiledRoute{}}
+	for i := range routes {
+		cr, err := compileTestRoute(&routes[i], secrets)
+		if err != nil {
+			return nil, err
+		}
+		snap.Routes = append(snap.Routes, cr)
+	}
+	sort.Slice(snap.Routes, func(a, b int) bool { return snap.Routes[a].Key() < snap.Routes[b].Key() })
+	return snap, nil
+}
+
+// parseSpec reads the routes and Secrets of a per-route YAML.
+func parseSpec(manifests string) ([]testRoute, map[string]*corev1.Secret, error) {
 	var routes []testRoute
 	secrets := map[string]*corev1.Secret{}
 	rd := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(manifests)))
@@ -64,17 +82,17 @@ func snapshotFromSpec(manifests string) (*routing.Snapshot, error) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal(raw, &tm); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		switch tm.Kind {
 		case "CallbackRoute":
 			var r testRoute
 			if err := yaml.UnmarshalStrict(raw, &r); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if r.Namespace == "" {
 				r.Namespace = "default"
@@ -86,7 +104,7 @@ func snapshotFromSpec(manifests string) (*routing.Snapshot, error) {
 		case "Secret":
 			var s corev1.Secret
 			if err := yaml.UnmarshalStrict(raw, &s); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if s.Namespace == "" {
 				s.Namespace = "default"
@@ -94,9 +112,14 @@ func snapshotFromSpec(manifests string) (*routing.Snapshot, error) {
 			secrets[s.Namespace+"/"+s.Name] = &s
 		case "":
 		default:
-			return nil, fmt.Errorf("kind %s in a test table", tm.Kind)
+			return nil, nil, fmt.Errorf("kind %s in a test table", tm.Kind)
 		}
 	}
+	return routes, secrets, nil
+}
+
+// compileTestRoute is one table entry, its checks resolved from the Secrets.
+func compileTestRoute(r *testRoute, secrets map[string]*corev1.Secret) (routing.CompiledRoute, error) {
 	value := func(ns, name, key string) (string, error) {
 		s := secrets[ns+"/"+name]
 		if s == nil {
@@ -110,63 +133,58 @@ func snapshotFromSpec(manifests string) (*routing.Snapshot, error) {
 		}
 		return "", fmt.Errorf("secret %s/%s has no %s", ns, name, key)
 	}
-	snap := &routing.Snapshot{Routes: []routing.CompiledRoute{}}
-	for _, r := range routes {
-		s := &r.Spec
-		spec := v1alpha1.CallbackRouteSpec{Commands: s.Commands, Mode: s.Mode, Backend: s.Backend, Retry: s.Retry, FailurePolicy: s.FailurePolicy}
-		cr := routing.CompiledRoute{
-			Namespace: r.Namespace, Name: r.Name, App: r.Namespace + "/app-" + s.AppID,
-			Provider: s.Provider, AppID: s.AppID,
-			Commands: append([]string(nil), s.Commands...), Mode: spec.EffectiveMode(),
-			URL: strings.TrimSuffix(s.Backend.URL, "/") + s.Backend.Path, Timeout: spec.EffectiveTimeout(),
-			FailurePolicy: spec.EffectiveFailurePolicy(), CreatedAt: r.CreationTimestamp.UTC(),
-		}
-		if s.Backend.Path == "" {
-			cr.URL = s.Backend.URL
-		}
-		sort.Strings(cr.Commands)
-		if cr.Mode == v1alpha1.ModeAsync {
-			cr.MaxAttempts, cr.InitialBackoff, cr.MaxBackoff = spec.EffectiveRetry()
-		}
-		if v := s.Verify; v != nil {
-			cr.ForwardSignature = v.ForwardSignature
-			for _, c := range v.SourceCIDRs {
-				p, err := netip.ParsePrefix(c)
-				if err != nil {
-					return nil, err
-				}
-				cr.SourceCIDRs = append(cr.SourceCIDRs, p.Masked().String())
-			}
-			if ref := v.TokenSecretRef; ref != nil {
-				tok, err := value(r.Namespace, ref.Name, ref.EffectiveTokenKey())
-				if err != nil {
-					return nil, err
-				}
-				cr.Tokens = []string{tok}
-				if ref.PreviousKey != "" {
-					if prev, err := value(r.Namespace, ref.Name, ref.PreviousKey); err == nil && prev != tok {
-						cr.Tokens = append(cr.Tokens, prev)
-					}
-				}
-				cr.MaxRequestAge = v1alpha1.DefaultMaxRequestAge
-				if v.MaxRequestAge != nil {
-					cr.MaxRequestAge = v.MaxRequestAge.Duration
-				}
-			}
-			if ref := v.BasicAuthSecretRef; ref != nil {
-				u, err := value(r.Namespace, ref.Name, "username")
-				if err != nil {
-					return nil, err
-				}
-				p, err := value(r.Namespace, ref.Name, "password")
-				if err != nil {
-					return nil, err
-				}
-				cr.BasicAuth = &routing.BasicAuth{Username: u, Password: p}
-			}
-		}
-		snap.Routes = append(snap.Routes, cr)
+	s := &r.Spec
+	spec := v1alpha1.CallbackRouteSpec{Commands: s.Commands, Mode: s.Mode, Backend: s.Backend, Retry: s.Retry, FailurePolicy: s.FailurePolicy}
+	cr := routing.CompiledRoute{
+		Namespace: r.Namespace, Name: r.Name, App: r.Namespace + "/app-" + s.AppID,
+		Provider: s.Provider, AppID: s.AppID,
+		Commands: append([]string(nil), s.Commands...), Mode: spec.EffectiveMode(),
+		URL: strings.TrimSuffix(s.Backend.URL, "/") + s.Backend.Path, Timeout: spec.EffectiveTimeout(),
+		FailurePolicy: spec.EffectiveFailurePolicy(), CreatedAt: r.CreationTimestamp.UTC(),
 	}
-	sort.Slice(snap.Routes, func(a, b int) bool { return snap.Routes[a].Key() < snap.Routes[b].Key() })
-	return snap, nil
+	if s.Backend.Path == "" {
+		cr.URL = s.Backend.URL
+	}
+	sort.Strings(cr.Commands)
+	if cr.Mode == v1alpha1.ModeAsync {
+		cr.MaxAttempts, cr.InitialBackoff, cr.MaxBackoff = spec.EffectiveRetry()
+	}
+	if v := s.Verify; v != nil {
+		cr.ForwardSignature = v.ForwardSignature
+		for _, c := range v.SourceCIDRs {
+			p, err := netip.ParsePrefix(c)
+			if err != nil {
+				return cr, err
+			}
+			cr.SourceCIDRs = append(cr.SourceCIDRs, p.Masked().String())
+		}
+		if ref := v.TokenSecretRef; ref != nil {
+			tok, err := value(r.Namespace, ref.Name, ref.EffectiveTokenKey())
+			if err != nil {
+				return cr, err
+			}
+			cr.Tokens = []string{tok}
+			if ref.PreviousKey != "" {
+				if prev, err := value(r.Namespace, ref.Name, ref.PreviousKey); err == nil && prev != tok {
+					cr.Tokens = append(cr.Tokens, prev)
+				}
+			}
+			cr.MaxRequestAge = v1alpha1.DefaultMaxRequestAge
+			if v.MaxRequestAge != nil {
+				cr.MaxRequestAge = v.MaxRequestAge.Duration
+			}
+		}
+		if ref := v.BasicAuthSecretRef; ref != nil {
+			u, err := value(r.Namespace, ref.Name, "username")
+			if err != nil {
+				return cr, err
+			}
+			p, err := value(r.Namespace, ref.Name, "password")
+			if err != nil {
+				return cr, err
+			}
+			cr.BasicAuth = &routing.BasicAuth{Username: u, Password: p}
+		}
+	}
+	return cr, nil
 }

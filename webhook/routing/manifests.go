@@ -78,16 +78,8 @@ func LoadFile(path string) (*Manifests, error) {
 // CallbackRoute, Secret or Namespace are errors (a typo would otherwise silently drop a
 // check); documents of other kinds are skipped and listed.
 func DecodeManifests(r io.Reader) (*Manifests, error) {
-	m := &Manifests{Secrets: map[string]*corev1.Secret{}, NamespaceLabels: map[string]map[string]string{}}
+	d := &decoder{m: &Manifests{Secrets: map[string]*corev1.Secret{}, NamespaceLabels: map[string]map[string]string{}}, seen: map[string]bool{}}
 	rd := utilyaml.NewYAMLReader(bufio.NewReader(r))
-	seen := map[string]bool{}
-	objects := 0
-	stamp := func(o *metav1.ObjectMeta) {
-		if o.CreationTimestamp.IsZero() {
-			o.CreationTimestamp = metav1.NewTime(fileEpoch.Add(time.Duration(objects) * time.Second))
-		}
-		objects++
-	}
 	for doc := 1; ; doc++ {
 		raw, err := rd.Read()
 		if errors.Is(err, io.EOF) {
@@ -110,67 +102,88 @@ func DecodeManifests(r io.Reader) (*Manifests, error) {
 				continue
 			}
 		}
-		switch {
-		case tm.Kind == "CallbackApp" && tm.APIVersion == v1alpha1.GroupVersion.String():
-			var a v1alpha1.CallbackApp
-			if err := yaml.UnmarshalStrict(raw, &a); err != nil {
-				return nil, fmt.Errorf("document %d (CallbackApp): %w", doc, err)
-			}
-			if a.Namespace == "" {
-				a.Namespace = DefaultNamespace
-			}
-			key := "CallbackApp " + a.Namespace + "/" + a.Name
-			if seen[key] {
-				return nil, fmt.Errorf("document %d: %s appears twice", doc, key)
-			}
-			seen[key] = true
-			stamp(&a.ObjectMeta)
-			m.Apps = append(m.Apps, a)
-		case tm.Kind == "CallbackRoute" && tm.APIVersion == v1alpha1.GroupVersion.String():
-			var cr v1alpha1.CallbackRoute
-			if err := yaml.UnmarshalStrict(raw, &cr); err != nil {
-				return nil, fmt.Errorf("document %d (CallbackRoute): %w", doc, err)
-			}
-			if cr.Namespace == "" {
-				cr.Namespace = DefaultNamespace
-			}
-			key := "CallbackRoute " + cr.Namespace + "/" + cr.Name
-			if seen[key] {
-				return nil, fmt.Errorf("document %d: %s appears twice", doc, key)
-			}
-			seen[key] = true
-			stamp(&cr.ObjectMeta)
-			m.Routes = append(m.Routes, cr)
-		case tm.Kind == "Namespace" && tm.APIVersion == "v1":
-			var ns corev1.Namespace
-			if err := yaml.UnmarshalStrict(raw, &ns); err != nil {
-				return nil, fmt.Errorf("document %d (Namespace): %w", doc, err)
-			}
-			m.NamespaceLabels[ns.Name] = ns.Labels
-		case tm.Kind == "Secret" && tm.APIVersion == "v1":
-			var s corev1.Secret
-			if err := yaml.UnmarshalStrict(raw, &s); err != nil {
-				return nil, fmt.Errorf("document %d (Secret): %w", doc, err)
-			}
-			if s.Namespace == "" {
-				s.Namespace = DefaultNamespace
-			}
-			// stringData wins over data, as the API server merges it.
-			if len(s.StringData) > 0 && s.Data == nil {
-				s.Data = map[string][]byte{}
-			}
-			for k, v := range s.StringData {
-				s.Data[k] = []byte(v)
-			}
-			s.StringData = nil
-			m.Secrets[s.Namespace+"/"+s.Name] = &s
-		default:
-			var om struct {
-				Metadata metav1.ObjectMeta `json:"metadata"`
-			}
-			_ = yaml.Unmarshal(raw, &om)
-			m.Skipped = append(m.Skipped, fmt.Sprintf("%s %s/%s", tm.Kind, om.Metadata.Namespace, om.Metadata.Name))
+		if err := d.add(tm, raw); err != nil {
+			return nil, fmt.Errorf("document %d: %w", doc, err)
 		}
 	}
-	return m, nil
+	return d.m, nil
+}
+
+// decoder collects the objects of a file.
+type decoder struct {
+	m       *Manifests
+	seen    map[string]bool
+	objects int // apps and routes so far, for their creationTimestamp
+}
+
+// meta defaults an app's or route's namespace and creationTimestamp and rejects duplicates.
+func (d *decoder) meta(kind string, o *metav1.ObjectMeta) error {
+	if o.Namespace == "" {
+		o.Namespace = DefaultNamespace
+	}
+	key := kind + " " + o.Namespace + "/" + o.Name
+	if d.seen[key] {
+		return fmt.Errorf("%s appears twice", key)
+	}
+	d.seen[key] = true
+	if o.CreationTimestamp.IsZero() {
+		o.CreationTimestamp = metav1.NewTime(fileEpoch.Add(time.Duration(d.objects) * time.Second))
+	}
+	d.objects++
+	return nil
+}
+
+// add decodes one document by its kind.
+func (d *decoder) add(tm metav1.TypeMeta, raw []byte) error {
+	m := d.m
+	switch {
+	case tm.Kind == "CallbackApp" && tm.APIVersion == v1alpha1.GroupVersion.String():
+		var a v1alpha1.CallbackApp
+		if err := yaml.UnmarshalStrict(raw, &a); err != nil {
+			return fmt.Errorf("(CallbackApp): %w", err)
+		}
+		if err := d.meta(tm.Kind, &a.ObjectMeta); err != nil {
+			return err
+		}
+		m.Apps = append(m.Apps, a)
+	case tm.Kind == "CallbackRoute" && tm.APIVersion == v1alpha1.GroupVersion.String():
+		var cr v1alpha1.CallbackRoute
+		if err := yaml.UnmarshalStrict(raw, &cr); err != nil {
+			return fmt.Errorf("(CallbackRoute): %w", err)
+		}
+		if err := d.meta(tm.Kind, &cr.ObjectMeta); err != nil {
+			return err
+		}
+		m.Routes = append(m.Routes, cr)
+	case tm.Kind == "Namespace" && tm.APIVersion == "v1":
+		var ns corev1.Namespace
+		if err := yaml.UnmarshalStrict(raw, &ns); err != nil {
+			return fmt.Errorf("(Namespace): %w", err)
+		}
+		m.NamespaceLabels[ns.Name] = ns.Labels
+	case tm.Kind == "Secret" && tm.APIVersion == "v1":
+		var s corev1.Secret
+		if err := yaml.UnmarshalStrict(raw, &s); err != nil {
+			return fmt.Errorf("(Secret): %w", err)
+		}
+		if s.Namespace == "" {
+			s.Namespace = DefaultNamespace
+		}
+		// stringData wins over data, as the API server merges it.
+		if len(s.StringData) > 0 && s.Data == nil {
+			s.Data = map[string][]byte{}
+		}
+		for k, v := range s.StringData {
+			s.Data[k] = []byte(v)
+		}
+		s.StringData = nil
+		m.Secrets[s.Namespace+"/"+s.Name] = &s
+	default:
+		var om struct {
+			Metadata metav1.ObjectMeta `json:"metadata"`
+		}
+		_ = yaml.Unmarshal(raw, &om)
+		m.Skipped = append(m.Skipped, fmt.Sprintf("%s %s/%s", tm.Kind, om.Metadata.Namespace, om.Metadata.Name))
+	}
+	return nil
 }

@@ -74,6 +74,10 @@ func receiverObj(ns, name string, from v1alpha1.Namespaces) v1alpha1.CallbackRec
 
 func cond(c Cond) string { return fmt.Sprintf("%v/%s", c.True, c.Reason) }
 
+// TestCompileStatuses compiles apps and routes in every state and checks each status, then
+// the table they produce.
+//
+//nolint:gocyclo // one scenario told in order; the branches are its checks
 func TestCompileStatuses(t *testing.T) {
 	signed := appObj("im", "signed", 0, v1alpha1.ProviderTencentIM, "1400000001", allGrant)
 	signed.Spec.Verify = &v1alpha1.AppVerification{

@@ -36,6 +36,12 @@ const (
 	MaxBackendTimeout = 60 * time.Second
 )
 
+// The URL schemes a backend may use.
+const (
+	schemeHTTP  = "http"
+	schemeHTTPS = "https"
+)
+
 var (
 	appIDPattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	digitsPattern    = regexp.MustCompile(`^[0-9]+$`)
@@ -119,7 +125,7 @@ func validateApp(a *v1alpha1.CallbackApp, nsLabels NamespaceLabels) ([]grant, er
 	seen := map[string]bool{}
 	for _, b := range s.BackendURLs {
 		u, err := url.Parse(b)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.RawQuery != "" ||
+		if err != nil || (u.Scheme != schemeHTTP && u.Scheme != schemeHTTPS) || u.Hostname() == "" || u.RawQuery != "" ||
 			u.ForceQuery || u.Fragment != "" || len(b) > 2048 {
 			return nil, fmt.Errorf("each of backendURLs must be an absolute http or https URL without query or fragment, not %q", b)
 		}
@@ -285,7 +291,7 @@ func validateBackend(s *v1alpha1.CallbackRouteSpec, mode v1alpha1.Mode) error {
 	}
 	if b.URL != "" {
 		u, err := url.Parse(b.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || len(b.URL) > 2048 {
+		if err != nil || (u.Scheme != schemeHTTP && u.Scheme != schemeHTTPS) || u.Hostname() == "" || len(b.URL) > 2048 {
 			return fmt.Errorf("backend.url must be an absolute http or https URL, not %q", b.URL)
 		}
 	}

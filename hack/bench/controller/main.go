@@ -45,6 +45,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/test/e2e"
 	"github.com/callback-router/callback-router/webhook/samples"
 	"github.com/callback-router/callback-router/webhook/tablestore"
@@ -231,7 +232,7 @@ func (b *bench) stopManager() error {
 func (b *bench) mgrPID() int { return b.mgr.PID() }
 
 func (b *bench) startReceiver(ctx context.Context) error {
-	d, err := b.cl.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	d, err := b.cl.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	if err != nil {
 		return err
 	}
@@ -342,8 +343,8 @@ func (b *bench) applyAndMeasure(ctx context.Context, ns, name, app string, ready
 	return 0, 0, ctx.Err()
 }
 
-// createRoutes creates apps apps in the platform namespace (with their token Secret) and n
-// routes over ns namespaces attached to them; a tenth of the routes are Sync routes with
+// createRoutes creates the given number of apps in the platform namespace (with their
+// token Secret) and n routes over ns namespaces attached to them; a tenth of the routes are Sync routes with
 // commands of their own, a tenth use a Service.
 func (b *bench) createRoutes(ctx context.Context, n, nsCount, apps int) error {
 	if err := b.cl.EnsureNamespace(ctx, platformNamespace); err != nil {
