@@ -323,11 +323,11 @@ var stalledReasons = map[string]bool{
 // conditions are the conditions of an outcome (without times): Accepted, ResolvedRefs and
 // Ready, and Stalled when refused for a stalledReasons reason.
 func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Condition {
-	out := []metav1.Condition{
+	// Room for Stalled and a route's UnknownCommands: one allocation per object.
+	out := append(make([]metav1.Condition, 0, 5),
 		condition(gen, v1alpha1.ConditionAccepted, accepted),
 		condition(gen, v1alpha1.ConditionResolvedRefs, refs),
-		condition(gen, v1alpha1.ConditionReady, ready),
-	}
+		condition(gen, v1alpha1.ConditionReady, ready))
 	for _, x := range []routing.Cond{accepted, refs} {
 		if !x.True && stalledReasons[x.Reason] {
 			return append(out, condition(gen, v1alpha1.ConditionStalled, routing.Cond{True: true, Reason: x.Reason, Message: x.Message}))
@@ -364,8 +364,8 @@ func appStatus(gen int64, st *routing.AppStatus) v1alpha1.CallbackAppStatus {
 
 func routeStatus(gen int64, st *routing.RouteStatus) v1alpha1.CallbackRouteStatus {
 	conds := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
-	if u := st.UnknownCommands; u != nil {
-		conds = append(conds, condition(gen, v1alpha1.ConditionUnknownCommands, *u))
+	if st.CommandsChecked {
+		conds = append(conds, condition(gen, v1alpha1.ConditionUnknownCommands, st.UnknownCommands))
 	}
 	return v1alpha1.CallbackRouteStatus{ObservedGeneration: gen, URL: st.URL, Conditions: conds}
 }

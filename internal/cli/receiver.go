@@ -318,7 +318,7 @@ func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
 	}
 	for _, st := range out.Routes {
 		kv := []any{"route", st.Namespace + "/" + st.Name, "app", st.App.String()}
-		if u := st.UnknownCommands; u != nil && u.True {
+		if u := st.UnknownCommands; st.CommandsChecked && u.True {
 			log.Info("Route names unknown commands", append(kv, "reason", u.Reason, "message", u.Message)...)
 		}
 		for _, w := range st.Warnings {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 )
@@ -50,16 +52,7 @@ func FindUnknown(p v1alpha1.Provider, commands []string) []Unknown {
 		if _, ok := byName[p][c]; ok {
 			continue
 		}
-		u := Unknown{Command: c}
-		for _, other := range Providers() {
-			if _, ok := byName[other][c]; ok && other != p {
-				u.OtherProvider = other
-			}
-		}
-		if u.OtherProvider == "" {
-			u.Suggestion = Suggest(p, c)
-		}
-		out = append(out, u)
+		out = append(out, unknownName(p, c))
 	}
 	return out
 }
@@ -96,6 +89,42 @@ func AfterOnly(p v1alpha1.Provider, commands []string) []string {
 		}
 	}
 	return out
+}
+
+// MaxMemoizedUnknown bounds how many verdicts on unknown names are remembered (the compiler
+// asks about every route on every pass; the did-you-mean is a distance to every known
+// command). Past it, verdicts are computed each time.
+const MaxMemoizedUnknown = 4096
+
+var (
+	unknownMemo sync.Map // unknownKey -> Unknown
+	memoized    atomic.Int64
+)
+
+type unknownKey struct {
+	p    v1alpha1.Provider
+	name string
+}
+
+// unknownName is the verdict on an exact name p does not know.
+func unknownName(p v1alpha1.Provider, c string) Unknown {
+	k := unknownKey{p, c}
+	if v, ok := unknownMemo.Load(k); ok {
+		return v.(Unknown)
+	}
+	u := Unknown{Command: c}
+	for _, other := range Providers() {
+		if _, ok := byName[other][c]; ok && other != p {
+			u.OtherProvider = other
+		}
+	}
+	if u.OtherProvider == "" {
+		u.Suggestion = Suggest(p, c)
+	}
+	if memoized.Add(1) <= MaxMemoizedUnknown {
+		unknownMemo.Store(k, u)
+	}
+	return u
 }
 
 func anyPrefixed(p v1alpha1.Provider, prefix string) bool {

@@ -20,7 +20,7 @@ func TestSelectorsExpand(t *testing.T) {
 		route("ns", "tencent-before", 0, "tencent-1", v1alpha1.ModeSync, "@before", "Push.*"),
 	}})
 	for _, st := range out.Routes {
-		if !st.Routed() || st.UnknownCommands == nil || st.UnknownCommands.True {
+		if !st.Routed() || !st.CommandsChecked || st.UnknownCommands.True {
 			t.Fatalf("%s: %s %s unknown %+v", st.Name, cond(st.Accepted), st.Accepted.Message, st.UnknownCommands)
 		}
 	}
@@ -92,7 +92,7 @@ func TestUnknownCommands(t *testing.T) {
 		st[s.Name] = s
 	}
 	typo := st["typo"]
-	if !typo.Routed() || typo.UnknownCommands == nil || !typo.UnknownCommands.True || typo.UnknownCommands.Reason != v1alpha1.ReasonUnknownCommands ||
+	if !typo.Routed() || !typo.CommandsChecked || !typo.UnknownCommands.True || typo.UnknownCommands.Reason != v1alpha1.ReasonUnknownCommands ||
 		!strings.Contains(typo.UnknownCommands.Message, "C2C.CallbackAfterSendMessage (did you mean C2C.CallbackAfterSendMsg?)") {
 		t.Errorf("typo: routed %v, %+v", typo.Routed(), typo.UnknownCommands)
 	}
@@ -101,10 +101,10 @@ func TestUnknownCommands(t *testing.T) {
 		!strings.Contains(sa.Accepted.Message, "warning: mode Sync on C2C.CallbackAfterSendMsg") {
 		t.Errorf("sync-after: %+v %q", sa.Warnings, sa.Accepted.Message)
 	}
-	if f := st["fine"]; f.UnknownCommands == nil || f.UnknownCommands.True || f.UnknownCommands.Reason != v1alpha1.ReasonCommandsKnown || len(f.Warnings) > 0 {
+	if f := st["fine"]; !f.CommandsChecked || f.UnknownCommands.True || f.UnknownCommands.Reason != v1alpha1.ReasonCommandsKnown || len(f.Warnings) > 0 {
 		t.Errorf("fine: %+v %+v", f.UnknownCommands, f.Warnings)
 	}
-	if n := st["no-app"]; n.UnknownCommands != nil {
+	if n := st["no-app"]; n.CommandsChecked {
 		t.Errorf("no app, no provider: no verdict expected, got %+v", n.UnknownCommands)
 	}
 	// Every catalogue command of each provider is known.
@@ -116,5 +116,18 @@ func TestUnknownCommands(t *testing.T) {
 		if u, _ := checkCommands(p, &v1alpha1.CallbackRoute{Spec: v1alpha1.CallbackRouteSpec{Commands: all}}); u.True {
 			t.Errorf("%s: %s", p, u.Message)
 		}
+	}
+}
+
+// TestCheckCommandsAllocations: a route whose commands are all known costs the compiler
+// no allocation for the catalogue's verdict (it runs for every route on every pass).
+func TestCheckCommandsAllocations(t *testing.T) {
+	r := route("ns", "r", 0, "tencent-1", v1alpha1.ModeAsync, "C2C.CallbackAfterSendMsg", "Group.*", "*")
+	if n := testing.AllocsPerRun(100, func() { checkCommands(v1alpha1.ProviderTencentIM, &r) }); n != 0 {
+		t.Errorf("%v allocations per known route", n)
+	}
+	sync := route("ns", "s", 0, "tencent-1", v1alpha1.ModeSync, "C2C.CallbackBeforeSendMsg")
+	if n := testing.AllocsPerRun(100, func() { checkCommands(v1alpha1.ProviderTencentIM, &sync) }); n != 0 {
+		t.Errorf("%v allocations per known Sync route", n)
 	}
 }

@@ -88,9 +88,11 @@ type RouteStatus struct {
 	Ready Cond
 	// URL is the app's callback path.
 	URL string
-	// UnknownCommands is the UnknownCommands condition: nil until the route's app (and so
-	// its provider) is known.
-	UnknownCommands *Cond
+	// UnknownCommands is the UnknownCommands condition, valid when CommandsChecked: once the
+	// route's app (and so its provider) is known.
+	UnknownCommands Cond
+	// CommandsChecked says UnknownCommands is set.
+	CommandsChecked bool
 	// Warnings are said once, as Warning events, when they appear; their messages are also
 	// in the Accepted message (SyncOnAfterCallback).
 	Warnings []Cond
@@ -469,7 +471,7 @@ func (c *compiler) compileRoutes() []candidate {
 			continue
 		}
 		unknown, warnings := checkCommands(ap.spec.Provider, r)
-		st.UnknownCommands, st.Warnings = &unknown, warnings
+		st.UnknownCommands, st.CommandsChecked, st.Warnings = unknown, true, warnings
 		r = withExpandedCommands(r, ap.spec.Provider)
 		if msg := admit(ap, r); msg != "" {
 			reject(v1alpha1.ReasonNotAllowedByApp, msg)
