@@ -248,24 +248,20 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 	}
 	for i := range apps {
 		a, st := &apps[i], &out.Apps[i]
-		want := appStatus(a.Generation, st)
-		if appStatusUpToDate(&a.Status, &want) {
+		if appStatusUpToDate(&a.Status, a.Generation, st) {
 			continue
 		}
 		updated := a.DeepCopy()
-		setConditions(&updated.Status.Conditions, want.Conditions)
-		updated.Status.ObservedGeneration, updated.Status.URL, updated.Status.AttachedRoutes = want.ObservedGeneration, want.URL, want.AttachedRoutes
+		setAppStatus(&updated.Status, a.Generation, st)
 		patch(a, updated, "CallbackApp")
 	}
 	for i := range routes {
 		rt, st := &routes[i], &out.Routes[i]
-		want := routeStatus(rt.Generation, st)
-		if routeStatusUpToDate(&rt.Status, &want) {
+		if routeStatusUpToDate(&rt.Status, rt.Generation, st) {
 			continue
 		}
 		updated := rt.DeepCopy()
-		setConditions(&updated.Status.Conditions, want.Conditions)
-		updated.Status.ObservedGeneration, updated.Status.URL = want.ObservedGeneration, want.URL
+		setRouteStatus(&updated.Status, rt.Generation, st)
 		patch(rt, updated, "CallbackRoute")
 	}
 	err := g.Wait()
@@ -282,8 +278,9 @@ func conditionsOf(o client.Object) []metav1.Condition {
 	return nil
 }
 
-// conditions are the three conditions of an outcome (without times).
-func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Condition {
+// conditions are the three conditions of an outcome (without times). An array, not a
+// slice: the up-to-date check runs for every object on every pass and must not allocate.
+func conditions(gen int64, accepted, refs, ready routing.Cond) [3]metav1.Condition {
 	c := func(t string, x routing.Cond) metav1.Condition {
 		s := metav1.ConditionFalse
 		if x.True {
@@ -291,7 +288,7 @@ func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Conditio
 		}
 		return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
 	}
-	return []metav1.Condition{
+	return [3]metav1.Condition{
 		c(v1alpha1.ConditionAccepted, accepted),
 		c(v1alpha1.ConditionResolvedRefs, refs),
 		c(v1alpha1.ConditionReady, ready),
@@ -308,23 +305,21 @@ func truncate(s string) string {
 	return s[:maxConditionMessage-3] + "..."
 }
 
-func appStatus(gen int64, st *routing.AppStatus) v1alpha1.CallbackAppStatus {
-	return v1alpha1.CallbackAppStatus{
-		ObservedGeneration: gen, URL: st.URL, AttachedRoutes: st.AttachedRoutes,
-		Conditions: conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready),
-	}
+// setAppStatus writes an app's status for a compile outcome.
+func setAppStatus(s *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatus) {
+	setConditions(&s.Conditions, conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready))
+	s.ObservedGeneration, s.URL, s.AttachedRoutes = gen, st.URL, st.AttachedRoutes
 }
 
-func routeStatus(gen int64, st *routing.RouteStatus) v1alpha1.CallbackRouteStatus {
-	return v1alpha1.CallbackRouteStatus{
-		ObservedGeneration: gen, URL: st.URL,
-		Conditions: conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready),
-	}
+// setRouteStatus writes a route's status for a compile outcome.
+func setRouteStatus(s *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) {
+	setConditions(&s.Conditions, conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready))
+	s.ObservedGeneration, s.URL = gen, st.URL
 }
 
 // conditionsUpToDate reports whether have already says what want says, ignoring times;
 // it runs for every object on every pass, so it neither copies nor allocates.
-func conditionsUpToDate(have, want []metav1.Condition) bool {
+func conditionsUpToDate(have []metav1.Condition, want *[3]metav1.Condition) bool {
 	for i := range want {
 		w := &want[i]
 		h := meta.FindStatusCondition(have, w.Type)
@@ -335,19 +330,25 @@ func conditionsUpToDate(have, want []metav1.Condition) bool {
 	return true
 }
 
-func appStatusUpToDate(have, want *v1alpha1.CallbackAppStatus) bool {
-	return have.ObservedGeneration == want.ObservedGeneration && have.URL == want.URL &&
-		have.AttachedRoutes == want.AttachedRoutes && conditionsUpToDate(have.Conditions, want.Conditions)
+func appStatusUpToDate(have *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatus) bool {
+	if have.ObservedGeneration != gen || have.URL != st.URL || have.AttachedRoutes != st.AttachedRoutes {
+		return false
+	}
+	want := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	return conditionsUpToDate(have.Conditions, &want)
 }
 
-func routeStatusUpToDate(have, want *v1alpha1.CallbackRouteStatus) bool {
-	return have.ObservedGeneration == want.ObservedGeneration && have.URL == want.URL &&
-		conditionsUpToDate(have.Conditions, want.Conditions)
+func routeStatusUpToDate(have *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) bool {
+	if have.ObservedGeneration != gen || have.URL != st.URL {
+		return false
+	}
+	want := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	return conditionsUpToDate(have.Conditions, &want)
 }
 
 // setConditions sets each condition; a condition's lastTransitionTime changes only when
 // its status does.
-func setConditions(have *[]metav1.Condition, want []metav1.Condition) {
+func setConditions(have *[]metav1.Condition, want [3]metav1.Condition) {
 	for _, c := range want {
 		meta.SetStatusCondition(have, c)
 	}
