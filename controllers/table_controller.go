@@ -345,15 +345,6 @@ func conditions(gen int64, accepted, refs, ready routing.Cond) conditionSet {
 	return out
 }
 
-// condition is one condition of an outcome (without times).
-func condition(gen int64, t string, x routing.Cond) metav1.Condition {
-	s := metav1.ConditionFalse
-	if x.True {
-		s = metav1.ConditionTrue
-	}
-	return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
-}
-
 // maxConditionMessage is metav1.Condition's limit on message length.
 const maxConditionMessage = 32768
 
