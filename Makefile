@@ -49,7 +49,9 @@ vet: ## Run go vet.
 
 .PHONY: lint
 lint: ## Run golangci-lint (pinned, built from its tools module).
-	gl="$$($(TOOL) golangci-lint)"; "$$gl" config verify; "$$gl" run ./...
+	@# --allow-serial-runners: a concurrent make run (another checkout, same cache) waits for the
+	@# lint lock instead of failing with "parallel golangci-lint is running".
+	gl="$$($(TOOL) golangci-lint)"; "$$gl" config verify; "$$gl" run --allow-serial-runners ./...
 
 .PHONY: verify
 verify: ## Fail if regenerating (make manifests generate) or gofmt would change any file.
