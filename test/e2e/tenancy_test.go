@@ -26,7 +26,8 @@ const tenancyApp = "1400000555"
 // im-callbacks=analytics. A team in another namespace attaches an Async catch-all and a
 // Sync route for the app's appID and the right command: neither ever receives a callback,
 // and the Sync one never answers. The analytics namespace's Async route receives its
-// copies, its Sync route never answers. The admitted routes receive every callback.
+// copies, its Sync route never answers. The admitted routes receive every callback,
+// without Tencent's Sign until the app's owner sets verify.forwardSignature.
 func TestRouteInDisallowedNamespaceNeverReceives(t *testing.T) {
 	g := NewWithT(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -177,6 +178,27 @@ spec:
 		}
 		return c
 	}, deliveryWait*2, 50*time.Millisecond).Should(BeNumerically(">=", 2*n), "the Async-only namespace gets copies of both commands")
+	for _, d := range backend.Deliveries() {
+		g.Expect(d.RawQuery).NotTo(ContainSubstring("Sign="), "the app does not forward the platform's signature")
+	}
+
+	// The app's owner lets its backends have Tencent's Sign and RequestTime.
+	_, err = cluster.KubectlRun(ctx, nil, "patch", "callbackapp", "chat", "-n", "tenant-owner", "--type=merge",
+		"-p", `{"spec":{"verify":{"forwardSignature":true}}}`)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(func(g Gomega) {
+		probe := fmt.Sprintf("forwarded=%d", time.Now().UnixNano())
+		status, _, err := SendTencent(ctx, rx.URL, tenancyApp, after.Command, exampleToken, probe, after.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(status).To(Equal(http.StatusOK))
+		wctx, wcancel := context.WithTimeout(ctx, deliveryWait)
+		defer wcancel()
+		d, err := backend.WaitFor(wctx, func(d Delivery) bool { return d.Path == "/owner" && strings.Contains(d.RawQuery, probe) })
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(d.RawQuery).To(ContainSubstring("Sign="))
+		g.Expect(d.RawQuery).To(ContainSubstring("RequestTime="))
+	}, deliveryWait*4, 100*time.Millisecond).Should(Succeed())
+
 	g.Consistently(func() []string {
 		var bad []string
 		for _, d := range backend.Deliveries() {

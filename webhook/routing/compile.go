@@ -161,8 +161,9 @@ type CompiledRoute struct {
 	BasicAuth     *BasicAuth    `json:"basicAuth,omitempty"`
 	// SourceCIDRs are canonical prefixes ("203.0.113.0/24").
 	SourceCIDRs []string `json:"sourceCIDRs,omitempty"`
-	// ForwardSignature is the app's verify.forwardSignature: when false (the default) the
-	// receiver strips Tencent's Sign and RequestTime from what backends receive.
+	// ForwardSignature is the app's verify.forwardSignature: it sends Tencent IM's Sign and
+	// RequestTime on to the backend in the query. False (the default) leaves them out: the
+	// receiver has verified them, and a backend does not need the platform's credentials.
 	ForwardSignature bool          `json:"forwardSignature,omitempty"`
 	MaxAttempts      int           `json:"maxAttempts,omitempty"`
 	InitialBackoff   time.Duration `json:"initialBackoff,omitempty"`
