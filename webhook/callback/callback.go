@@ -23,6 +23,9 @@ const (
 	HeaderRoute    = "X-Callback-Route"
 	HeaderAttempt  = "X-Callback-Attempt"
 	HeaderID       = "X-Callback-Id"
+	// HeaderOperationID is OpenIM's trace ID header, forwarded as received (OpenIM
+	// callbacks only; Callback.OperationID).
+	HeaderOperationID = "operationID"
 )
 
 // Callback is one request from an IM platform.
@@ -37,9 +40,13 @@ type Callback struct {
 	// Body is the request body, forwarded byte for byte.
 	Body       []byte
 	ReceivedAt time.Time
+	// OperationID is OpenIM's operationID header (its trace ID), forwarded to backends
+	// as HeaderOperationID; empty when the callback had none.
+	OperationID string
 }
 
-// SetHeaders sets the X-Callback-* headers and the JSON content type on a backend request.
+// SetHeaders sets the X-Callback-* headers, the JSON content type and, when the callback
+// has one, OpenIM's operationID on a backend request.
 func (c *Callback) SetHeaders(h http.Header, route string, attempt int) {
 	h["Content-Type"] = []string{"application/json"}
 	h[HeaderProvider] = []string{string(c.Provider)}
@@ -48,6 +55,10 @@ func (c *Callback) SetHeaders(h http.Header, route string, attempt int) {
 	h[HeaderRoute] = []string{route}
 	h[HeaderAttempt] = []string{strconv.Itoa(attempt)}
 	h[HeaderID] = []string{c.ID}
+	if c.OperationID != "" {
+		// Set as is, not canonicalized: the name OpenIM itself sends.
+		h[HeaderOperationID] = []string{c.OperationID}
+	}
 }
 
 // idFields are the body fields that identify a callback. Only these are decoded.

@@ -21,6 +21,8 @@ type exchange interface {
 	basicAuth() (user, pass string, ok bool)
 	// forwardedFor returns the X-Forwarded-For header values, in order.
 	forwardedFor() []string
+	// header returns the first value of a request header, "" when absent.
+	header(name string) string
 	// body reads at most limit bytes (errTooLarge past it). The slice is valid until the
 	// answer has been written; copy it to keep it longer.
 	body(limit int64) ([]byte, error)
@@ -44,6 +46,9 @@ func (x *stdExchange) rawQuery() string       { return x.r.URL.RawQuery }
 func (x *stdExchange) remoteAddr() string     { return x.r.RemoteAddr }
 func (x *stdExchange) forwardedFor() []string { return x.r.Header.Values("X-Forwarded-For") }
 func (x *stdExchange) bodyStable() bool       { return true }
+func (x *stdExchange) header(name string) string {
+	return x.r.Header.Get(name)
+}
 func (x *stdExchange) context() context.Context {
 	return x.r.Context()
 }

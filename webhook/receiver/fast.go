@@ -32,8 +32,11 @@ func (x *fastExchange) rawQuery() string {
 	}
 	return x.query
 }
-func (x *fastExchange) remoteAddr() string       { return x.ctx.RemoteAddr().String() }
-func (x *fastExchange) bodyStable() bool         { return false }
+func (x *fastExchange) remoteAddr() string { return x.ctx.RemoteAddr().String() }
+func (x *fastExchange) bodyStable() bool   { return false }
+func (x *fastExchange) header(name string) string {
+	return string(x.ctx.Request.Header.Peek(name))
+}
 func (x *fastExchange) context() context.Context { return x.ctx }
 
 func (x *fastExchange) remoteIP() netip.Addr {

@@ -24,6 +24,10 @@ import (
 // Record versions. A record with an unknown version is an error, never guessed at.
 const (
 	callbackRecordV1 = 1
+	// callbackRecordV2 is V1 followed by the callback's OperationID. A callback without
+	// one is still written as V1, so a spool stays readable by a receiver of an earlier
+	// version unless it holds OpenIM callbacks with an operationID.
+	callbackRecordV2 = 2
 	deliveryRecordV1 = 1
 )
 
@@ -74,8 +78,12 @@ func appendInt(b []byte, v int64) []byte {
 }
 
 func encodeCallback(cb *callback.Callback) []byte {
-	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body))
-	b = append(b, callbackRecordV1)
+	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body)+len(cb.OperationID))
+	version := byte(callbackRecordV1)
+	if cb.OperationID != "" {
+		version = callbackRecordV2
+	}
+	b = append(b, version)
 	b = appendString(b, cb.ID)
 	b = appendString(b, string(cb.Provider))
 	b = appendString(b, cb.AppID)
@@ -83,7 +91,11 @@ func encodeCallback(cb *callback.Callback) []byte {
 	b = appendString(b, cb.RawQuery)
 	b = appendInt(b, timeNano(cb.ReceivedAt))
 	b = binary.AppendUvarint(b, uint64(len(cb.Body)))
-	return append(b, cb.Body...)
+	b = append(b, cb.Body...)
+	if version == callbackRecordV2 {
+		b = appendString(b, cb.OperationID)
+	}
+	return b
 }
 
 func encodeDelivery(d *delivery) []byte {
@@ -179,15 +191,22 @@ func (r *reader) string() string {
 }
 
 func (r *reader) version(want byte) {
+	r.versionIn(want, want)
+}
+
+// versionIn reads the version byte, which must be in [lo, hi].
+func (r *reader) versionIn(lo, hi byte) byte {
 	if len(r.b) == 0 {
 		r.err = errCorrupt
-		return
+		return 0
 	}
-	if r.b[0] != want {
-		r.err = fmt.Errorf("%w: version %d, want %d", errCorrupt, r.b[0], want)
-		return
+	v := r.b[0]
+	if v < lo || v > hi {
+		r.err = fmt.Errorf("%w: version %d, want %d to %d", errCorrupt, v, lo, hi)
+		return 0
 	}
 	r.b = r.b[1:]
+	return v
 }
 
 func (r *reader) done() error {
@@ -199,7 +218,7 @@ func (r *reader) done() error {
 
 func decodeCallback(b []byte) (*callback.Callback, error) {
 	r := reader{b: b}
-	r.version(callbackRecordV1)
+	version := r.versionIn(callbackRecordV1, callbackRecordV2)
 	cb := &callback.Callback{
 		ID:       r.string(),
 		Provider: v1alpha1.Provider(r.string()),
@@ -209,6 +228,9 @@ func decodeCallback(b []byte) (*callback.Callback, error) {
 	}
 	cb.ReceivedAt = nanoTime(r.varint())
 	cb.Body = r.bytes()
+	if version == callbackRecordV2 {
+		cb.OperationID = r.string()
+	}
 	if err := r.done(); err != nil {
 		return nil, err
 	}
