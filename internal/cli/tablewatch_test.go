@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReceiverExitsWhenTableWatchCannotStart runs the real binary in in-cluster mode
+// against an API server address where nothing listens (a loopback port just closed).
+// The receiver must exit non-zero, naming the cause, once --table-start-timeout has
+// passed, instead of staying alive and unready forever with /healthz answering OK.
+func TestReceiverExitsWhenTableWatchCannotStart(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	apiAddr := freeAddr(t) // closed again: connections are refused
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://%s", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: not-a-real-token}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`, apiAddr), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	const startTimeout = 2 * time.Second
+	cmd := exec.Command(bin, "receiver", "--listen", addr, "--spool-dir", filepath.Join(dir, "spool"),
+		"--namespace", "callback-router-system", "--table", "rx", "--table-start-timeout", startTimeout.String())
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+
+	// While it waits it serves: alive (healthz) but not ready (no table).
+	healthy := false
+	for time.Since(start) < startTimeout && !healthy {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			healthy = resp.StatusCode == http.StatusOK
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !healthy {
+		t.Error("the receiver did not serve /healthz while waiting for its table")
+	}
+
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Errorf("exit: %v, want a non-zero exit code\n%s", err, out.String())
+		}
+		if d := time.Since(start); d < startTimeout {
+			t.Errorf("exited after %s, before --table-start-timeout %s", d, startTimeout)
+		}
+	case <-time.After(startTimeout + 20*time.Second):
+		t.Fatalf("still running %s after --table-start-timeout %s\n%s", startTimeout+20*time.Second, startTimeout, out.String())
+	}
+	for _, want := range []string{"could not start watching the routing table", "connection refused"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output does not say %q:\n%s", want, out.String())
+		}
+	}
+}
