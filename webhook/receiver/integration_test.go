@@ -72,7 +72,9 @@ func testSyncBackends(t *testing.T) {
 		outcome string
 		kind    string // of failure, as the Reject answer names it
 	}{
-		{"answers", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{"ActionStatus":"OK","ErrorCode":2,"ErrorInfo":""}`) }, false, false, `{"ActionStatus":"OK","ErrorCode":2,"ErrorInfo":""}`, 200, OutcomeSyncAnswered, ""},
+		{"answers", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, `{"ActionStatus":"OK","ErrorCode":2,"ErrorInfo":""}`)
+		}, false, false, `{"ActionStatus":"OK","ErrorCode":2,"ErrorInfo":""}`, 200, OutcomeSyncAnswered, ""},
 		{"4xx with JSON is an answer", func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(409)
 			_, _ = io.WriteString(w, `{"ActionStatus":"FAIL","ErrorCode":120001,"ErrorInfo":"no"}`)
