@@ -17,8 +17,11 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	uzap "go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -42,6 +45,7 @@ type receiverFlags struct {
 	spoolDir       string
 	trustedProxies string
 	maxBodyBytes   int64
+	maxInflight    int64
 	syncBudget     time.Duration
 	openIMTimeout  time.Duration
 	server         receiver.ServerConfig
@@ -60,6 +64,11 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.spoolDir, "spool-dir", spool.DefaultDir(), "directory of the durable queue of acknowledged Async callbacks")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed for sourceCIDRs checks (default: none, X-Forwarded-For ignored)")
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", receiver.DefaultMaxBodyBytes, "largest callback body accepted; larger is answered 413")
+	fs.Int64Var(&f.maxInflight, "max-inflight-body-bytes", receiver.DefaultMaxInflightBodyBytes,
+		"bound on callback bodies held in memory at once, all connections together; a verified callback that finds no room within "+
+			receiver.BodyBudgetWait.String()+" is answered 503")
+	fs.IntVar(&f.server.MaxConnections, "max-connections", receiver.DefaultMaxConnections,
+		"bound on connections the callback listener serves at once; more are answered 503 and closed")
 	fs.DurationVar(&f.syncBudget, "sync-budget", receiver.DefaultSyncBudget, "overall deadline of a Tencent IM Sync answer, from arrival (Tencent waits 2s)")
 	fs.DurationVar(&f.openIMTimeout, "openim-timeout", receiver.DefaultOpenIMTimeout, "OpenIM's webhooks.yml timeout (how long OpenIM waits for each callback); OpenIM Sync answers leave 500ms before it")
 	fs.DurationVar(&f.server.ReadHeaderTimeout, "read-header-timeout", receiver.DefaultReadHeaderTimeout, "bound on reading a request's headers")
@@ -101,13 +110,20 @@ func runReceiver(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("receiver")
+	log, unsampled := newLoggers(&zopts)
+	log, unsampled = log.WithName("receiver"), unsampled.WithName("receiver")
 	trusted, err := parseCIDRs(f.trustedProxies)
 	if err != nil {
 		return err
 	}
 	if f.maxBodyBytes <= 0 {
 		return errors.New("--max-body-bytes must be positive")
+	}
+	if f.maxInflight < f.maxBodyBytes {
+		return fmt.Errorf("--max-inflight-body-bytes (%d) must be at least --max-body-bytes (%d)", f.maxInflight, f.maxBodyBytes)
+	}
+	if f.server.MaxConnections <= 0 {
+		return errors.New("--max-connections must be positive")
 	}
 	if f.syncBudget <= 0 || f.syncBudget >= 2*time.Second {
 		return fmt.Errorf("--sync-budget must be positive and under Tencent's 2s, not %s", f.syncBudget)
@@ -121,6 +137,7 @@ func runReceiver(args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	f.spool.Registerer, f.spool.Logger = reg, log.WithName("spool")
+	f.spool.DeadLetterLogger = unsampled.WithName("spool")
 	sp, err := spool.Open(f.spoolDir, f.spool)
 	if err != nil {
 		return fmt.Errorf("opening spool %s: %w", f.spoolDir, err)
@@ -132,14 +149,15 @@ func runReceiver(args []string) error {
 	}()
 
 	h, err := receiver.New(receiver.Options{
-		Sink:           sp,
-		MaxBodyBytes:   f.maxBodyBytes,
-		SyncBudget:     f.syncBudget,
-		OpenIMTimeout:  f.openIMTimeout,
-		TrustedProxies: trusted,
-		Logger:         log,
-		Registry:       reg,
-		ServeMetrics:   f.metricsListen == "",
+		Sink:                 sp,
+		MaxBodyBytes:         f.maxBodyBytes,
+		MaxInflightBodyBytes: f.maxInflight,
+		SyncBudget:           f.syncBudget,
+		OpenIMTimeout:        f.openIMTimeout,
+		TrustedProxies:       trusted,
+		Logger:               log,
+		Registry:             reg,
+		ServeMetrics:         f.metricsListen == "",
 	})
 	if err != nil {
 		return err
@@ -254,6 +272,21 @@ func runReceiver(args []string) error {
 	logSpoolEnd(log, <-spoolDone)
 	log.Info("Receiver stopped")
 	return err
+}
+
+// newLoggers returns the receiver's logger, built from the --zap-* flags, and the same
+// logger without sampling. Outside development mode controller-runtime's zap logger
+// samples (per message and second: the first 100, then every 100th), which under a burst
+// drops most of a repeated line; the unsampled one is for lines that must all be kept,
+// such as one per dead letter.
+func newLoggers(zopts *zap.Options) (sampled, unsampled logr.Logger) {
+	var base zapcore.Core
+	raw := zap.NewRaw(zap.UseFlagOptions(zopts), zap.RawZapOpts(uzap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		base = c // before the sampler, which the defaults add after the caller's options
+		return c
+	})))
+	keep := raw.WithOptions(uzap.WrapCore(func(zapcore.Core) zapcore.Core { return base }))
+	return zapr.NewLogger(raw), zapr.NewLogger(keep)
 }
 
 // listen opens a TCP listener on addr.

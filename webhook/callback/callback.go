@@ -6,10 +6,7 @@ package callback
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
@@ -35,7 +32,7 @@ type Callback struct {
 	Provider v1alpha1.Provider
 	AppID    string
 	Command  string
-	// RawQuery is the original query string, forwarded unchanged.
+	// RawQuery is the original query string; backends get BackendQuery of it.
 	RawQuery string
 	// Body is the request body, forwarded byte for byte.
 	Body       []byte
@@ -45,67 +42,24 @@ type Callback struct {
 	OperationID string
 }
 
-// SetHeaders sets the X-Callback-* headers, the JSON content type and, when the callback
-// has one, OpenIM's operationID on a backend request.
-func (c *Callback) SetHeaders(h http.Header, route string, attempt int) {
-	h["Content-Type"] = []string{"application/json"}
-	h[HeaderProvider] = []string{string(c.Provider)}
-	h[HeaderApp] = []string{c.AppID}
-	h[HeaderCommand] = []string{c.Command}
-	h[HeaderRoute] = []string{route}
-	h[HeaderAttempt] = []string{strconv.Itoa(attempt)}
-	h[HeaderID] = []string{c.ID}
+// ContentTypeJSON is the Content-Type of every backend request.
+const ContentTypeJSON = "application/json"
+
+// VisitHeaders calls set with each header of a backend request for this callback: the
+// JSON content type, the X-Callback-* headers and, when the callback has one, OpenIM's
+// operationID. Sync (fasthttp) and Async (net/http)
+// requests both get their headers here, so they cannot drift apart.
+func (c *Callback) VisitHeaders(route string, attempt int, set func(key, value string)) {
+	set("Content-Type", ContentTypeJSON)
+	set(HeaderProvider, string(c.Provider))
+	set(HeaderApp, c.AppID)
+	set(HeaderCommand, c.Command)
+	set(HeaderRoute, route)
+	set(HeaderAttempt, strconv.Itoa(attempt))
+	set(HeaderID, c.ID)
 	if c.OperationID != "" {
-		// Set as is, not canonicalized: the name OpenIM itself sends.
-		h[HeaderOperationID] = []string{c.OperationID}
+		set(HeaderOperationID, c.OperationID)
 	}
-}
-
-// idFields are the body fields that identify a callback. Only these are decoded.
-type idFields struct {
-	MsgKey      string          `json:"MsgKey"`
-	GroupID     string          `json:"GroupId"`
-	MsgSeq      json.RawMessage `json:"MsgSeq"`
-	ServerMsgID string          `json:"serverMsgID"`
-	Events      []struct {
-		PushID string `json:"PushID"`
-	} `json:"Events"`
-}
-
-// ComputeID derives the idempotency key of a callback from its body, as the design says:
-// Tencent C2C and official-account messages by MsgKey, group messages by GroupId+MsgSeq,
-// push batches by their PushIDs (hashed when there are several), OpenIM messages by serverMsgID, anything else by a hash
-// of the body. The command is part of the key, so a message's before- and after-callbacks
-// (which share a MsgKey) get different keys.
-func ComputeID(provider v1alpha1.Provider, command string, body []byte) string {
-	var f idFields
-	if json.Unmarshal(body, &f) == nil {
-		var natural string
-		switch {
-		case provider == v1alpha1.ProviderOpenIM && f.ServerMsgID != "":
-			natural = f.ServerMsgID
-		case provider == v1alpha1.ProviderTencentIM && f.MsgKey != "":
-			natural = f.MsgKey
-		case provider == v1alpha1.ProviderTencentIM && f.GroupID != "" && len(f.MsgSeq) > 0:
-			natural = f.GroupID + "_" + strings.Trim(string(f.MsgSeq), `"`)
-		case provider == v1alpha1.ProviderTencentIM && len(f.Events) > 0 && f.Events[0].PushID != "":
-			natural = f.Events[0].PushID
-			if len(f.Events) > 1 {
-				// A batch holds up to 100 events: keep the header short.
-				h := sha256.New()
-				for _, e := range f.Events {
-					h.Write([]byte(e.PushID))
-					h.Write([]byte{0})
-				}
-				natural = "push:" + hex.EncodeToString(h.Sum(nil)[:16])
-			}
-		}
-		if natural != "" {
-			return command + ":" + natural
-		}
-	}
-	sum := sha256.Sum256(body)
-	return command + ":sha256:" + hex.EncodeToString(sum[:16])
 }
 
 // TencentSign returns the Sign that Tencent Cloud IM puts on a callback URL:
@@ -131,10 +85,13 @@ func TencentSignSum(token, requestTime string) [sha256.Size]byte {
 type Target struct {
 	// Route is the route's namespace/name, sent as X-Callback-Route.
 	Route string
-	// URL is the full backend URL (base + path); the callback's RawQuery is appended.
+	// URL is the full backend URL (base + path); BackendQuery of the callback's RawQuery is appended.
 	URL            string
 	Timeout        time.Duration
 	MaxAttempts    int
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
+	// ForwardSignature keeps Tencent IM's Sign and RequestTime in the query sent to the
+	// backend; by default they are left out (see BackendQuery).
+	ForwardSignature bool
 }

@@ -50,7 +50,7 @@ const openIMAuth = "Basic b3BlbmltOnBhc3M=" // openim:pass, routesYAML's OpenIM 
 // strings, an array, a bare string, a missing field) is a backend failure: the route's
 // failurePolicy answers, the outcome is counted and the failure logged. A well-formed
 // answer is passed back unchanged.
-func TestSyncAnswerShape(t *testing.T) { forEachServer(t, testSyncAnswerShape) }
+func TestSyncAnswerShape(t *testing.T) { testSyncAnswerShape(t) }
 
 func testSyncAnswerShape(t *testing.T) {
 	cases := []struct {
@@ -150,7 +150,7 @@ func testSyncAnswerShape(t *testing.T) {
 // passed back as the answer, while a 5xx with any other body, such as a framework's
 // error page, is a backend failure. Tencent IM treats any non-200 as a failure: a 5xx
 // is one whatever its body.
-func TestOpenIMServerErrorAnswer(t *testing.T) { forEachServer(t, testOpenIMServerErrorAnswer) }
+func TestOpenIMServerErrorAnswer(t *testing.T) { testOpenIMServerErrorAnswer(t) }
 
 func testOpenIMServerErrorAnswer(t *testing.T) {
 	const rejectAnswer = `{"actionCode":0,"errCode":5001,"errMsg":"blocked word","errDlt":"","nextCode":1}`
@@ -195,7 +195,7 @@ func testOpenIMServerErrorAnswer(t *testing.T) {
 // TestOpenIMSyncBudget: OpenIM waits only its webhooks.yml timeout for an answer, so an
 // OpenIM Sync answer leaves OpenIMTimeoutMargin before Options.OpenIMTimeout even when
 // the route's own timeout is longer, and it is the failurePolicy answer.
-func TestOpenIMSyncBudget(t *testing.T) { forEachServer(t, testOpenIMSyncBudget) }
+func TestOpenIMSyncBudget(t *testing.T) { testOpenIMSyncBudget(t) }
 
 func testOpenIMSyncBudget(t *testing.T) {
 	release := make(chan struct{})

@@ -45,7 +45,7 @@ func hangingAddr(t *testing.T) string {
 // TestDialWithinDeadline: a backend whose connect hangs gets the failurePolicy answer at
 // the route's deadline, not after the fixed DefaultDialTimeout.
 func TestDialWithinDeadline(t *testing.T) {
-	forEachServer(t, func(t *testing.T) {
+	{
 		f := newFixture(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", "http://"+hangingAddr(t)), func(o *Options) {
 			o.SyncBudget = 300 * time.Millisecond
 			o.Now = time.Now
@@ -59,5 +59,5 @@ func TestDialWithinDeadline(t *testing.T) {
 		if elapsed > 700*time.Millisecond {
 			t.Errorf("answered after %s; the budget is 300ms, DefaultDialTimeout %s", elapsed, DefaultDialTimeout)
 		}
-	})
+	}
 }

@@ -1,105 +1,60 @@
 package receiver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
-	"strings"
-	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/valyala/fasthttp"
-
-	"github.com/callback-router/callback-router/api/v1alpha1"
 )
 
-// fastExchange carries a fasthttp request.
-type fastExchange struct {
-	ctx   *fasthttp.RequestCtx
-	query string
-	qSet  bool
-}
-
-func (x *fastExchange) method() string { return string(x.ctx.Method()) }
-func (x *fastExchange) path() string   { return string(x.ctx.Path()) }
-func (x *fastExchange) rawQuery() string {
-	if !x.qSet {
-		x.query, x.qSet = string(x.ctx.URI().QueryString()), true
-	}
-	return x.query
-}
-func (x *fastExchange) remoteAddr() string { return x.ctx.RemoteAddr().String() }
-func (x *fastExchange) bodyStable() bool   { return false }
-func (x *fastExchange) header(name string) string {
-	return string(x.ctx.Request.Header.Peek(name))
-}
-func (x *fastExchange) context() context.Context { return x.ctx }
-
-func (x *fastExchange) remoteIP() netip.Addr {
-	if a, ok := x.ctx.RemoteAddr().(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			return ip.Unmap()
-		}
-	}
-	return netip.Addr{}
-}
-
-func (x *fastExchange) basicAuth() (string, string, bool) {
-	// Parsed as net/http does, so both servers accept exactly the same credentials.
-	r := http.Request{Header: http.Header{"Authorization": {string(x.ctx.Request.Header.Peek("Authorization"))}}}
-	return r.BasicAuth()
-}
-
-func (x *fastExchange) forwardedFor() []string {
-	var out []string
-	x.ctx.Request.Header.VisitAll(func(k, v []byte) {
-		if bytes.EqualFold(k, []byte("X-Forwarded-For")) {
-			out = append(out, string(v))
-		}
-	})
-	return out
-}
-
-func (x *fastExchange) body(limit int64) ([]byte, error) {
-	// The server already refused bodies over Server.MaxRequestBodySize (see fastError).
-	b := x.ctx.PostBody()
-	if int64(len(b)) > limit {
-		return nil, errTooLarge
-	}
-	return b, nil
-}
-
-func (x *fastExchange) answer(status int, contentType string, body []byte) {
-	x.ctx.SetStatusCode(status)
-	x.ctx.SetContentType(contentType)
-	x.ctx.SetBody(body)
-}
-
-// ServeFastHTTP serves the same paths as ServeHTTP on fasthttp, the receiver's own server:
-// it parses requests with a fraction of net/http's CPU and allocations.
+// ServeFastHTTP serves the receiver's paths: callbacks, probes and (with ServeMetrics)
+// the metrics.
 func (h *Handler) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	p := ctx.Path()
-	switch {
-	case string(p) == PathTencent || string(p) == PathTencent+"/":
-		h.serveCallback(&fastExchange{ctx: ctx}, v1alpha1.ProviderTencentIM)
-	case bytes.HasPrefix(p, []byte(PathOpenIMPrefix)):
-		h.serveCallback(&fastExchange{ctx: ctx}, v1alpha1.ProviderOpenIM)
-	case string(p) == PathMetrics && h.opts.ServeMetrics:
-		h.fastMetrics(ctx)
+	if provider, ok := providerOf(p); ok {
+		h.serveCallback(&exchange{ctx: ctx}, provider)
+		return
+	}
+	switch string(p) {
+	case PathHealthz:
+		fastText(ctx, http.StatusOK, "ok\n")
+	case PathReadyz:
+		switch {
+		case h.draining.Load():
+			fastText(ctx, http.StatusServiceUnavailable, "draining\n")
+		case h.table.Load() == nil:
+			fastText(ctx, http.StatusServiceUnavailable, "no routing table loaded yet\n")
+		default:
+			fastText(ctx, http.StatusOK, "ok\n")
+		}
+	case PathMetrics:
+		if h.opts.ServeMetrics {
+			h.fastMetricsH(ctx)
+			return
+		}
+		fallthrough
 	default:
-		// healthz, readyz, 404: small and rare, answered by the net/http code.
-		h.fastStd(ctx)
+		fastText(ctx, http.StatusNotFound, "not found: callbacks go to /tencent or /openim/<appID>/<command>\n")
+	}
+	if ctx.Request.Header.ContentLength() != 0 {
+		// A body nobody reads (StreamRequestBody): do not parse it as the next request.
+		ctx.SetConnectionClose()
 	}
 }
 
-func (h *Handler) fastMetrics(ctx *fasthttp.RequestCtx) { h.fastMetricsH(ctx) }
+func fastText(ctx *fasthttp.RequestCtx, status int, s string) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(s)
+}
 
-// fastError answers what fasthttp refuses before the handler runs (body over the limit,
-// malformed request) in the provider's envelope when the path is a callback path.
+// fastError answers what fasthttp refuses before the handler runs (a malformed request
+// line or header) in the provider's envelope when the path is a callback path. The
+// error's text, which may quote the request, goes only to the log.
 func (h *Handler) fastError(ctx *fasthttp.RequestCtx, err error) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && len(ctx.Request.Header.RawHeaders()) == 0 {
@@ -109,51 +64,22 @@ func (h *Handler) fastError(ctx *fasthttp.RequestCtx, err error) {
 		_ = ctx.Conn().Close()
 		return
 	}
-	status, outcome, why := http.StatusBadRequest, OutcomeBadRequest, "malformed request: "+err.Error()
+	status, outcome, why := http.StatusBadRequest, OutcomeBadRequest, "malformed request"
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		status, outcome, why = http.StatusRequestEntityTooLarge, OutcomeTooLarge, fmt.Sprintf("body over %d bytes", h.opts.MaxBodyBytes)
-		discardOversizedBody(ctx.Conn())
 	}
-	var provider v1alpha1.Provider
-	switch p := string(ctx.Request.URI().Path()); {
-	case p == PathTencent || p == PathTencent+"/":
-		provider = v1alpha1.ProviderTencentIM
-	case strings.HasPrefix(p, PathOpenIMPrefix):
-		provider = v1alpha1.ProviderOpenIM
-	default:
+	ctx.Response.Header.Set("Connection", "close")
+	provider, ok := providerOf(ctx.Request.URI().Path())
+	if !ok {
 		ctx.Error(http.StatusText(status), status)
 		return
 	}
 	h.metrics.request(string(provider), labelOther, labelOther, outcome)
 	h.log.Info("Rejected callback", "status", status, "reason", outcome, "provider", provider,
-		"remoteAddr", ctx.RemoteAddr().String(), "detail", why)
-	ctx.Response.Header.Set("Connection", "close")
+		"remoteAddr", ctx.RemoteAddr().String(), "detail", err.Error())
 	ctx.SetStatusCode(status)
 	ctx.SetContentType(contentTypeJSON)
 	ctx.SetBody(RejectEnvelope(provider, status, why))
-}
-
-// discardOversizedBody reads what the client is still sending of a refused body, within
-// OversizeDrainBytes and OversizeDrainMax, stopping once it pauses for OversizeDrainIdle
-// (it then waits for the answer). fasthttp closes the connection after the 413; with the
-// body read, that close is a clean FIN rather than a reset that could destroy the answer.
-func discardOversizedBody(conn net.Conn) {
-	buf := make([]byte, 32<<10)
-	deadline := time.Now().Add(OversizeDrainMax)
-	for n := 0; n < OversizeDrainBytes && time.Now().Before(deadline); {
-		next := time.Now().Add(OversizeDrainIdle)
-		if next.After(deadline) {
-			next = deadline
-		}
-		_ = conn.SetReadDeadline(next)
-		m, err := conn.Read(buf)
-		n += m
-		if err != nil {
-			break
-		}
-	}
-	// fasthttp sets its own deadlines for writing the answer.
-	_ = conn.SetReadDeadline(time.Time{})
 }
 
 // NewFastServer returns the fasthttp server the receiver listens with. fasthttp has no
@@ -164,13 +90,19 @@ func discardOversizedBody(conn net.Conn) {
 func (h *Handler) NewFastServer(c ServerConfig) *fasthttp.Server {
 	c = c.withDefaults()
 	return &fasthttp.Server{
-		Handler:                       h.ServeFastHTTP,
-		ErrorHandler:                  h.fastError,
-		Name:                          "callback-router",
-		ReadTimeout:                   c.ReadTimeout,
-		WriteTimeout:                  c.WriteTimeout,
-		IdleTimeout:                   c.IdleTimeout,
-		MaxRequestBodySize:            int(h.opts.MaxBodyBytes),
+		Handler:            h.ServeFastHTTP,
+		ErrorHandler:       h.fastError,
+		Name:               "callback-router",
+		ReadTimeout:        c.ReadTimeout,
+		WriteTimeout:       c.WriteTimeout,
+		IdleTimeout:        c.IdleTimeout,
+		MaxRequestBodySize: int(h.opts.MaxBodyBytes),
+		// Bodies are read by the handler, after verification and within the in-flight
+		// body budget; fasthttp reads at most bodyPrefetchBytes of one with its head.
+		StreamRequestBody: true,
+		// Connections beyond this get fasthttp's plain-text 503 and are closed, before
+		// any request is read (so no provider envelope is known).
+		Concurrency:                   c.MaxConnections,
 		ReadBufferSize:                c.MaxHeaderBytes,
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,

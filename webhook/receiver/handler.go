@@ -1,4 +1,4 @@
-// Package receiver is the callback-router data plane: an http.Handler that parses IM
+// Package receiver is the callback-router data plane: a fasthttp handler that parses IM
 // callbacks, verifies them against each matching route's checks, answers Sync routes by
 // proxying to their backend, hands Async copies to a durable sink, and always answers in
 // the provider's own envelope. The routing table is swapped atomically (SetTable), never
@@ -10,12 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
@@ -108,25 +106,27 @@ type Options struct {
 	ServeMetrics bool
 	// Now is the clock for RequestTime checks. Nil uses time.Now.
 	Now func() time.Time
+	// MaxInflightBodyBytes bounds the callback bodies held in memory at once. Default
+	// DefaultMaxInflightBodyBytes.
+	MaxInflightBodyBytes int64
 }
 
-// Handler is the receiver's http.Handler. Create it with New.
+// Handler is the receiver's fasthttp handler (ServeFastHTTP). Create it with New.
 type Handler struct {
 	opts        Options
 	customClock bool // Options.Now was given; else one time.Now serves both clocks
-	// fastStd and fastMetricsH adapt the rare net/http paths to the fasthttp server.
-	fastStd, fastMetricsH fasthttp.RequestHandler
-	log                   logr.Logger
-	metrics               *Metrics
-	registry              *prometheus.Registry
-	metricsH              http.Handler
+	// fastMetricsH serves the net/http Prometheus handler on the callback listener.
+	fastMetricsH fasthttp.RequestHandler
+	log          logr.Logger
+	metrics      *Metrics
+	registry     *prometheus.Registry
+	metricsH     http.Handler
+	bodyBudget   *semaphore.Weighted
 
 	table      atomic.Pointer[routing.Table]
 	generation atomic.Int64
 	draining   atomic.Bool
 }
-
-var _ http.Handler = (*Handler)(nil)
 
 // NewBackendClient returns the client used for Sync backends. It is fasthttp's: the
 // Sync proxy is the receiver's hot path, and fasthttp's client costs a fraction of
@@ -146,21 +146,28 @@ func NewBackendClient(maxBody int64) *fasthttp.Client {
 		DisableHeaderNamesNormalizing: false,
 		// DialTimeout, not Dial: fasthttp passes the time left before the request's
 		// deadline (0 when there is none), so a connect that hangs never outlasts the
-		// Sync budget.
+		// Sync budget. Each connection is a checkedConn: a kept-alive one the backend
+		// closed while idle is noticed before anything is written to it.
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
 			if timeout <= 0 || timeout > DefaultDialTimeout {
 				timeout = DefaultDialTimeout
 			}
-			return fasthttp.DialTimeout(addr, timeout)
+			c, err := fasthttp.DialTimeout(addr, timeout)
+			if err != nil {
+				return nil, err
+			}
+			return newCheckedConn(c), nil
 		},
-		// A Sync request goes out at most once. fasthttp treats every write or read
-		// error as retryable, not only a reused idle connection the backend had closed,
-		// and does not tell RetryIfErr which it was; a retry could make a backend act on
-		// a before-callback twice. A failure gets the route's failurePolicy answer.
-		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) {
-			return false, false
+		// A Sync request is sent again only when nothing of it was written: on a
+		// kept-alive connection the backend had closed (errStaleConn). Any other error
+		// may come after the backend got the request, and a before-callback must never
+		// reach it twice (fasthttp would retry on every write or read error); it gets
+		// the route's failurePolicy answer. Up to one attempt per pooled connection, so
+		// a pool the backend closed entirely is walked through to a fresh connection.
+		RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (bool, bool) {
+			return false, errors.Is(err, errStaleConn)
 		},
-		MaxIdemponentCallAttempts: 1,
+		MaxIdemponentCallAttempts: DefaultMaxConnsPerHost + 1,
 	}
 }
 
@@ -184,6 +191,13 @@ func New(opts Options) (*Handler, error) {
 	if opts.EnqueueTimeout <= 0 {
 		opts.EnqueueTimeout = DefaultEnqueueTimeout
 	}
+	if opts.MaxInflightBodyBytes <= 0 {
+		opts.MaxInflightBodyBytes = DefaultMaxInflightBodyBytes
+	}
+	if opts.MaxInflightBodyBytes < opts.MaxBodyBytes {
+		return nil, fmt.Errorf("the in-flight body budget (%d bytes) must hold at least one body of the largest size (%d bytes)",
+			opts.MaxInflightBodyBytes, opts.MaxBodyBytes)
+	}
 	customClock := opts.Now != nil
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -205,8 +219,8 @@ func New(opts Options) (*Handler, error) {
 		metrics:     m,
 		registry:    opts.Registry,
 		metricsH:    promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}),
+		bodyBudget:  semaphore.NewWeighted(opts.MaxInflightBodyBytes),
 	}
-	hd.fastStd = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(hd.ServeHTTP))
 	hd.fastMetricsH = fasthttpadaptor.NewFastHTTPHandler(hd.metricsH)
 	return hd, nil
 }
@@ -235,38 +249,6 @@ func (h *Handler) MetricsHandler() http.Handler { return h.metricsH }
 // Ready reports whether a table is loaded and the handler is not draining.
 func (h *Handler) Ready() bool { return h.table.Load() != nil && !h.draining.Load() }
 
-// ServeHTTP dispatches the receiver's paths.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p := r.URL.Path
-	switch {
-	case p == PathTencent || p == PathTencent+"/":
-		h.serveCallback(&stdExchange{w, r}, v1alpha1.ProviderTencentIM)
-	case strings.HasPrefix(p, PathOpenIMPrefix):
-		h.serveCallback(&stdExchange{w, r}, v1alpha1.ProviderOpenIM)
-	case p == PathHealthz:
-		writeText(w, http.StatusOK, "ok\n")
-	case p == PathReadyz:
-		switch {
-		case h.draining.Load():
-			writeText(w, http.StatusServiceUnavailable, "draining\n")
-		case h.table.Load() == nil:
-			writeText(w, http.StatusServiceUnavailable, "no routing table loaded yet\n")
-		default:
-			writeText(w, http.StatusOK, "ok\n")
-		}
-	case p == PathMetrics && h.opts.ServeMetrics:
-		h.metricsH.ServeHTTP(w, r)
-	default:
-		writeText(w, http.StatusNotFound, "not found: callbacks go to /tencent or /openim/<appID>/<command>\n")
-	}
-}
-
-func writeText(w http.ResponseWriter, status int, s string) {
-	w.Header()["Content-Type"] = []string{"text/plain; charset=utf-8"}
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, s)
-}
-
 // request is the parsed head of a callback.
 type request struct {
 	provider           v1alpha1.Provider
@@ -277,83 +259,38 @@ type request struct {
 	appLabel, cmdLabel string
 	app                *routing.App
 	verifier           verifier
+	bodyRead           bool // the whole body was read from the connection
 }
-
-// parseTencentQuery extracts the four parameters the receiver needs without building a
-// url.Values map. The first occurrence of a key wins, as with url.Values.Get. A further
-// '?' separates parameters as '&' does: Tencent appends "?SdkAppid=..." to the configured
-// URL even when that already has a query, giving "/tencent?a=b?SdkAppid=...".
-func parseTencentQuery(raw string) (app, cmd, sign, rt string, err error) {
-	var seen uint8
-	for raw != "" {
-		kv := raw
-		if i := strings.IndexAny(raw, "&?"); i >= 0 {
-			kv, raw = raw[:i], raw[i+1:]
-		} else {
-			raw = ""
-		}
-		k, v, _ := strings.Cut(kv, "=")
-		var bit uint8
-		var dst *string
-		switch k {
-		case "SdkAppid":
-			bit, dst = 1, &app
-		case "CallbackCommand":
-			bit, dst = 2, &cmd
-		case "Sign":
-			bit, dst = 4, &sign
-		case "RequestTime":
-			bit, dst = 8, &rt
-		default:
-			continue
-		}
-		if seen&bit != 0 {
-			continue
-		}
-		seen |= bit
-		if strings.ContainsAny(v, "%+") {
-			if v, err = url.QueryUnescape(v); err != nil {
-				return "", "", "", "", fmt.Errorf("query parameter %s: %w", k, err)
-			}
-		}
-		*dst = v
-	}
-	return app, cmd, sign, rt, nil
-}
-
-// parseOpenIMPath splits /openim/<appID>/<command>. A doubled slash (OpenIM configured
-// with a trailing "/" in its URL) is tolerated.
-func parseOpenIMPath(p string) (app, cmd string, ok bool) {
-	rest := strings.TrimPrefix(p, PathOpenIMPrefix)
-	app, cmd, found := strings.Cut(rest, "/")
-	cmd = strings.TrimLeft(cmd, "/")
-	if !found || app == "" || cmd == "" || strings.Contains(cmd, "/") {
-		return "", "", false
-	}
-	return app, cmd, true
-}
-
-var errTooLarge = errors.New("body too large")
 
 // parseURL reads the app and command (and Tencent IM's Sign and RequestTime) from the
-// request's URL into q.
-func (q *request) parseURL(x exchange) error {
-	if q.provider == v1alpha1.ProviderTencentIM {
-		var err error
-		q.appID, q.command, q.sign, q.requestTime, err = parseTencentQuery(x.rawQuery())
-		if err == nil && (q.appID == "" || q.command == "") {
-			err = errors.New("query needs SdkAppid and CallbackCommand")
-		}
-		return err
+// request's URL into q. A URL or command with a control byte is refused: its command
+// could never be sent on in the X-Callback-Command header.
+func (q *request) parseURL(x *exchange) error {
+	if i := controlByte(x.ctx.Request.Header.RequestURI()); i >= 0 {
+		return fmt.Errorf("control byte 0x%02x in the URL", x.ctx.Request.Header.RequestURI()[i])
 	}
-	var ok bool
-	if q.appID, q.command, ok = parseOpenIMPath(x.path()); !ok {
-		return errors.New("path must be /openim/<appID>/<command>")
+	if q.provider == v1alpha1.ProviderTencentIM {
+		tq, err := parseTencentQuery(x.rawQuery())
+		if err != nil {
+			return err
+		}
+		q.appID, q.command, q.sign, q.requestTime = tq.app, tq.command, tq.sign, tq.requestTime
+		if q.appID == "" || q.command == "" {
+			return errors.New("query needs SdkAppid and CallbackCommand")
+		}
+	} else {
+		var ok bool
+		if q.appID, q.command, ok = parseOpenIMPath(x.path()); !ok {
+			return errors.New("path must be /openim/<appID>/<command>")
+		}
+	}
+	if controlByte(q.appID) >= 0 || controlByte(q.command) >= 0 {
+		return errors.New("app or command contains a control character (CR, LF, NUL, ...)")
 	}
 	return nil
 }
 
-func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
+func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 	arrived := time.Now()
 	received := arrived
 	if h.customClock {
@@ -387,21 +324,9 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 		q.cmdLabel = m.Pattern
 	}
 
-	body, err := x.body(h.opts.MaxBodyBytes)
-	if errors.Is(err, errTooLarge) {
-		h.reject(x, q, http.StatusRequestEntityTooLarge, OutcomeTooLarge, "too_large",
-			fmt.Sprintf("body over %d bytes", h.opts.MaxBodyBytes))
-		return
-	}
-	if err != nil {
-		h.reject(x, q, http.StatusBadRequest, OutcomeBadRequest, "read_body", "reading the body: "+err.Error())
-		return
-	}
-	if !json.Valid(body) {
-		h.reject(x, q, http.StatusBadRequest, OutcomeBadRequest, "bad_json", "body is not JSON")
-		return
-	}
-
+	// Verified before the body is read: every check (Sign and RequestTime in the query,
+	// Basic auth and the source address in the head) needs only the request's head, so a
+	// caller that fails them never gets a byte of its body buffered.
 	v := &q.verifier
 	v.init(x, q.received, q.app, h.opts.TrustedProxies, q.sign, q.requestTime)
 	sel := v.selectRoutes(q.app, q.command)
@@ -412,6 +337,17 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 			status, outcome = http.StatusForbidden, OutcomeForbidden
 		}
 		h.reject(x, q, status, outcome, sel.reason, "callback failed verification: "+sel.reason)
+		return
+	}
+
+	body, release, err := h.readBody(x, q)
+	defer release()
+	if err != nil {
+		h.rejectBody(x, q, err)
+		return
+	}
+	if !json.Valid(body) {
+		h.reject(x, q, http.StatusBadRequest, OutcomeBadRequest, "bad_json", "body is not JSON")
 		return
 	}
 	syncRoute, asyncRoutes := sel.sync, sel.async
@@ -426,13 +362,9 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 		OperationID: operationID(x, provider),
 	}
 	if syncRoute != nil || len(asyncRoutes) > 0 {
-		cb.ID = callbackID(provider, q.command, body)
+		cb.ID = callback.ComputeID(provider, q.command, body)
 	}
 	if len(asyncRoutes) > 0 {
-		if !x.bodyStable() {
-			// The server reuses its buffer after the answer; the sink may keep the body.
-			cb.Body = append([]byte(nil), body...)
-		}
 		// Not cancelled by the server: fasthttp closes every RequestCtx's Done as soon as
 		// shutdown starts, and a callback in flight then must still be stored and answered.
 		// Bounded instead by its own deadline: a Sync answer must still leave within
@@ -441,12 +373,18 @@ func (h *Handler) serveCallback(x exchange, provider v1alpha1.Provider) {
 		if syncRoute != nil {
 			deadline = q.arrived.Add(h.syncBudget(provider))
 		}
-		ctx, cancel := context.WithDeadline(context.WithoutCancel(x.context()), deadline)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		err := h.enqueue(ctx, cb, asyncRoutes)
 		cancel()
 		if err != nil {
 			h.log.Error(err, "Failed to store Async copies", "provider", provider, "appID", q.appID, "command", q.command, "callbackID", cb.ID)
-			h.reject(x, q, http.StatusServiceUnavailable, OutcomeUnavailable, "", "callback could not be stored: "+err.Error())
+			// Only the kind of failure goes to the IM platform (OpenIM shows errMsg to
+			// the sender); the error, with paths and system messages, is in the log.
+			kind := "storage unavailable"
+			if errors.Is(err, context.DeadlineExceeded) {
+				kind = "timeout"
+			}
+			h.reject(x, q, http.StatusServiceUnavailable, OutcomeUnavailable, "store_failed", "callback could not be stored ("+kind+")")
 			return
 		}
 	}
@@ -473,10 +411,19 @@ func (h *Handler) enqueue(ctx context.Context, cb *callback.Callback, routes []*
 	return nil
 }
 
-// reject answers an error in the provider's envelope, counts it and logs one line.
-func (h *Handler) reject(x exchange, q *request, status int, outcome, reason, why string) {
+// reject answers an error in the provider's envelope, counts it and logs one line. A
+// body the handler has not read is left unread and the connection closed after the answer.
+func (h *Handler) reject(x *exchange, q *request, status int, outcome, reason, why string) {
+	h.rejectDetail(x, q, status, outcome, reason, why, why)
+}
+
+// rejectDetail is reject with a log detail that may say more than the answer.
+func (h *Handler) rejectDetail(x *exchange, q *request, status int, outcome, reason, why, detail string) {
 	h.metrics.request(string(q.provider), q.appLabel, q.cmdLabel, outcome)
 	h.log.Info("Rejected callback", "status", status, "reason", reason, "provider", q.provider,
-		"appID", q.appID, "command", q.command, "remoteAddr", x.remoteAddr(), "detail", why)
+		"appID", q.appID, "command", q.command, "remoteAddr", x.remoteAddr(), "detail", detail)
+	if !q.bodyRead && x.ctx.Request.Header.ContentLength() != 0 {
+		x.ctx.SetConnectionClose()
+	}
 	x.answer(status, contentTypeJSON, RejectEnvelope(q.provider, status, why))
 }

@@ -107,9 +107,7 @@ spec:
 
 // TestSamplesRouted sends every sample, signed, and checks the Async copy: the body byte
 // for byte, the query, the target and the idempotency key.
-func TestSamplesRouted(t *testing.T) { forEachServer(t, testSamplesRouted) }
-
-func testSamplesRouted(t *testing.T) {
+func TestSamplesRouted(t *testing.T) {
 	be := newBackend(t, nil)
 	f := newFixture(t, routesYAML(be.URL), nil)
 	wantIDs := map[string]string{
@@ -166,9 +164,7 @@ func testSamplesRouted(t *testing.T) {
 }
 
 // TestAnswerTable walks every row of the contract's answer table, for both providers.
-func TestAnswerTable(t *testing.T) { forEachServer(t, testAnswerTable) }
-
-func testAnswerTable(t *testing.T) {
+func TestAnswerTable(t *testing.T) {
 	c2c := loadSamples(t)[1].body // tencent-c2c-after-send.json
 	if !bytes.Contains(c2c, []byte("C2C.CallbackAfterSendMsg")) {
 		t.Fatal("sample order changed")
@@ -275,9 +271,7 @@ func testAnswerTable(t *testing.T) {
 	}
 }
 
-func TestNotReadyAndDraining(t *testing.T) { forEachServer(t, testNotReadyAndDraining) }
-
-func testNotReadyAndDraining(t *testing.T) {
+func TestNotReadyAndDraining(t *testing.T) {
 	f := newFixture(t, "", nil)
 	get := func(p string) int {
 		resp, err := http.Get(f.url + p)
@@ -396,9 +390,7 @@ spec:
 // TestSyncNoFallThrough: an unsigned before-callback that fails the verified exact Sync
 // route is not answered by an unverified prefix Sync route; an Async route it passes still
 // gets its copy.
-func TestSyncNoFallThrough(t *testing.T) { forEachServer(t, testSyncNoFallThrough) }
-
-func testSyncNoFallThrough(t *testing.T) {
+func TestSyncNoFallThrough(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"ActionStatus":"OK","ErrorCode":0,"route":%q}`, r.Header.Get(callback.HeaderRoute))
 	})
@@ -483,9 +475,7 @@ spec:
 
 // TestSyncBudget: a slow backend never makes Tencent wait past the budget; the answer is
 // the failurePolicy fallback.
-func TestSyncBudget(t *testing.T) { forEachServer(t, testSyncBudget) }
-
-func testSyncBudget(t *testing.T) {
+func TestSyncBudget(t *testing.T) {
 	release := make(chan struct{})
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		select {

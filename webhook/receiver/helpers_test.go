@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,6 +20,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
@@ -173,28 +177,14 @@ func table(t testing.TB, manifests string) *routing.Table {
 	return tab
 }
 
-// fixture is a receiver serving on loopback with a recording sink, through both HTTP
-// servers: url is the one selected by forEachServer.
+// fixture is a receiver served by its fasthttp server (ServeFast, what the receiver
+// command listens with) twice: on loopback TCP at url, and on fasthttp's in-memory
+// listener (mem) for requests that must come from a chosen peer address (see do).
 type fixture struct {
 	h    *Handler
-	srv  *httptest.Server
 	url  string
+	mem  *fasthttputil.InmemoryListener
 	sink *recordingSink
-}
-
-// serverKind selects the server the fixtures of the running test answer on.
-var serverKind = "net/http"
-
-// forEachServer runs fn once with fixtures on net/http (Handler.ServeHTTP) and once on
-// fasthttp (ServeFast, what the receiver command listens with).
-func forEachServer(t *testing.T, fn func(t *testing.T)) {
-	for _, k := range []string{"net/http", "fasthttp"} {
-		t.Run(k, func(t *testing.T) {
-			serverKind = k
-			defer func() { serverKind = "net/http" }()
-			fn(t)
-		})
-	}
 }
 
 func newFixture(t testing.TB, manifests string, mutate func(*Options)) *fixture {
@@ -211,26 +201,62 @@ func newFixture(t testing.TB, manifests string, mutate func(*Options)) *fixture 
 	if manifests != "" {
 		h.SetTable(table(t, manifests))
 	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	f := &fixture{h: h, srv: srv, url: srv.URL, sink: sink}
-	if serverKind == "fasthttp" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
+	f := &fixture{h: h, sink: sink, mem: fasthttputil.NewInmemoryListener()}
+	f.url = "http://" + serveFast(t, h, nil, ServerConfig{}).String()
+	serveFast(t, h, f.mem, ServerConfig{})
+	return f
+}
+
+// serveFast serves h with ServeFast on ln (a new loopback listener when nil) until the
+// test ends, and returns the listener's address.
+func serveFast(t testing.TB, h *Handler, ln net.Listener, c ServerConfig) net.Addr {
+	t.Helper()
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- ServeFast(ctx, ln, h, ServerConfig{}) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		})
-		f.url = "http://" + ln.Addr().String()
 	}
-	return f
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeFast(ctx, ln, h, c) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return ln.Addr()
+}
+
+// do sends one request to the fixture's in-memory listener as if from peer (an
+// "ip:port"), with a raw target (path and query, sent as they are).
+func (f *fixture) do(t testing.TB, peer, target string, hdr map[string]string, body []byte) (int, []byte) {
+	t.Helper()
+	ap := netip.MustParseAddrPort(peer)
+	c := &fasthttp.HostClient{
+		Addr: "receiver",
+		Dial: func(string) (net.Conn, error) {
+			return f.mem.DialWithLocalAddr(net.TCPAddrFromAddrPort(ap))
+		},
+		DisablePathNormalizing: true,
+	}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(http.MethodPost)
+	req.SetRequestURI("http://receiver" + target)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	req.SetBody(body)
+	if err := c.DoTimeout(req, resp, 5*time.Second); err != nil {
+		t.Fatalf("%s: %v", target, err)
+	}
+	if ct := string(resp.Header.ContentType()); resp.StatusCode() != http.StatusOK && !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("%s: answer %d with content type %q", target, resp.StatusCode(), ct)
+	}
+	return resp.StatusCode(), append([]byte(nil), resp.Body()...)
 }
 
 func sign(token, rt string) string {

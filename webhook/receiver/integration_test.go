@@ -8,15 +8,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
 )
 
@@ -52,9 +55,7 @@ spec:
 
 // TestSyncBackends drives real loopback backends that answer well, slowly, wrongly, or
 // not at all, and checks what Tencent IM hears for each failure policy.
-func TestSyncBackends(t *testing.T) { forEachServer(t, testSyncBackends) }
-
-func testSyncBackends(t *testing.T) {
+func TestSyncBackends(t *testing.T) {
 	type answer func(w http.ResponseWriter, r *http.Request)
 	hijackClose := func(w http.ResponseWriter, r *http.Request) {
 		c, _, err := w.(http.Hijacker).Hijack()
@@ -141,8 +142,8 @@ func testSyncBackends(t *testing.T) {
 	}
 }
 
-// TestSyncForwarding: the backend gets the body byte for byte, the original query, the
-// X-Callback-* headers; connections are reused.
+// TestSyncForwarding: the backend gets the body byte for byte, the original query
+// without Sign and RequestTime, the X-Callback-* headers; connections are reused.
 func TestSyncForwarding(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(tencentOK) })
 	f := newFixture(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", be.URL), nil)
@@ -162,8 +163,15 @@ func TestSyncForwarding(t *testing.T) {
 	if !bytes.Equal(r.body, body) {
 		t.Errorf("body changed: %q", r.body)
 	}
-	if r.path != "/hook/v1" || r.rawQuery != u[strings.Index(u, "?")+1:] {
-		t.Errorf("path %q query %q", r.path, r.rawQuery)
+	orig, _ := url.ParseQuery(u[strings.Index(u, "?")+1:])
+	got, _ := url.ParseQuery(r.rawQuery)
+	for k := range orig {
+		if want := orig.Get(k); k != callback.QuerySign && k != callback.QueryRequestTime && got.Get(k) != want {
+			t.Errorf("query parameter %s: %q, want %q", k, got.Get(k), want)
+		}
+	}
+	if r.path != "/hook/v1" || got.Has(callback.QuerySign) || got.Has(callback.QueryRequestTime) {
+		t.Errorf("path %q query %q: want /hook/v1 and the query without Sign and RequestTime", r.path, r.rawQuery)
 	}
 	for k, v := range map[string]string{
 		callback.HeaderProvider: "TencentIM", callback.HeaderApp: "1", callback.HeaderCommand: "C2C.CallbackBeforeSendMsg",
@@ -182,6 +190,67 @@ func TestSyncForwarding(t *testing.T) {
 	}
 	if v := counterValue(t, f.h, "callback_router_backend_request_duration_seconds", map[string]string{"result": "ok"}); v != n {
 		t.Errorf("latency histogram has %v samples", v)
+	}
+}
+
+// tableWith compiles manifests like table and lets mutate change the compiled routes (for
+// fields the API does not set yet).
+func tableWith(t testing.TB, manifests string, mutate func(*routing.CompiledRoute)) *routing.Table {
+	t.Helper()
+	m, err := routing.DecodeManifests(strings.NewReader(manifests))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := routing.Compile(m.Input())
+	for i := range snap.Routes {
+		mutate(&snap.Routes[i])
+	}
+	tab, err := routing.NewTable(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
+}
+
+// TestForwardSignature: Tencent IM's Sign and RequestTime reach a backend only when its
+// compiled route says ForwardSignature, for Sync and for Async (through the real spool).
+func TestForwardSignature(t *testing.T) {
+	for _, forward := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ForwardSignature=%v", forward), func(t *testing.T) {
+			queries := make(chan string, 4)
+			be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				queries <- r.URL.RawQuery
+				_, _ = io.WriteString(w, `{}`)
+			})
+			sp, err := spool.Open(t.TempDir(), spool.Options{Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- sp.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done; _ = sp.Close() })
+			f := newFixture(t, "", func(o *Options) { o.Sink = sp })
+			f.h.SetTable(tableWith(t, routesYAML(be.URL), func(r *routing.CompiledRoute) { r.ForwardSignature = forward }))
+			for _, cmd := range []string{"C2C.CallbackBeforeSendMsg", "C2C.CallbackAfterSendMsg"} {
+				u := tencentURL(f.url, "1400000001", cmd, testToken, now)
+				if status, b, _ := post(t, u, []byte(`{}`), nil); status != 200 {
+					t.Fatalf("%s: %d %s", cmd, status, b)
+				}
+				select {
+				case q := <-queries:
+					vals, _ := url.ParseQuery(q)
+					if vals.Has(callback.QuerySign) != forward || vals.Has(callback.QueryRequestTime) != forward {
+						t.Errorf("%s: backend query %q; Sign and RequestTime forwarded: want %v", cmd, q, forward)
+					}
+					if vals.Get("SdkAppid") != "1400000001" || vals.Get("CallbackCommand") != cmd {
+						t.Errorf("%s: backend query %q lacks the app or command", cmd, q)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%s: the backend got nothing", cmd)
+				}
+			}
+		})
 	}
 }
 
@@ -250,9 +319,7 @@ spec: {provider: TencentIM, appID: "1", commands: ["C2C.*"], backend: {url: BACK
 
 // TestTableSwapUnderLoad swaps tables while callbacks flow: every answer belongs to one
 // table or the other, never a mix, and the race detector sees no shared state.
-func TestTableSwapUnderLoad(t *testing.T) { forEachServer(t, testTableSwapUnderLoad) }
-
-func testTableSwapUnderLoad(t *testing.T) {
+func TestTableSwapUnderLoad(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"ActionStatus":"OK","ErrorCode":0,"route":%q}`, r.Header.Get(callback.HeaderRoute))
 	})
@@ -308,7 +375,7 @@ spec: {provider: OpenIM, appID: prod, commands: ["*"], mode: Sync, backend: {url
 }
 
 // TestServeGracefulShutdown: a callback in flight when shutdown starts is answered, and
-// Serve returns once it is.
+// ServeFast returns once it is.
 func TestServeGracefulShutdown(t *testing.T) {
 	started := make(chan struct{})
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -327,7 +394,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, ln, h, ServerConfig{ShutdownTimeout: 5 * time.Second}) }()
+	go func() { served <- ServeFast(ctx, ln, h, ServerConfig{ShutdownTimeout: 5 * time.Second}) }()
 	answer := make(chan string, 1)
 	go func() {
 		_, b, _ := post(t, tencentURL("http://"+ln.Addr().String(), "1", "C2C.CallbackBeforeSendMsg", testToken, now), []byte(`{}`), nil)
@@ -347,9 +414,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 	}
 }
 
-func TestMetricsExposition(t *testing.T) { forEachServer(t, testMetricsExposition) }
-
-func testMetricsExposition(t *testing.T) {
+func TestMetricsExposition(t *testing.T) {
 	f := newFixture(t, routesYAML("http://127.0.0.1:1"), nil)
 	post(t, tencentURL(f.url, "1400000001", "C2C.CallbackAfterSendMsg", testToken, now), []byte(`{}`), nil)
 	post(t, tencentURL(f.url, "1400000001", "Made.Up", "", now), []byte(`{}`), nil)
@@ -461,9 +526,7 @@ func (stallingSink) Enqueue(ctx context.Context, _ *callback.Callback, _ []callb
 // TestEnqueueDeadline: storing the Async copies is bounded: within the Sync budget for a
 // Tencent callback that also has a Sync route, else by EnqueueTimeout; past it the
 // answer is 503, never an OK.
-func TestEnqueueDeadline(t *testing.T) { forEachServer(t, testEnqueueDeadline) }
-
-func testEnqueueDeadline(t *testing.T) {
+func TestEnqueueDeadline(t *testing.T) {
 	be := newBackend(t, nil)
 	yaml := strings.ReplaceAll(`
 apiVersion: v1
@@ -529,9 +592,7 @@ spec:
 
 // TestSyncSentOnce: a backend that drops the connection after reading the request gets it
 // once; the IM platform hears the failurePolicy answer, the request is not re-sent.
-func TestSyncSentOnce(t *testing.T) { forEachServer(t, testSyncSentOnce) }
-
-func testSyncSentOnce(t *testing.T) {
+func TestSyncSentOnce(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, _ *http.Request) {
 		c, _, err := w.(http.Hijacker).Hijack()
 		if err == nil {

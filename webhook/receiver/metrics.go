@@ -33,15 +33,18 @@ const (
 
 // Metrics are the receiver's Prometheus collectors.
 type Metrics struct {
-	requests     *prometheus.CounterVec
-	verifyFails  *prometheus.CounterVec
-	backend      *prometheus.HistogramVec
-	asyncCopies  *prometheus.CounterVec
-	generation   prometheus.Gauge
-	routes       prometheus.Gauge
-	requestCache sync.Map // requestKey -> prometheus.Counter
-	backendCache sync.Map // backendKey -> prometheus.Observer
-	asyncCache   sync.Map // appLabels -> prometheus.Counter
+	requests    *prometheus.CounterVec
+	verifyFails *prometheus.CounterVec
+	backend     *prometheus.HistogramVec
+	asyncCopies *prometheus.CounterVec
+	generation  prometheus.Gauge
+	routes      prometheus.Gauge
+	// bodyBudgetWaits counts verified callbacks answered 503 because the in-flight body
+	// budget stayed full for BodyBudgetWait.
+	bodyBudgetWaits prometheus.Counter
+	requestCache    sync.Map // requestKey -> prometheus.Counter
+	backendCache    sync.Map // backendKey -> prometheus.Observer
+	asyncCache      sync.Map // appLabels -> prometheus.Counter
 }
 
 type requestKey struct{ provider, app, command, outcome string }
@@ -76,8 +79,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "callback_router_table_routes",
 			Help: "Routes in the live routing table.",
 		}),
+		bodyBudgetWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callback_router_body_budget_exhausted_total",
+			Help: "Verified callbacks answered 503 because the in-flight body budget (--max-inflight-body-bytes) stayed full.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.verifyFails, m.backend, m.asyncCopies, m.generation, m.routes} {
+	for _, c := range []prometheus.Collector{m.requests, m.verifyFails, m.backend, m.asyncCopies, m.generation, m.routes, m.bodyBudgetWaits} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -14,7 +14,7 @@ const MaxOperationIDBytes = 128
 // when there is none. A value that is longer than MaxOperationIDBytes or holds anything
 // but visible ASCII is not forwarded: Go's HTTP client refuses to send some such values,
 // and a header the spool could never send would make every Async attempt fail.
-func operationID(x exchange, p v1alpha1.Provider) string {
+func operationID(x *exchange, p v1alpha1.Provider) string {
 	if p != v1alpha1.ProviderOpenIM {
 		return ""
 	}

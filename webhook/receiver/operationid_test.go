@@ -14,7 +14,7 @@ import (
 
 // TestOperationIDForwardedSync: OpenIM's operationID header reaches the Sync backend;
 // an invalid one is not forwarded; Tencent IM callbacks never carry one.
-func TestOperationIDForwardedSync(t *testing.T) { forEachServer(t, testOperationIDForwardedSync) }
+func TestOperationIDForwardedSync(t *testing.T) { testOperationIDForwardedSync(t) }
 
 func testOperationIDForwardedSync(t *testing.T) {
 	be := newBackend(t, nil)

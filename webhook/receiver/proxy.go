@@ -19,9 +19,10 @@ var errBackendStatus = errors.New("backend failed")
 
 // proxy forwards a callback to its Sync route and passes the answer back. A transport
 // error, a timeout, a body that is not JSON (or is over the size limit), or an answer
-// checkSyncAnswer refuses (the wrong shape for the provider, a Tencent 5xx) is a failure: the IM platform then hears the route's failurePolicy answer, which always
+// checkSyncAnswer refuses (the wrong shape for the provider, a Tencent 5xx) is a
+// failure: the IM platform then hears the route's failurePolicy answer, which always
 // leaves before the budget runs out.
-func (h *Handler) proxy(x exchange, q *request, cb *callback.Callback, rt *routing.Route) {
+func (h *Handler) proxy(x *exchange, q *request, cb *callback.Callback, rt *routing.Route) {
 	deadline := time.Now().Add(rt.Timeout)
 	// The budget counts from the handler's start, so time spent storing Async copies is
 	// included (on fasthttp the body was read before the handler ran).
@@ -79,8 +80,8 @@ func failureKind(err error) string {
 	}
 }
 
-// Backend request header values, shared read-only.
-const contentTypeJSON = "application/json"
+// contentTypeJSON is the Content-Type of the receiver's answers.
+const contentTypeJSON = callback.ContentTypeJSON
 
 // roundTrip sends one attempt and returns the answer. body is valid until release, which
 // the caller calls once the answer has been written.
@@ -91,25 +92,11 @@ func (h *Handler) roundTrip(deadline time.Time, cb *callback.Callback, rt *routi
 		fasthttp.ReleaseRequest(req)
 		fasthttp.ReleaseResponse(resp)
 	}
-	req.SetRequestURI(rt.URL)
-	if q := cb.RawQuery; q != "" {
-		if rt.BackendURL.RawQuery != "" {
-			q = rt.BackendURL.RawQuery + "&" + q
-		}
-		req.URI().SetQueryString(q)
-	}
+	// The request is built as every backend request is (callback.BackendURL and
+	// VisitHeaders, shared with the Async delivery), here on fasthttp's types.
+	req.SetRequestURI(callback.BackendURL(rt.URL, cb.RawQuery, rt.ForwardSignature))
 	req.Header.SetMethod(http.MethodPost)
-	req.Header.SetContentType(contentTypeJSON)
-	// The same headers as callback.(*Callback).SetHeaders, set on fasthttp's header type.
-	req.Header.Set(callback.HeaderProvider, string(cb.Provider))
-	req.Header.Set(callback.HeaderApp, cb.AppID)
-	req.Header.Set(callback.HeaderCommand, cb.Command)
-	req.Header.Set(callback.HeaderRoute, rt.RouteKey)
-	req.Header.Set(callback.HeaderAttempt, "1")
-	req.Header.Set(callback.HeaderID, cb.ID)
-	if cb.OperationID != "" {
-		req.Header.Set(callback.HeaderOperationID, cb.OperationID)
-	}
+	cb.VisitHeaders(rt.RouteKey, 1, req.Header.Set)
 	req.SetBodyRaw(cb.Body)
 	if err := h.opts.Client.DoDeadline(req, resp, deadline); err != nil {
 		return 0, "", nil, release, fmt.Errorf("sending: %w", err)

@@ -31,6 +31,10 @@ const (
 	DefaultDrainDelay = 5 * time.Second
 	// DefaultShutdownTimeout bounds waiting for callbacks in flight at shutdown.
 	DefaultShutdownTimeout = 25 * time.Second
+	// DefaultMaxConnections bounds the connections the callback listener serves at once
+	// (--max-connections); more are answered 503 and closed. Each costs about 30 KiB
+	// (read buffer of --max-header-bytes, a body prefetch of 8 KiB, the request state).
+	DefaultMaxConnections = 2048
 
 	// OversizeDrainBytes bounds how much of a refused oversized body is read and discarded
 	// before the 413 is sent and the connection closed. Closing a socket with unread data
@@ -51,6 +55,8 @@ type ServerConfig struct {
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
 	ShutdownTimeout   time.Duration
+	// MaxConnections bounds the callback listener's connections (fasthttp only).
+	MaxConnections int
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -67,10 +73,14 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
 	return c
 }
 
-// NewHTTPServer returns an http.Server for handler with the configured timeouts.
+// NewHTTPServer returns an http.Server for handler with the configured timeouts: the
+// metrics and pprof listeners (callbacks are served by NewFastServer).
 func NewHTTPServer(handler http.Handler, c ServerConfig) *http.Server {
 	c = c.withDefaults()
 	return &http.Server{

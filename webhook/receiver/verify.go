@@ -25,7 +25,8 @@ const (
 	ReasonSourceIP         = "source_ip"
 )
 
-// MaxXForwardedForHops bounds how many X-Forwarded-For entries are examined.
+// MaxXForwardedForHops bounds how many X-Forwarded-For entries are examined; a request
+// whose client lies further left fails sourceCIDRs checks.
 const MaxXForwardedForHops = 16
 
 // tokenMemoSize is how many distinct tokens per app a request remembers the outcome of.
@@ -34,7 +35,7 @@ const tokenMemoSize = 16
 // verifier holds what one request presents, parsed once, and the outcomes already
 // computed, so that checking many routes of one app hashes each token at most once.
 type verifier struct {
-	x              exchange
+	x              *exchange
 	now            time.Time
 	app            *routing.App
 	trustedProxies []netip.Prefix
@@ -54,7 +55,7 @@ type verifier struct {
 	tokenMemo [tokenMemoSize]uint8 // 0 unknown, 1 matches, 2 does not
 }
 
-func (v *verifier) init(x exchange, now time.Time, app *routing.App, trusted []netip.Prefix, sign, requestTime string) {
+func (v *verifier) init(x *exchange, now time.Time, app *routing.App, trusted []netip.Prefix, sign, requestTime string) {
 	v.x, v.now, v.app, v.trustedProxies = x, now, app, trusted
 	v.signRaw, v.requestTime = sign, requestTime
 	if len(sign) == 2*sha256.Size {
@@ -210,7 +211,10 @@ func (v *verifier) tokenMatches(i int) bool {
 
 // clientIP is the peer address, or, when the peer is a trusted proxy, the right-most
 // X-Forwarded-For entry that is not itself a trusted proxy. X-Forwarded-For is ignored
-// unless the peer is trusted, so a client cannot choose its own address.
+// unless the peer is trusted, so a client cannot choose its own address. It fails closed:
+// a malformed entry (garbage, "ip:port", empty) before an untrusted one is found, or more
+// than MaxXForwardedForHops entries to walk, gives the zero Addr, which is in no prefix,
+// never the address of a proxy.
 func (v *verifier) clientIP() netip.Addr {
 	if v.clientSet {
 		return v.client
@@ -222,19 +226,22 @@ func (v *verifier) clientIP() netip.Addr {
 	}
 	xff := v.x.forwardedFor()
 	hops := 0
-	for i := len(xff) - 1; i >= 0 && hops < MaxXForwardedForHops; i-- {
+	for i := len(xff) - 1; i >= 0; i-- {
 		list := xff[i]
-		for list != "" && hops < MaxXForwardedForHops {
+		for more := true; more; {
 			var entry string
 			if j := strings.LastIndexByte(list, ','); j >= 0 {
 				entry, list = list[j+1:], list[:j]
 			} else {
-				entry, list = list, ""
+				entry, more = list, false
 			}
-			hops++
+			if hops++; hops > MaxXForwardedForHops {
+				v.client = netip.Addr{}
+				return v.client
+			}
 			a, err := netip.ParseAddr(strings.TrimSpace(entry))
 			if err != nil {
-				// A malformed hop: stop at the last address we could trust.
+				v.client = netip.Addr{}
 				return v.client
 			}
 			v.client = a.Unmap()

@@ -112,15 +112,9 @@ func TestVerify(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodPost, c.target, strings.NewReader(`{}`))
-			req.RemoteAddr = c.remote
-			for k, v := range c.hdr {
-				req.Header.Set(k, v)
-			}
-			w := newRecorder()
-			f.h.ServeHTTP(w, req)
-			if w.status != c.status {
-				t.Errorf("status %d, want %d: %s", w.status, c.status, w.body.String())
+			status, body := f.do(t, c.remote, c.target, c.hdr, []byte(`{}`))
+			if status != c.status {
+				t.Errorf("status %d, want %d: %s", status, c.status, body)
 			}
 		})
 	}
@@ -143,23 +137,37 @@ func TestVerify(t *testing.T) {
 }
 
 func TestParseTencentQuery(t *testing.T) {
-	app, cmd, s, rt, err := parseTencentQuery("SdkAppid=1&CallbackCommand=C2C.X&Sign=ab&RequestTime=12&SdkAppid=2&contenttype=json")
-	if err != nil || app != "1" || cmd != "C2C.X" || s != "ab" || rt != "12" {
-		t.Errorf("got %q %q %q %q %v", app, cmd, s, rt, err)
-	}
-	if _, cmd, _, _, _ = parseTencentQuery("CallbackCommand=Group%2EX+Y"); cmd != "Group.X Y" {
-		t.Errorf("unescaped %q", cmd)
-	}
-	if _, _, _, _, err = parseTencentQuery("SdkAppid=%zz"); err == nil {
-		t.Error("bad escape accepted")
-	}
-	// A console URL that already had a query: Tencent appends "?SdkAppid=..." anyway.
-	app, cmd, s, rt, err = parseTencentQuery("x=1?SdkAppid=1400000001&CallbackCommand=C2C.X?Sign=ab&RequestTime=12")
-	if err != nil || app != "1400000001" || cmd != "C2C.X" || s != "ab" || rt != "12" {
-		t.Errorf("with a further '?': got %q %q %q %q %v", app, cmd, s, rt, err)
-	}
-	if app, _, _, _, _ = parseTencentQuery("SdkAppid=1400000001?SdkAppid=1400000001"); app != "1400000001" {
-		t.Errorf("doubled SdkAppid: app %q", app)
+	for _, c := range []struct {
+		name, raw string
+		want      tencentQuery
+		err       bool // refused: 400 at the door
+	}{
+		{"plain", "SdkAppid=1&CallbackCommand=C2C.X&Sign=ab&RequestTime=12&contenttype=json",
+			tencentQuery{"1", "C2C.X", "ab", "12"}, false},
+		{"escaped value", "SdkAppid=1&CallbackCommand=Group%2EX+Y", tencentQuery{"1", "Group.X Y", "", ""}, false},
+		{"bad escape", "SdkAppid=%zz", tencentQuery{}, true},
+		// A console URL that already had a query: Tencent appends "?SdkAppid=..." anyway.
+		{"further '?'", "x=1?SdkAppid=1400000001&CallbackCommand=C2C.X?Sign=ab&RequestTime=12",
+			tencentQuery{"1400000001", "C2C.X", "ab", "12"}, false},
+		{"console URL with ?SdkAppid, values agree", "SdkAppid=1400000001?SdkAppid=1400000001&CallbackCommand=C2C.X",
+			tencentQuery{"1400000001", "C2C.X", "", ""}, false},
+		{"same value, once escaped", "SdkAppid=1&SdkAppid=%31&CallbackCommand=C", tencentQuery{"1", "C", "", ""}, false},
+		{"unrelated encoded name", "x%41=1&SdkAppid=1&CallbackCommand=C", tencentQuery{"1", "C", "", ""}, false},
+		// What the issue found: verified by one value, read by the backend as another.
+		{"encoded SdkAppid before the plain one", "Sdk%41ppid=1400000999&SdkAppid=1400000001&CallbackCommand=C", tencentQuery{}, true},
+		{"'?' then two SdkAppids", "x=1?SdkAppid=A&SdkAppid=B&CallbackCommand=C", tencentQuery{}, true},
+		{"encoded CallbackCommand", "SdkAppid=1&Callback%43ommand=C2C.X", tencentQuery{}, true},
+		{"encoded Sign", "SdkAppid=1&CallbackCommand=C&%53ign=ab", tencentQuery{}, true},
+		{"'+' in a name", "SdkAppid=1&CallbackCommand=C&Client+IP=x&ClientIP=y", tencentQuery{"1", "C", "", ""}, false},
+		{"two commands", "SdkAppid=1&CallbackCommand=C2C.A&CallbackCommand=C2C.B", tencentQuery{}, true},
+		{"two RequestTimes", "SdkAppid=1&CallbackCommand=C&RequestTime=1&RequestTime=2", tencentQuery{}, true},
+		{"two ClientIPs", "SdkAppid=1&CallbackCommand=C&ClientIP=1.1.1.1&ClientIP=2.2.2.2", tencentQuery{}, true},
+		{"semicolon", "SdkAppid=1;CallbackCommand=C", tencentQuery{}, true},
+	} {
+		got, err := parseTencentQuery(c.raw)
+		if (err != nil) != c.err || (err == nil && got != c.want) {
+			t.Errorf("%s: %q: got %+v, %v; want %+v (refused: %v)", c.name, c.raw, got, err, c.want, c.err)
+		}
 	}
 }
 
@@ -186,7 +194,7 @@ func TestParseOpenIMPath(t *testing.T) {
 // TestTrustedProxyOverTheNetwork checks X-Forwarded-For through both servers: the test
 // client is a loopback peer, trusted here, so the header names the source.
 func TestTrustedProxyOverTheNetwork(t *testing.T) {
-	forEachServer(t, func(t *testing.T) {
+	{
 		f := newFixture(t, verifyYAML, func(o *Options) {
 			o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 		})
@@ -208,18 +216,18 @@ func TestTrustedProxyOverTheNetwork(t *testing.T) {
 				t.Errorf("X-Forwarded-For %q: %d %s, want %d", c.xff, status, body, c.status)
 			}
 		}
-	})
+	}
 }
 
 // TestDoubledQueryOverTheNetwork: a console URL configured as /tencent?SdkAppid=X, to
 // which Tencent appends its own "?SdkAppid=X&...", is still routed and verified.
 func TestDoubledQueryOverTheNetwork(t *testing.T) {
-	forEachServer(t, func(t *testing.T) {
+	{
 		f := newFixture(t, verifyYAML, nil)
 		u := strings.Replace(tencentURL(f.url, "1400000001", "C2C.CallbackAfterSendMsg", testToken, now),
 			"/tencent?", "/tencent?SdkAppid=1400000001?", 1)
 		if status, body, _ := post(t, u, []byte(`{}`), nil); status != http.StatusOK {
 			t.Errorf("%s: %d %s, want 200", u, status, body)
 		}
-	})
+	}
 }

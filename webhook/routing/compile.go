@@ -87,6 +87,10 @@ type CompiledRoute struct {
 	MaxBackoff     time.Duration `json:"maxBackoff,omitempty"`
 	// CreatedAt is the route's creationTimestamp, used to break Sync ties (oldest wins).
 	CreatedAt time.Time `json:"createdAt"`
+	// ForwardSignature sends Tencent IM's Sign and RequestTime on to the backend in the
+	// query. False (the default) leaves them out: the receiver has verified them, and a
+	// backend does not need the platform's credentials.
+	ForwardSignature bool `json:"forwardSignature,omitempty"`
 }
 
 // Key is the route's "namespace/name", as sent in X-Callback-Route.

@@ -134,6 +134,8 @@ func newRoute(cr CompiledRoute) (*Route, error) {
 		MaxAttempts:    cr.MaxAttempts,
 		InitialBackoff: cr.InitialBackoff,
 		MaxBackoff:     cr.MaxBackoff,
+
+		ForwardSignature: cr.ForwardSignature,
 	}
 	return r, nil
 }

@@ -69,22 +69,15 @@ type attemptResult struct {
 
 // attempt POSTs cb to t once.
 func (s *Spool) attempt(ctx context.Context, cb *callback.Callback, t *callback.Target, n int) attemptResult {
-	url := t.URL
-	if cb.RawQuery != "" {
-		sep := "?"
-		if strings.Contains(url, "?") {
-			sep = "&"
-		}
-		url += sep + cb.RawQuery
-	}
 	actx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, url, bytes.NewReader(cb.Body))
+	req, err := http.NewRequestWithContext(actx, http.MethodPost,
+		callback.BackendURL(t.URL, cb.RawQuery, t.ForwardSignature), bytes.NewReader(cb.Body))
 	if err != nil {
 		// A URL that cannot even form a request never will: dead-letter it.
 		return attemptResult{reason: fmt.Sprintf("building request: %v", err)}
 	}
-	cb.SetHeaders(req.Header, t.Route, n)
+	cb.VisitHeaders(t.Route, n, req.Header.Set)
 	resp, err := s.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -257,7 +250,9 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 				}
 				s.metrics.deadLetters.WithLabelValues(t.Route).Inc()
 				q.remove(it)
-				log().Info("Dead-lettered callback", "reason", res.reason, "retryable", res.retryable)
+				// Every dead letter is logged: through a logger that does not sample.
+				s.deadLog.Info("Dead-lettered callback", "route", t.Route, "callbackId", callbackID, "seq", it.seq,
+					"attempt", n, "reason", res.reason, "retryable", res.retryable)
 			},
 		})
 	}

@@ -89,6 +89,10 @@ type Options struct {
 	// Logger; the zero value (which logr.Discard() also is) uses controller-runtime's
 	// global logger named "spool". For silence pass a logger whose sink drops everything.
 	Logger logr.Logger
+	// DeadLetterLogger logs the "Dead-lettered callback" line, one per dead letter,
+	// which must never be dropped: give it a logger that does not sample (the
+	// receiver's production logger samples repeated messages). Zero: Logger.
+	DeadLetterLogger logr.Logger
 	// HTTPClient sends deliveries; nil uses a keep-alive client tuned for
 	// MaxConcurrencyPerRoute that does not follow redirects. Its Timeout should be zero:
 	// each attempt is bounded by its route's timeout.

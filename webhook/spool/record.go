@@ -29,7 +29,14 @@ const (
 	// version unless it holds OpenIM callbacks with an operationID.
 	callbackRecordV2 = 2
 	deliveryRecordV1 = 1
+	// deliveryRecordV2 adds a flags field at the end (deliveryForwardSignature). A
+	// delivery without flags is still written as V1, so a receiver that predates V2 can
+	// read what it is rolled back to in the common case.
+	deliveryRecordV2 = 2
 )
+
+// Flags of a V2 delivery record.
+const deliveryForwardSignature = 1 << 0
 
 // keyLen is the length of a pending or dead key: seq (8 bytes) + target index (2 bytes).
 const keyLen = 10
@@ -101,7 +108,15 @@ func encodeCallback(cb *callback.Callback) []byte {
 func encodeDelivery(d *delivery) []byte {
 	t := &d.Target
 	b := make([]byte, 0, 64+len(t.Route)+len(t.URL)+len(d.LastError))
-	b = append(b, deliveryRecordV1)
+	var flags uint64
+	if t.ForwardSignature {
+		flags |= deliveryForwardSignature
+	}
+	version := byte(deliveryRecordV1)
+	if flags != 0 {
+		version = deliveryRecordV2
+	}
+	b = append(b, version)
 	b = appendString(b, t.Route)
 	b = appendString(b, t.URL)
 	b = appendInt(b, int64(t.Timeout))
@@ -111,7 +126,11 @@ func encodeDelivery(d *delivery) []byte {
 	b = appendInt(b, int64(d.Attempts))
 	b = appendInt(b, timeNano(d.NextAt))
 	b = appendInt(b, timeNano(d.DeadAt))
-	return appendString(b, d.LastError)
+	b = appendString(b, d.LastError)
+	if version == deliveryRecordV2 {
+		b = binary.AppendUvarint(b, flags)
+	}
+	return b
 }
 
 func timeNano(t time.Time) int64 {
@@ -190,23 +209,21 @@ func (r *reader) string() string {
 	return s
 }
 
-func (r *reader) version(want byte) {
-	r.versionIn(want, want)
-}
-
-// versionIn reads the version byte, which must be in [lo, hi].
-func (r *reader) versionIn(lo, hi byte) byte {
+// version reads the version byte, which must be one of want, and returns it.
+func (r *reader) version(want ...byte) byte {
 	if len(r.b) == 0 {
 		r.err = errCorrupt
 		return 0
 	}
 	v := r.b[0]
-	if v < lo || v > hi {
-		r.err = fmt.Errorf("%w: version %d, want %d to %d", errCorrupt, v, lo, hi)
-		return 0
+	for _, w := range want {
+		if v == w {
+			r.b = r.b[1:]
+			return v
+		}
 	}
-	r.b = r.b[1:]
-	return v
+	r.err = fmt.Errorf("%w: version %d, want one of %v", errCorrupt, v, want)
+	return 0
 }
 
 func (r *reader) done() error {
@@ -218,7 +235,7 @@ func (r *reader) done() error {
 
 func decodeCallback(b []byte) (*callback.Callback, error) {
 	r := reader{b: b}
-	version := r.versionIn(callbackRecordV1, callbackRecordV2)
+	version := r.version(callbackRecordV1, callbackRecordV2)
 	cb := &callback.Callback{
 		ID:       r.string(),
 		Provider: v1alpha1.Provider(r.string()),
@@ -239,7 +256,7 @@ func decodeCallback(b []byte) (*callback.Callback, error) {
 
 func decodeDelivery(b []byte) (*delivery, error) {
 	r := reader{b: b}
-	r.version(deliveryRecordV1)
+	v := r.version(deliveryRecordV1, deliveryRecordV2)
 	d := &delivery{}
 	d.Target.Route = r.string()
 	d.Target.URL = r.string()
@@ -251,6 +268,10 @@ func decodeDelivery(b []byte) (*delivery, error) {
 	d.NextAt = nanoTime(r.varint())
 	d.DeadAt = nanoTime(r.varint())
 	d.LastError = r.string()
+	if v == deliveryRecordV2 {
+		flags := r.uvarint()
+		d.Target.ForwardSignature = flags&deliveryForwardSignature != 0
+	}
 	if err := r.done(); err != nil {
 		return nil, err
 	}

@@ -104,3 +104,18 @@ func FuzzDecode(f *testing.F) {
 		_, _, _ = parseDeliveryKey(b)
 	})
 }
+
+// TestDeliveryRecordForwardSignature: the flag survives the spool (a V2 record); a
+// delivery without it stays a V1 record, readable by receivers that predate V2.
+func TestDeliveryRecordForwardSignature(t *testing.T) {
+	for _, fwd := range []bool{false, true} {
+		b := encodeDelivery(&delivery{Target: callback.Target{Route: "a/b", URL: "http://127.0.0.1", ForwardSignature: fwd}})
+		if want := byte(map[bool]int{false: deliveryRecordV1, true: deliveryRecordV2}[fwd]); b[0] != want {
+			t.Errorf("ForwardSignature %v: record version %d, want %d", fwd, b[0], want)
+		}
+		d, err := decodeDelivery(b)
+		if err != nil || d.Target.ForwardSignature != fwd {
+			t.Errorf("ForwardSignature %v: decoded %+v, %v", fwd, d, err)
+		}
+	}
+}

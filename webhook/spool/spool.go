@@ -50,6 +50,7 @@ type Spool struct {
 	db      *bolt.DB
 	opts    Options
 	log     logr.Logger
+	deadLog logr.Logger // Options.DeadLetterLogger, else log
 	client  httpDoer
 	metrics *metrics
 
@@ -82,7 +83,20 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil { //nolint:gosec // the operator chooses the spool dir (--spool-dir)
 		return nil, fmt.Errorf("creating spool dir: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{
+	log := opts.Logger
+	if log.GetSink() == nil {
+		log = ctrllog.Log.WithName("spool")
+	}
+	path := filepath.Join(dir, FileName)
+	empty, err := checkFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening spool %s: %w", dir, err)
+	}
+	if empty {
+		log.Info("Spool file was empty (0 bytes): starting a new spool in it; if it held acknowledged callbacks, they were lost before this start",
+			"file", path)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         opts.LockTimeout,
 		NoSync:          opts.NoSync,
 		NoGrowSync:      opts.NoSync,
@@ -99,14 +113,15 @@ func Open(dir string, opts Options) (*Spool, error) {
 	s := &Spool{
 		db:            db,
 		opts:          opts,
-		log:           opts.Logger,
+		log:           log,
+		deadLog:       opts.DeadLetterLogger,
 		ops:           make(chan *op, opts.MaxBatchSize),
 		committerDone: make(chan struct{}),
 		routes:        map[string]*routeQueue{},
 		targets:       map[callback.Target]*callback.Target{},
 	}
-	if s.log.GetSink() == nil {
-		s.log = ctrllog.Log.WithName("spool")
+	if s.deadLog.GetSink() == nil {
+		s.deadLog = log
 	}
 	if opts.HTTPClient != nil {
 		s.client = opts.HTTPClient
@@ -187,7 +202,7 @@ func bytesToSeq(k []byte) uint64 {
 // callbackReceivedAt reads only the ReceivedAt field of a callback record.
 func callbackReceivedAt(b []byte) time.Time {
 	r := reader{b: b}
-	r.versionIn(callbackRecordV1, callbackRecordV2)
+	r.version(callbackRecordV1, callbackRecordV2)
 	for range 5 { // ID, Provider, AppID, Command, RawQuery
 		n := r.uvarint()
 		if r.err != nil || n > uint64(len(r.b)) {
