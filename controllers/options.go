@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -37,8 +38,12 @@ const (
 	DefaultReceiverName = "callback-router-receiver"
 	// DefaultReceiverReplicas is the receiver's replica count when the manager manages it.
 	DefaultReceiverReplicas = 2
-	// DefaultReceiverPort serves callbacks, health probes and metrics.
+	// DefaultReceiverPort serves callbacks and health probes.
 	DefaultReceiverPort = 8080
+	// DefaultReceiverMetricsPort serves the receiver's /metrics (its --metrics-listen),
+	// never the callback port: metrics name apps and routes, and the callback port may be
+	// public.
+	DefaultReceiverMetricsPort = 9090
 	// ReceiverSpoolDir is where the receiver's spool volume is mounted.
 	ReceiverSpoolDir = "/var/spool/callback-router"
 	// ReceiverTmpDir is a writable emptyDir for the read-only root filesystem.
@@ -64,8 +69,14 @@ type ReceiverOptions struct {
 	SpoolSize string
 	// ServiceType is the receiver Service's type.
 	ServiceType corev1.ServiceType
-	// Port is the receiver's HTTP port (callbacks, health and metrics) and the Service port.
+	// Port is the receiver's callback port (callbacks and health probes) and the Service port.
 	Port int32
+	// MetricsPort is the receiver's metrics port (its --metrics-listen), served to the
+	// cluster only by the ClusterIP Service <Name>-metrics.
+	MetricsPort int32
+	// OpenIMTimeout is the receiver's --openim-timeout (OpenIM's webhooks.yml timeout);
+	// zero leaves the receiver's default.
+	OpenIMTimeout time.Duration
 	// TrustedProxies are CIDRs whose X-Forwarded-For the receiver trusts (its --trusted-proxies).
 	TrustedProxies []string
 }
@@ -83,6 +94,7 @@ func DefaultReceiverOptions() ReceiverOptions {
 		SpoolSize:      "1Gi",
 		ServiceType:    corev1.ServiceTypeClusterIP,
 		Port:           DefaultReceiverPort,
+		MetricsPort:    DefaultReceiverMetricsPort,
 	}
 }
 
@@ -99,6 +111,12 @@ func (o *ReceiverOptions) Validate() error {
 		return fmt.Errorf("receiver replicas %d is negative", o.Replicas)
 	case o.Port < 1 || o.Port > 65535:
 		return fmt.Errorf("receiver port %d is out of range", o.Port)
+	case o.MetricsPort < 1 || o.MetricsPort > 65535:
+		return fmt.Errorf("receiver metrics port %d is out of range", o.MetricsPort)
+	case o.MetricsPort == o.Port:
+		return fmt.Errorf("receiver metrics port %d is the callback port: metrics must not be served where callbacks arrive", o.MetricsPort)
+	case o.OpenIMTimeout < 0:
+		return fmt.Errorf("receiver OpenIM timeout %s is negative", o.OpenIMTimeout)
 	}
 	switch o.ServiceType {
 	case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer:

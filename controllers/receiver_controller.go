@@ -52,18 +52,19 @@ func (r *ReceiverReconciler) Reconcile(ctx context.Context, _ reconcile.Request)
 	log := ctrl.LoggerFrom(ctx)
 	o := &r.Options
 	applies := []struct {
-		kind string
-		obj  runtime.ApplyConfiguration
+		kind, name string
+		obj        runtime.ApplyConfiguration
 	}{
-		{"ServiceAccount", DesiredServiceAccount(o)},
-		{"Role", DesiredRole(o)},
-		{"RoleBinding", DesiredRoleBinding(o)},
-		{"Service", DesiredService(o)},
-		{"Deployment", DesiredDeployment(o)},
+		{"ServiceAccount", o.Name, DesiredServiceAccount(o)},
+		{"Role", o.Name, DesiredRole(o)},
+		{"RoleBinding", o.Name, DesiredRoleBinding(o)},
+		{"Service", o.Name, DesiredService(o)},
+		{"Service", ReceiverMetricsServiceName(o), DesiredMetricsService(o)},
+		{"Deployment", o.Name, DesiredDeployment(o)},
 	}
 	for _, a := range applies {
 		if err := r.Client.Apply(ctx, a.obj, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-			return ctrl.Result{}, fmt.Errorf("applying receiver %s %s/%s: %w", a.kind, o.Namespace, o.Name, err)
+			return ctrl.Result{}, fmt.Errorf("applying receiver %s %s/%s: %w", a.kind, o.Namespace, a.name, err)
 		}
 	}
 	log.V(1).Info("Applied receiver objects", "namespace", o.Namespace, "name", o.Name)
@@ -72,7 +73,13 @@ func (r *ReceiverReconciler) Reconcile(ctx context.Context, _ reconcile.Request)
 
 // isReceiverObject reports whether obj is one of the receiver's objects.
 func (r *ReceiverReconciler) isReceiverObject(obj client.Object) bool {
-	return obj.GetNamespace() == r.Options.Namespace && obj.GetName() == r.Options.Name
+	if obj.GetNamespace() != r.Options.Namespace {
+		return false
+	}
+	if _, ok := obj.(*corev1.Service); ok && obj.GetName() == ReceiverMetricsServiceName(&r.Options) {
+		return true
+	}
+	return obj.GetName() == r.Options.Name
 }
 
 // SetupWithManager registers the reconciler. The owned kinds are watched through the

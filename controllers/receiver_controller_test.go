@@ -43,7 +43,7 @@ func TestReceiverObjectsCreated(t *testing.T) {
 	g.Expect(pod.Containers).To(HaveLen(1))
 	c := pod.Containers[0]
 	g.Expect(c.Image).To(Equal(opts.Image))
-	g.Expect(c.Args).To(Equal([]string{"receiver", "--listen", ":8080", "--spool-dir", ReceiverSpoolDir,
+	g.Expect(c.Args).To(Equal([]string{"receiver", "--listen", ":8080", "--metrics-listen", ":9090", "--spool-dir", ReceiverSpoolDir,
 		"--namespace", opts.Namespace, "--table", opts.Name, "--trusted-proxies", "10.0.0.0/8"}))
 	g.Expect(c.SecurityContext.AllowPrivilegeEscalation).To(Equal(ptr.To(false)))
 	g.Expect(c.SecurityContext.ReadOnlyRootFilesystem).To(Equal(ptr.To(true)))
@@ -69,6 +69,14 @@ func TestReceiverObjectsCreated(t *testing.T) {
 	g.Expect(svc.Spec.Selector).To(Equal(d.Spec.Selector.MatchLabels))
 	g.Expect(svc.Spec.Ports).To(HaveLen(1))
 	g.Expect(svc.Spec.Ports[0].Port).To(Equal(int32(8080)))
+	// Metrics on a port and a ClusterIP Service of their own, never the callback port.
+	msvc := &corev1.Service{}
+	g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: opts.Namespace, Name: ReceiverMetricsServiceName(&opts)}, msvc)).To(Succeed())
+	g.Expect(msvc.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
+	g.Expect(msvc.Spec.Selector).To(Equal(d.Spec.Selector.MatchLabels))
+	g.Expect(msvc.Spec.Ports).To(HaveLen(1))
+	g.Expect(msvc.Spec.Ports[0].Port).To(Equal(int32(9090)))
+	g.Expect(msvc.Labels).To(HaveKeyWithValue(LabelComponent, ComponentReceiverMetrics))
 
 	g.Expect(k8s.Get(ctx, receiverKey(), &corev1.ServiceAccount{})).To(Succeed())
 	role := &rbacv1.Role{}
@@ -171,13 +179,15 @@ func TestReceiverOptionsValidate(t *testing.T) {
 		// ok says whether Validate accepts the options.
 		ok bool
 	}{
-		"defaults with an image": {mutate: func(*ReceiverOptions) {}, ok: true},
-		"no image":               {mutate: func(o *ReceiverOptions) { o.Image = "" }},
-		"bad quantity":           {mutate: func(o *ReceiverOptions) { o.MemoryLimit = "lots" }},
-		"bad service type":       {mutate: func(o *ReceiverOptions) { o.ServiceType = "ExternalName" }},
-		"bad port":               {mutate: func(o *ReceiverOptions) { o.Port = 0 }},
-		"bad trusted proxy":      {mutate: func(o *ReceiverOptions) { o.TrustedProxies = []string{"10.0.0.1"} }},
-		"trusted proxies":        {mutate: func(o *ReceiverOptions) { o.TrustedProxies = ParseCIDRList(" 10.0.0.0/8, ,::1/128") }, ok: true},
+		"defaults with an image":       {mutate: func(*ReceiverOptions) {}, ok: true},
+		"no image":                     {mutate: func(o *ReceiverOptions) { o.Image = "" }},
+		"bad quantity":                 {mutate: func(o *ReceiverOptions) { o.MemoryLimit = "lots" }},
+		"bad service type":             {mutate: func(o *ReceiverOptions) { o.ServiceType = "ExternalName" }},
+		"bad port":                     {mutate: func(o *ReceiverOptions) { o.Port = 0 }},
+		"metrics on the callback port": {mutate: func(o *ReceiverOptions) { o.MetricsPort = o.Port }},
+		"bad metrics port":             {mutate: func(o *ReceiverOptions) { o.MetricsPort = 70000 }},
+		"bad trusted proxy":            {mutate: func(o *ReceiverOptions) { o.TrustedProxies = []string{"10.0.0.1"} }},
+		"trusted proxies":              {mutate: func(o *ReceiverOptions) { o.TrustedProxies = ParseCIDRList(" 10.0.0.0/8, ,::1/128") }, ok: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

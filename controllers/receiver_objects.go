@@ -27,9 +27,17 @@ const (
 	receiverTmpSize = "64Mi"
 	// receiverContainer is the container name in the receiver pods.
 	receiverContainer = "receiver"
-	// receiverPortName names the HTTP port in the pod and the Service.
+	// receiverPortName names the callback port in the pod and the Service.
 	receiverPortName = "http"
+	// receiverMetricsPortName names the metrics port in the pod and the metrics Service.
+	receiverMetricsPortName = "metrics"
+	// ComponentReceiverMetrics is the component label of the receiver's metrics Service,
+	// which the chart's ServiceMonitor selects.
+	ComponentReceiverMetrics = "receiver-metrics"
 )
+
+// ReceiverMetricsServiceName is the name of the receiver's metrics Service.
+func ReceiverMetricsServiceName(o *ReceiverOptions) string { return o.Name + "-metrics" }
 
 // ReceiverPodLabels are the labels on the receiver's pods, and the Deployment and Service
 // selector. HPA, PDB, NetworkPolicy and ServiceMonitor select on these.
@@ -51,12 +59,18 @@ func ReceiverArgs(o *ReceiverOptions) []string {
 	args := []string{
 		"receiver",
 		"--listen", ":" + strconv.Itoa(int(o.Port)),
+		// Always on a port of its own: /metrics names apps and routes, and the callback
+		// port may be public (a LoadBalancer Service, an Ingress).
+		"--metrics-listen", ":" + strconv.Itoa(int(o.MetricsPort)),
 		"--spool-dir", ReceiverSpoolDir,
 		"--namespace", o.Namespace,
 		"--table", o.Name,
 	}
 	if len(o.TrustedProxies) > 0 {
 		args = append(args, "--trusted-proxies", strings.Join(o.TrustedProxies, ","))
+	}
+	if o.OpenIMTimeout > 0 {
+		args = append(args, "--openim-timeout", o.OpenIMTimeout.String())
 	}
 	return args
 }
@@ -84,7 +98,24 @@ func DesiredRoleBinding(o *ReceiverOptions) *rbacv1ac.RoleBindingApplyConfigurat
 		WithSubjects(rbacv1ac.Subject().WithKind(rbacv1.ServiceAccountKind).WithName(o.Name).WithNamespace(o.Namespace))
 }
 
-// DesiredService exposes the receiver's HTTP port (callbacks, health, metrics).
+// DesiredMetricsService exposes the receiver's metrics port inside the cluster only
+// (ClusterIP, whatever the callback Service's type), for Prometheus' ServiceMonitor.
+func DesiredMetricsService(o *ReceiverOptions) *corev1ac.ServiceApplyConfiguration {
+	labels := receiverLabels(o)
+	labels[LabelComponent] = ComponentReceiverMetrics
+	return corev1ac.Service(ReceiverMetricsServiceName(o), o.Namespace).WithLabels(labels).
+		WithSpec(corev1ac.ServiceSpec().
+			WithType(corev1.ServiceTypeClusterIP).
+			WithSelector(ReceiverPodLabels(o)).
+			WithPorts(corev1ac.ServicePort().
+				WithName(receiverMetricsPortName).
+				WithProtocol(corev1.ProtocolTCP).
+				WithPort(o.MetricsPort).
+				WithTargetPort(intstr.FromString(receiverMetricsPortName))))
+}
+
+// DesiredService exposes the receiver's callback port (callbacks and health probes; the
+// metrics are on DesiredMetricsService).
 func DesiredService(o *ReceiverOptions) *corev1ac.ServiceApplyConfiguration {
 	return corev1ac.Service(o.Name, o.Namespace).WithLabels(receiverLabels(o)).
 		WithSpec(corev1ac.ServiceSpec().
@@ -141,7 +172,10 @@ func DesiredDeployment(o *ReceiverOptions) *appsv1ac.DeploymentApplyConfiguratio
 			corev1ac.EnvVar().WithName("POD_NAME").WithValueFrom(corev1ac.EnvVarSource().
 				WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.name"))),
 		).
-		WithPorts(corev1ac.ContainerPort().WithName(receiverPortName).WithContainerPort(o.Port).WithProtocol(corev1.ProtocolTCP)).
+		WithPorts(
+			corev1ac.ContainerPort().WithName(receiverPortName).WithContainerPort(o.Port).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName(receiverMetricsPortName).WithContainerPort(o.MetricsPort).WithProtocol(corev1.ProtocolTCP),
+		).
 		WithLivenessProbe(probe("/healthz", 10, 3)).
 		WithReadinessProbe(probe("/readyz", 2, 2)).
 		WithStartupProbe(probe("/healthz", 1, 30)).

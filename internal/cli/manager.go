@@ -16,6 +16,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/webhook/receiver"
 )
 
 // Manager settings that are not flags.
@@ -43,6 +44,7 @@ type managerFlags struct {
 	zap             zap.Options
 	replicas        int
 	receiverPortInt int
+	metricsPortInt  int
 }
 
 // envOr returns the environment variable name, or def when it is unset or empty.
@@ -74,7 +76,9 @@ func (f *managerFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.receiver.MemoryLimit, "receiver-memory-limit", d.MemoryLimit, "Receiver container memory limit; empty for none.")
 	fs.StringVar(&f.receiver.SpoolSize, "receiver-spool-size", d.SpoolSize, "Size limit of the receiver's spool emptyDir volume.")
 	fs.StringVar(&f.serviceType, "receiver-service-type", string(d.ServiceType), "Type of the receiver Service: ClusterIP, NodePort or LoadBalancer.")
-	fs.IntVar(&f.receiverPortInt, "receiver-port", int(d.Port), "Receiver HTTP port for callbacks, health and metrics, and the Service port.")
+	fs.IntVar(&f.receiverPortInt, "receiver-port", int(d.Port), "Receiver callback port (callbacks and health probes), and the Service port.")
+	fs.IntVar(&f.metricsPortInt, "receiver-metrics-port", int(d.MetricsPort), "Receiver metrics port (its --metrics-listen; never the callback port), exposed by the ClusterIP Service <receiver-name>-metrics.")
+	fs.DurationVar(&f.receiver.OpenIMTimeout, "receiver-openim-timeout", 0, "The receiver's --openim-timeout: OpenIM's webhooks.yml timeout (0: the receiver's default, 5s).")
 	fs.StringVar(&f.trustedProxies, "receiver-trusted-proxies", "", "Comma-separated CIDRs whose X-Forwarded-For the receiver trusts (its --trusted-proxies); default none.")
 	f.zap.BindFlags(fs)
 }
@@ -84,6 +88,12 @@ func (f *managerFlags) options() (controllers.ReceiverOptions, error) {
 	o := f.receiver
 	o.Replicas = int32(f.replicas)
 	o.Port = int32(f.receiverPortInt)
+	o.MetricsPort = int32(f.metricsPortInt)
+	if o.OpenIMTimeout > 0 {
+		if err := receiver.ValidateOpenIMTimeout(o.OpenIMTimeout); err != nil {
+			return o, fmt.Errorf("--receiver-openim-timeout: %w", err)
+		}
+	}
 	o.ServiceType = corev1.ServiceType(f.serviceType)
 	o.TrustedProxies = controllers.ParseCIDRList(f.trustedProxies)
 	if f.replicas < 0 || f.replicas > 10000 {

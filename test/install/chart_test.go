@@ -33,6 +33,7 @@ var managerFlagsContract = []string{
 	"--receiver-namespace", "--receiver-name", "--receiver-image", "--receiver-replicas",
 	"--receiver-manage-replicas", "--receiver-cpu-request", "--receiver-memory-request",
 	"--receiver-memory-limit", "--receiver-spool-size", "--receiver-service-type", "--receiver-port",
+	"--receiver-metrics-port",
 }
 
 // helmTemplate renders the chart.
@@ -453,13 +454,22 @@ func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
 	if sel, _, _ := unstructured.NestedStringMap(np.Object, "spec", "podSelector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
 		t.Errorf("NetworkPolicy selects %v", sel)
 	}
+	// The callback port for the ingress controller and OpenIM; the metrics port for
+	// Prometheus only.
 	from, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
-	if len(from) != 1 {
-		t.Fatalf("NetworkPolicy has %d ingress rules, want 1", len(from))
+	if len(from) != 2 {
+		t.Fatalf("NetworkPolicy has %d ingress rules, want 2 (callback port, metrics port)", len(from))
 	}
-	peers, _, _ := unstructured.NestedSlice(from[0].(map[string]any), "from")
-	if len(peers) != 3 {
-		t.Errorf("NetworkPolicy admits %d peers, want ingress controller, OpenIM and monitoring", len(peers))
+	for i, want := range []struct {
+		port  int64
+		peers int
+	}{{8080, 2}, {9090, 1}} {
+		rule := from[i].(map[string]any)
+		peers, _, _ := unstructured.NestedSlice(rule, "from")
+		ports, _, _ := unstructured.NestedSlice(rule, "ports")
+		if len(ports) != 1 || ports[0].(map[string]any)["port"] != want.port || len(peers) != want.peers {
+			t.Errorf("NetworkPolicy rule %d: ports %v, %d peers; want port %d from %d peers", i, ports, len(peers), want.port, want.peers)
+		}
 	}
 	ing := one(t, objs, "Ingress")
 	rules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
@@ -479,8 +489,13 @@ func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
 		if sm.GetName() != "im-callbacks" {
 			continue
 		}
-		if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
-			t.Errorf("receiver ServiceMonitor selects %v", sel)
+		// The manager's ClusterIP metrics Service, on the metrics port: never the callback port.
+		metricsSel := map[string]string{labelName: "im-callbacks", labelComponent: "receiver-metrics"}
+		if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, metricsSel) {
+			t.Errorf("receiver ServiceMonitor selects %v, want the metrics Service %v", sel, metricsSel)
+		}
+		if eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints"); len(eps) != 1 || eps[0].(map[string]any)["port"] != "metrics" {
+			t.Errorf("receiver ServiceMonitor endpoints %v, want port metrics", eps)
 		}
 	}
 }
