@@ -43,7 +43,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.retry) || self.mode == 'Async'",message="retry applies only to Async routes; a Sync route answers once, inside the platform's deadline"
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Sync' || self.failurePolicy == 'Allow'",message="failurePolicy Reject applies only to Sync routes; Async routes are acknowledged before delivery"
 // +kubebuilder:validation:XValidation:rule="!(self.provider == 'TencentIM' && self.mode == 'Sync' && has(self.backend.timeout)) || duration(self.backend.timeout) < duration('2s')",message="backend.timeout of a Sync TencentIM route must be under 2s: Tencent IM waits 2s for the answer, and the fallback answer must still reach it in time"
-// +kubebuilder:validation:XValidation:rule="!(self.provider == 'OpenIM' && self.mode == 'Sync' && has(self.backend.timeout)) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync OpenIM route must be at most 15s: OpenIM's HTTP client gives up after 15s"
+// +kubebuilder:validation:XValidation:rule="!(self.provider == 'OpenIM' && self.mode == 'Sync' && has(self.backend.timeout)) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync OpenIM route must be at most 15s, the most OpenIM ever waits; OpenIM waits only its webhooks.yml timeout (default 5s), and the receiver answers 500ms before its --openim-timeout whatever this says"
 // +kubebuilder:validation:XValidation:rule="!has(self.verify) || !has(self.verify.tokenSecretRef) || self.provider == 'TencentIM'",message="verify.tokenSecretRef applies only to TencentIM routes; OpenIM sends no signature"
 // +kubebuilder:validation:XValidation:rule="!has(self.verify) || !has(self.verify.basicAuthSecretRef) || self.provider == 'OpenIM'",message="verify.basicAuthSecretRef applies only to OpenIM routes; Tencent IM sends no Basic auth"
 type CallbackRouteSpec struct {
@@ -116,7 +116,9 @@ type Backend struct {
 	Path string `json:"path,omitempty"`
 
 	// timeout bounds one attempt. Defaults to 1500ms for Sync routes (inside Tencent's 2s
-	// budget) and 10s for Async routes.
+	// budget) and 10s for Async routes. A Sync answer also leaves within the receiver's
+	// budget for the provider whatever this says: Tencent IM's --sync-budget (1800ms), and
+	// for OpenIM 500ms before --openim-timeout (OpenIM's webhooks.yml timeout, default 5s).
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('60s')",message="backend.timeout must be positive and at most 60s"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`

@@ -174,7 +174,7 @@ func TestInvalidSpecsRejected(t *testing.T) {
 				r.Spec.Provider, r.Spec.AppID, r.Spec.Mode = v1alpha1.ProviderOpenIM, "prod", v1alpha1.ModeSync
 				r.Spec.Backend.Timeout = dur("20s")
 			},
-			wantMessage: "OpenIM's HTTP client gives up after 15s",
+			wantMessage: "OpenIM waits only its webhooks.yml timeout (default 5s)",
 		},
 		"zero timeout": {
 			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Backend.Timeout = dur("0s") },

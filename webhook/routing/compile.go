@@ -106,7 +106,10 @@ const (
 	MaxSourceCIDRs = 64
 	// MaxTencentSyncTimeout is the exclusive upper bound of a TencentIM Sync route's timeout.
 	MaxTencentSyncTimeout = 2 * time.Second
-	// MaxOpenIMSyncTimeout is the inclusive upper bound of an OpenIM Sync route's timeout.
+	// MaxOpenIMSyncTimeout is the inclusive upper bound of an OpenIM Sync route's timeout:
+	// OpenIM never waits longer, whatever its webhooks.yml timeout says. The receiver cuts
+	// every OpenIM Sync wait at its --openim-timeout anyway (receiver.OpenIMTimeoutMargin
+	// before it).
 	MaxOpenIMSyncTimeout = 15 * time.Second
 	// MaxBackendTimeout is the inclusive upper bound of any backend timeout.
 	MaxBackendTimeout = 60 * time.Second
@@ -307,7 +310,8 @@ func validateBackend(s *v1alpha1.CallbackRouteSpec, mode v1alpha1.Mode) error {
 			return fmt.Errorf("backend.timeout of a Sync TencentIM route must be under 2s: Tencent IM waits 2s for the answer")
 		}
 		if mode == v1alpha1.ModeSync && s.Provider == v1alpha1.ProviderOpenIM && d > MaxOpenIMSyncTimeout {
-			return fmt.Errorf("backend.timeout of a Sync OpenIM route must be at most 15s: OpenIM's HTTP client gives up after 15s")
+			return fmt.Errorf("backend.timeout of a Sync OpenIM route must be at most 15s, the most OpenIM ever waits; " +
+				"OpenIM waits only its webhooks.yml timeout (default 5s), and the receiver answers 500ms before its --openim-timeout whatever this says")
 		}
 	}
 	return nil
