@@ -64,6 +64,7 @@ var (
 	rounds      = flag.Int("rounds", 3, "closed-loop rounds, each running (a), (n) and (b) in turn; the ratios reported are the medians of the rounds' ratios, which tolerates load from other processes on a shared machine")
 	nginxConf   = flag.String("nginx-conf", "hack/bench/nginx.conf", "nginx configuration template (the reference proxy)")
 	nginxAddr   = flag.String("nginx-listen", "127.0.0.1:19904", "loopback address of nginx")
+	recvProcs   = flag.Int("receiver-gomaxprocs", 0, "GOMAXPROCS of the receiver process (0: Go's default, the CPUs available); 1 compares it with nginx's single worker on equal terms")
 	rate        = flag.Int("rate", 1000, "requests per second of the fixed-rate measurement")
 	rateFor     = flag.Duration("rate-duration", 5*time.Second, "duration of each fixed-rate measurement")
 	sampleName  = flag.String("sample", "tencent-c2c-after-send", "sample body sent")
@@ -118,7 +119,11 @@ func run() error {
 	if err := os.WriteFile(routes, []byte(benchRoutes("http://"+*backendAddr)), 0o600); err != nil {
 		return err
 	}
-	recv, err := start(tmp, "receiver", *bin, "receiver", "--routes", routes, "--listen", *recvAddr,
+	var recvEnv []string
+	if *recvProcs > 0 {
+		recvEnv = []string{"GOMAXPROCS=" + strconv.Itoa(*recvProcs)}
+	}
+	recv, err := startEnv(tmp, "receiver", recvEnv, *bin, "receiver", "--routes", routes, "--listen", *recvAddr,
 		"--spool-dir", filepath.Join(tmp, "spool"), "--drain-delay", "0s")
 	if err != nil {
 		return err
@@ -166,6 +171,7 @@ func run() error {
 	}
 	results := make([][]result, len(paths))
 	var cpuGen, cpuBackend, cpuProxy [3]time.Duration
+	var sentAll [3]int // requests of the warm-ups and measurements, per path
 	var ratiosA, ratiosN []float64
 	for range *rounds {
 		var round [3]result
@@ -175,10 +181,11 @@ func run() error {
 			if p.proxy != nil {
 				p0 = cpu(p.proxy)
 			}
-			r, genCPU, err := wrkLoop(p.name, p.url, script)
+			r, genCPU, sent, err := wrkLoop(p.name, p.url, script)
 			if err != nil {
 				return err
 			}
+			sentAll[i] += sent
 			cpuGen[i] += genCPU
 			cpuBackend[i] += cpu(backend) - b0
 			if p.proxy != nil {
@@ -198,12 +205,12 @@ func run() error {
 		return fmt.Sprintf("%.1f µs", float64(d.Microseconds())/float64(n))
 	}
 	var cpuLines []string
-	for i, r := range []result{a, n, b} {
+	for i := range paths {
 		proxy := "-"
 		if i > 0 {
-			proxy = perReq(cpuProxy[i], r.requests)
+			proxy = perReq(cpuProxy[i], sentAll[i])
 		}
-		cpuLines = append(cpuLines, fmt.Sprintf("| %s | %s | %s | %s |", paths[i].name, perReq(cpuGen[i], r.requests), perReq(cpuBackend[i], r.requests), proxy))
+		cpuLines = append(cpuLines, fmt.Sprintf("| %s | %s | %s | %s |", paths[i].name, perReq(cpuGen[i], sentAll[i]), perReq(cpuBackend[i], sentAll[i]), proxy))
 	}
 	fmt.Fprintf(os.Stderr, "fixed rate: %d req/s for %s each\n", *rate, *rateFor)
 	ra := fixedRate("(a) direct, 1,000 req/s", direct, s.Body)
@@ -217,13 +224,14 @@ func run() error {
 	}
 
 	fmt.Printf("\nMachine: %d CPUs (GOMAXPROCS %d), %s/%s, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	fmt.Printf("Sample: %s (%d bytes), Sync route, Sign verified\n\n", s.Name, len(s.Body))
+	fmt.Printf("Sample: %s (%d bytes), Sync route, Sign verified; receiver GOMAXPROCS %s; load average at the end %s\n\n",
+		s.Name, len(s.Body), procsLabel(*recvProcs), loadAverage())
 	fmt.Println("| measurement | requests | errors | req/s | p50 | p99 | max |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, r := range []result{a, n, b, ra, rb} {
 		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %s |\n", r.name, r.requests, r.errors, r.rps(), ms(r.p50), ms(r.p99), ms(r.max))
 	}
-	fmt.Println("\nCPU time per request (closed loop; process CPU includes the warm-ups):")
+	fmt.Println("\nCPU time per request (closed loop, warm-ups included; /proc ticks of 10 ms):")
 	fmt.Println("\n| path | load generator (wrk) | backend | proxy (nginx or receiver) |")
 	fmt.Println("|---|---|---|---|")
 	for _, l := range cpuLines {
@@ -267,11 +275,19 @@ type child struct {
 }
 
 func start(dir, name, bin string, args ...string) (*child, error) {
+	return startEnv(dir, name, nil, bin, args...)
+}
+
+// startEnv starts a child with env added to this process's environment.
+func startEnv(dir, name string, env []string, bin string, args ...string) (*child, error) {
 	log, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -377,8 +393,10 @@ func luaString(b []byte) string {
 }
 
 // wrkLoop runs wrk (1 thread, *conns connections) against u: a warm-up run, not
-// recorded, then a measured one. It returns the measured run and wrk's own CPU time.
-func wrkLoop(name, u, script string) (result, time.Duration, error) {
+// recorded, then a measured one. It returns the measured run, wrk's own CPU time, and
+// the requests of both runs (the denominator of the processes' CPU per request, since
+// their CPU is read around both).
+func wrkLoop(name, u, script string) (result, time.Duration, int, error) {
 	run := func(d time.Duration) (string, time.Duration, error) {
 		cmd := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(*conns), "-d"+strconv.Itoa(int(d.Round(time.Second)/time.Second))+"s",
 			"--timeout", "5s", "--latency", "-s", script, u)
@@ -388,15 +406,20 @@ func wrkLoop(name, u, script string) (result, time.Duration, error) {
 		}
 		return string(out), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 	}
-	if _, _, err := run(max(*warmup, time.Second)); err != nil {
-		return result{}, 0, err
+	wout, wcpu, err := run(max(*warmup, time.Second))
+	if err != nil {
+		return result{}, 0, 0, err
+	}
+	warm, err := parseWrk(name, wout)
+	if err != nil {
+		return result{}, 0, 0, err
 	}
 	out, cpu, err := run(max(*duration, time.Second))
 	if err != nil {
-		return result{}, 0, err
+		return result{}, 0, 0, err
 	}
 	r, err := parseWrk(name, out)
-	return r, cpu, err
+	return r, cpu + wcpu, warm.requests + r.requests, err
 }
 
 var (
@@ -501,6 +524,23 @@ func startNginx(dir, template, listen, backend string) (*child, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func procsLabel(n int) string {
+	if n <= 0 {
+		return "default (" + strconv.Itoa(runtime.NumCPU()) + ")"
+	}
+	return strconv.Itoa(n)
+}
+
+// loadAverage is /proc/loadavg's first three fields: how busy the shared machine was.
+func loadAverage() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func median(v []float64) float64 { s := sorted(v); return s[len(s)/2] }
