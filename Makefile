@@ -1,15 +1,12 @@
 # callback-router Makefile. `make help` lists the targets.
 
-# Tools are pinned here and built from Go modules into a cache outside the checkout,
-# keyed by version, so a fresh machine needs only Go and the module proxy.
-CONTROLLER_TOOLS_VERSION ?= v0.21.0
-GOLANGCI_LINT_VERSION    ?= v2.15.0
-KUBE_VERSION             ?= v1.36.3
+# Every tool (controller-gen, golangci-lint, helm, kustomize, helm-docs, kube-apiserver) is
+# pinned by a committed tools module under hack/tools/<name> (go.mod + go.sum) and built
+# read-only by hack/tool.sh into a cache outside the checkout, so a fresh machine needs only Go
+# and the module proxy, and the go command can never pick another version.
+TOOL = hack/tool.sh
 
-CACHE_DIR  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/callback-router
-TOOLS_BIN  ?= $(CACHE_DIR)/bin
-CONTROLLER_GEN ?= $(TOOLS_BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
-GOLANGCI_LINT  ?= $(TOOLS_BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+CACHE_DIR  ?= $(or $(CALLBACK_ROUTER_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/callback-router)
 
 BIN      ?= bin/callback-router
 ROUTES   ?= examples/routes.yaml
@@ -33,14 +30,14 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests into config/ (and the chart's CRD copy).
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+manifests: ## Generate the CRD and RBAC manifests into config/ (and the chart's CRD copy).
+	cg="$$($(TOOL) controller-gen)"; "$$cg" rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
 	rm -f charts/callback-router/files/crds/*.yaml
 	cp config/crd/bases/*.yaml charts/callback-router/files/crds/
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
-	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+generate: ## Generate DeepCopy methods.
+	cg="$$($(TOOL) controller-gen)"; "$$cg" object:headerFile="hack/boilerplate.go.txt" paths="./..."
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
@@ -51,12 +48,11 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned, built from Go modules).
-	$(GOLANGCI_LINT) config verify
-	$(GOLANGCI_LINT) run ./...
+lint: ## Run golangci-lint (pinned, built from its tools module).
+	gl="$$($(TOOL) golangci-lint)"; "$$gl" config verify; "$$gl" run ./...
 
 .PHONY: verify
-verify: $(CONTROLLER_GEN) ## Fail if regenerating (make manifests generate) or gofmt would change any file.
+verify: ## Fail if regenerating (make manifests generate) or gofmt would change any file.
 	@test -z "$$(gofmt -s -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -s -l $$(git ls-files '*.go'); exit 1; }
 	@# Compare against the working tree as it was, so uncommitted API changes that were
 	@# regenerated pass, and a fresh checkout is checked against what is committed.
@@ -72,13 +68,17 @@ envtest: ## Provide kube-apiserver and etcd for tests (built/cached once; prints
 	@hack/envtest-assets.sh
 
 .PHONY: test
-test: verify vet lint ## Run all tests against a real kube-apiserver and etcd, plus a short fuzz run.
+.PHONY: tools-check
+tools-check: ## Fail if a tools module (hack/tools/*) is incomplete or would resolve any version (read-only, seconds).
+	@$(TOOL) --check
+
+test: tools-check verify vet lint ## Run all tests against a real kube-apiserver and etcd, plus a short fuzz run.
 	@assets="$$(hack/envtest-assets.sh)"; \
 	  echo "envtest: $$("$$assets/kube-apiserver" --version), etcd $$("$$assets/etcd" --version | head -1 | sed 's/.*: //') from $$assets"
 	@# The CRD validation tests run verbosely so the log shows them passing against the real API server.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) -v ./api/... | grep -v -E '^\s*=== (RUN|PAUSE|CONT)'
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$(hack/tool.sh helm)" KUSTOMIZE="$$(hack/tool.sh kustomize)" \
-	  HELM_DOCS="$$(hack/tool.sh helm-docs)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/api/')
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$($(TOOL) helm)" KUSTOMIZE="$$($(TOOL) kustomize)" \
+	  HELM_DOCS="$$($(TOOL) helm-docs)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/api/')
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: fuzz
@@ -122,27 +122,15 @@ docker-push: ## Push the container image IMG.
 chart: ## Sync the chart's CRD copy from config/crd/bases and regenerate its README (helm-docs).
 	rm -f charts/callback-router/files/crds/*.yaml
 	cp config/crd/bases/*.yaml charts/callback-router/files/crds/
-	"$$(hack/tool.sh helm-docs)" --chart-search-root charts --template-files README.md.gotmpl --log-level warning
+	"$$($(TOOL) helm-docs)" --chart-search-root charts --template-files README.md.gotmpl --log-level warning
 
 .PHONY: test-install
 test-install: ## Run only the chart and kustomize install tests (test/install) against envtest.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$(hack/tool.sh helm)" KUSTOMIZE="$$(hack/tool.sh kustomize)" \
-	  HELM_DOCS="$$(hack/tool.sh helm-docs)" go test $(GO_TEST_FLAGS) ./test/install/...
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$($(TOOL) helm)" KUSTOMIZE="$$($(TOOL) kustomize)" \
+	  HELM_DOCS="$$($(TOOL) helm-docs)" go test $(GO_TEST_FLAGS) ./test/install/...
 
 ##@ Tools
 
 .PHONY: tools
-tools: ## Build the pinned helm, kustomize and helm-docs into the cache (hack/tool.sh; prints their paths).
-	@hack/tool.sh helm
-	@hack/tool.sh kustomize
-	@hack/tool.sh helm-docs
-
-$(CONTROLLER_GEN):
-	@mkdir -p $(TOOLS_BIN)/.tmp
-	GOBIN=$(TOOLS_BIN)/.tmp go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
-	mv $(TOOLS_BIN)/.tmp/controller-gen $@
-
-$(GOLANGCI_LINT):
-	@mkdir -p $(TOOLS_BIN)/.tmp
-	GOBIN=$(TOOLS_BIN)/.tmp go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
-	mv $(TOOLS_BIN)/.tmp/golangci-lint $@
+tools: ## Build every pinned tool into the cache (hack/tool.sh; prints their paths).
+	@for t in controller-gen golangci-lint helm kustomize helm-docs kube-apiserver; do $(TOOL) $$t; done

@@ -43,8 +43,7 @@ const (
 	// fieldOwner is the server-side apply field manager of objects the tests apply.
 	fieldOwner = "callback-router-install-test"
 	// kubeVersion is the Kubernetes version `helm template` renders for: the envtest
-	// kube-apiserver's (hack/envtest-assets.sh KUBE_VERSION), which reports v0.0.0 itself
-	// because it is built from Go modules without version stamps.
+	// kube-apiserver's, pinned by hack/tools/kubernetes/go.mod.
 	kubeVersion = "v1.36.3"
 )
 
