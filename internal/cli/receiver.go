@@ -125,12 +125,8 @@ func runReceiver(args []string) error {
 	if f.server.MaxConnections <= 0 {
 		return errors.New("--max-connections must be positive")
 	}
-	if f.syncBudget <= 0 || f.syncBudget >= 2*time.Second {
-		return fmt.Errorf("--sync-budget must be positive and under Tencent's 2s, not %s", f.syncBudget)
-	}
-
-	if err := receiver.ValidateOpenIMTimeout(f.openIMTimeout); err != nil {
-		return fmt.Errorf("--openim-timeout: %w", err)
+	if err := f.validateBudgets(); err != nil {
+		return err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -234,10 +230,7 @@ func runReceiver(args []string) error {
 			// Exit non-zero so that Kubernetes restarts the receiver: alive but never
 			// ready, with /healthz answering OK, it would never be replaced.
 			log.Error(err, "Cannot watch the routing table; exiting")
-			stopServing()
-			if serr := <-serveErr; serr != nil {
-				log.Error(serr, "Serving ended with an error")
-			}
+			stopAndWait(log, stopServing, serveErr)
 			stopSpool()
 			logSpoolEnd(log, <-spoolDone)
 			return err
@@ -246,10 +239,7 @@ func runReceiver(args []string) error {
 			logSpoolEnd(log, <-spoolDone)
 			return err
 		case err := <-spoolDone:
-			stopServing()
-			if serr := <-serveErr; serr != nil {
-				log.Error(serr, "Serving ended with an error")
-			}
+			stopAndWait(log, stopServing, serveErr)
 			return fmt.Errorf("spool delivery loop stopped unexpectedly: %w", err)
 		}
 	}
@@ -272,6 +262,25 @@ func runReceiver(args []string) error {
 	logSpoolEnd(log, <-spoolDone)
 	log.Info("Receiver stopped")
 	return err
+}
+
+// validateBudgets checks the Sync budget flags.
+func (f *receiverFlags) validateBudgets() error {
+	if f.syncBudget <= 0 || f.syncBudget >= 2*time.Second {
+		return fmt.Errorf("--sync-budget must be positive and under Tencent's 2s, not %s", f.syncBudget)
+	}
+	if err := receiver.ValidateOpenIMTimeout(f.openIMTimeout); err != nil {
+		return fmt.Errorf("--openim-timeout: %w", err)
+	}
+	return nil
+}
+
+// stopAndWait stops the servers and waits for them, logging the error they ended with.
+func stopAndWait(log logr.Logger, stopServing func(), serveErr <-chan error) {
+	stopServing()
+	if err := <-serveErr; err != nil {
+		log.Error(err, "Serving ended with an error")
+	}
 }
 
 // newLoggers returns the receiver's logger, built from the --zap-* flags, and the same

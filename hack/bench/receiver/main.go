@@ -30,8 +30,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -497,7 +497,7 @@ func startNginx(dir, template, listen, backend string) (*child, error) {
 	}
 	conf := strings.NewReplacer("{{PREFIX}}", prefix, "{{LISTEN}}", listen, "{{BACKEND}}", backend).Replace(string(tpl))
 	confPath := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil { //nolint:gosec // nginx's worker reads it
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
 	c, err := start(dir, "nginx", nginx, "-p", prefix, "-c", confPath, "-e", filepath.Join(prefix, "error.log"))
