@@ -3,6 +3,7 @@ package install
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -467,7 +468,7 @@ func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
 		rule := from[i].(map[string]any)
 		peers, _, _ := unstructured.NestedSlice(rule, "from")
 		ports, _, _ := unstructured.NestedSlice(rule, "ports")
-		if len(ports) != 1 || ports[0].(map[string]any)["port"] != want.port || len(peers) != want.peers {
+		if len(ports) != 1 || fmt.Sprint(ports[0].(map[string]any)["port"]) != fmt.Sprint(want.port) || len(peers) != want.peers {
 			t.Errorf("NetworkPolicy rule %d: ports %v, %d peers; want port %d from %d peers", i, ports, len(peers), want.port, want.peers)
 		}
 	}
