@@ -29,6 +29,7 @@ func TestReceiverMetricsNotOnCallbackPort(t *testing.T) {
 	callbackPort, _ := strconv.Atoi(strings.Split(freeAddr(t), ":")[1])
 	metricsPort, _ := strconv.Atoi(strings.Split(freeAddr(t), ":")[1])
 	o.Port, o.MetricsPort = int32(callbackPort), int32(metricsPort)
+	o.OpenIMTimeout = 3 * time.Second // passed on as --openim-timeout, which the process below accepts
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +77,9 @@ func TestReceiverMetricsNotOnCallbackPort(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(in, " "), "--metrics-listen :"+strconv.Itoa(metricsPort)) {
 		t.Fatalf("the manager does not set the receiver's --metrics-listen: %v", in)
+	}
+	if !strings.Contains(strings.Join(in, " "), "--openim-timeout 3s") {
+		t.Errorf("the manager does not pass --openim-timeout: %v", in)
 	}
 	cmd := exec.Command(binary(t), append(args, "--routes", routes, "--drain-delay", "0s")...)
 	var out lockedBuffer
