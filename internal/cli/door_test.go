@@ -51,7 +51,7 @@ func startReceiver(t *testing.T, args ...string) (*exec.Cmd, string, *lockedBuff
 	t.Helper()
 	addr := freeAddr(t)
 	logs := &lockedBuffer{}
-	cmd := exec.Command(binary(t), append([]string{"receiver", "--listen", addr}, args...)...) //nolint:gosec // the binary this test built
+	cmd := exec.Command(binary(t), append([]string{"receiver", "--listen", addr}, args...)...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func TestReceiverMemoryUnderUnsignedFlood(t *testing.T) {
 	// Signed callbacks are still answered by their backend, while the flood is held open.
 	peak := rssBytes(t, cmd.Process.Pid)
 	for i := range 20 {
-		out, err := exec.Command(binary(t), "send", "--url", "http://"+addr, "--token", "cli-token", //nolint:gosec // the binary this test built
+		out, err := exec.Command(binary(t), "send", "--url", "http://"+addr, "--token", "cli-token",
 			"--command", "C2C.CallbackBeforeSendMsg").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), `"answeredBy":"backend"`) {
 			t.Fatalf("signed callback %d during the flood: %v\n%s", i, err, out)
@@ -207,7 +207,7 @@ func TestReceiverRefusesTruncatedSpool(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, binary(t), "receiver", "--routes", routes, "--listen", freeAddr(t), //nolint:gosec // the binary this test built
+	out, err := exec.CommandContext(ctx, binary(t), "receiver", "--routes", routes, "--listen", freeAddr(t),
 		"--spool-dir", spoolDir).CombinedOutput()
 	if ctx.Err() != nil {
 		t.Fatalf("the receiver kept running on a truncated spool:\n%s", out)
@@ -257,7 +257,9 @@ func TestDeadLettersAllLogged(t *testing.T) {
 	go func() { done <- sp.Run(ctx) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 		_ = sp.Close()
 	}()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {

@@ -101,6 +101,28 @@ func parseCIDRs(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// validate checks the flags' values and returns the parsed --trusted-proxies.
+func (f *receiverFlags) validate() ([]netip.Prefix, error) {
+	trusted, err := parseCIDRs(f.trustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case f.maxBodyBytes <= 0:
+		return nil, errors.New("--max-body-bytes must be positive")
+	case f.maxInflight < f.maxBodyBytes:
+		return nil, fmt.Errorf("--max-inflight-body-bytes (%d) must be at least --max-body-bytes (%d)", f.maxInflight, f.maxBodyBytes)
+	case f.server.MaxConnections <= 0:
+		return nil, errors.New("--max-connections must be positive")
+	case f.syncBudget <= 0 || f.syncBudget >= 2*time.Second:
+		return nil, fmt.Errorf("--sync-budget must be positive and under Tencent's 2s, not %s", f.syncBudget)
+	}
+	if err := receiver.ValidateOpenIMTimeout(f.openIMTimeout); err != nil {
+		return nil, fmt.Errorf("--openim-timeout: %w", err)
+	}
+	return trusted, nil
+}
+
 func runReceiver(args []string) error {
 	fs := newFlagSet("receiver", "[--routes FILE] [--listen :8080] [--metrics-listen ADDR] [--spool-dir DIR]")
 	var f receiverFlags
@@ -112,20 +134,8 @@ func runReceiver(args []string) error {
 	}
 	log, unsampled := newLoggers(&zopts)
 	log, unsampled = log.WithName("receiver"), unsampled.WithName("receiver")
-	trusted, err := parseCIDRs(f.trustedProxies)
+	trusted, err := f.validate()
 	if err != nil {
-		return err
-	}
-	if f.maxBodyBytes <= 0 {
-		return errors.New("--max-body-bytes must be positive")
-	}
-	if f.maxInflight < f.maxBodyBytes {
-		return fmt.Errorf("--max-inflight-body-bytes (%d) must be at least --max-body-bytes (%d)", f.maxInflight, f.maxBodyBytes)
-	}
-	if f.server.MaxConnections <= 0 {
-		return errors.New("--max-connections must be positive")
-	}
-	if err := f.validateBudgets(); err != nil {
 		return err
 	}
 
@@ -262,17 +272,6 @@ func runReceiver(args []string) error {
 	logSpoolEnd(log, <-spoolDone)
 	log.Info("Receiver stopped")
 	return err
-}
-
-// validateBudgets checks the Sync budget flags.
-func (f *receiverFlags) validateBudgets() error {
-	if f.syncBudget <= 0 || f.syncBudget >= 2*time.Second {
-		return fmt.Errorf("--sync-budget must be positive and under Tencent's 2s, not %s", f.syncBudget)
-	}
-	if err := receiver.ValidateOpenIMTimeout(f.openIMTimeout); err != nil {
-		return fmt.Errorf("--openim-timeout: %w", err)
-	}
-	return nil
 }
 
 // stopAndWait stops the servers and waits for them, logging the error they ended with.

@@ -151,7 +151,8 @@ func TestApplyRouteDeliversSignedCallback(t *testing.T) {
 	g.Expect(got.Header.Get(callback.HeaderApp)).To(Equal(exampleApp))
 	g.Expect(got.Header.Get(callback.HeaderCommand)).To(Equal(sample.Command))
 	g.Expect(got.Header.Get(callback.HeaderID)).To(Equal(callback.ComputeID(v1alpha1.ProviderTencentIM, sample.Command, sample.Body)))
-	g.Expect(got.RawQuery).To(ContainSubstring("Sign="))
+	g.Expect(got.RawQuery).To(ContainSubstring("SdkAppid="+exampleApp), "the platform's query is forwarded")
+	g.Expect(got.RawQuery).NotTo(ContainSubstring("Sign="), "but not its credentials (the route does not set forwardSignature)")
 
 	// A forged signature is refused in Tencent's envelope.
 	status, body, err := SendTencent(ctx, rx.URL, exampleApp, sample.Command, "wrong-token", "", sample.Body)

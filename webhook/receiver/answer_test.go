@@ -5,29 +5,13 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/go-logr/logr/funcr"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 )
 
-// logLines captures the handler's log lines.
-type logLines struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logLines) options(o *Options) {
-	o.Logger = funcr.New(func(prefix, args string) {
-		l.mu.Lock()
-		l.lines = append(l.lines, prefix+" "+args)
-		l.mu.Unlock()
-	}, funcr.Options{})
-}
-
+// count is the number of log lines holding every one of substrs (logLines: door_test.go).
 func (l *logLines) count(substrs ...string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -88,7 +72,7 @@ func testSyncAnswerShape(t *testing.T) {
 				_, _ = io.WriteString(w, c.answer)
 			})
 			var logs logLines
-			f := newFixture(t, routesYAML(be.URL), func(o *Options) { o.Now = time.Now; logs.options(o) })
+			f := newFixture(t, routesYAML(be.URL), func(o *Options) { o.Now = time.Now; logs.attach(o) })
 			type target struct {
 				url     string
 				hdr     map[string]string

@@ -94,6 +94,14 @@ func (h *Handler) readBody(x *exchange, q *request) (body []byte, release func()
 	return body, release, nil
 }
 
+// bodyPrefetched reports whether the request's whole body came off the connection with
+// its head (none, or a Content-Length within what fasthttp prefetches): then the
+// connection can carry the next request although the handler did not read the body.
+func bodyPrefetched(ctx *fasthttp.RequestCtx, maxBody int64) bool {
+	n := int64(ctx.Request.Header.ContentLength())
+	return n == 0 || n == -2 || n > 0 && n <= min(bodyPrefetchBytes, maxBody)
+}
+
 // rejectBody answers a failure of readBody.
 func (h *Handler) rejectBody(x *exchange, q *request, err error) {
 	switch {

@@ -11,7 +11,6 @@ import (
 var (
 	tencentOK   = []byte(`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`)
 	openIMAllow = []byte(`{"actionCode":0,"errCode":0,"errMsg":"","errDlt":"","nextCode":0}`)
-	jsonType    = []string{"application/json"}
 )
 
 // OpenIMRejectErrCode is the errCode of an OpenIM reject envelope sent by failurePolicy

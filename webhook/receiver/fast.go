@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,11 @@ import (
 // the metrics.
 func (h *Handler) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	p := ctx.Path()
+	if raw := ctx.Request.Header.RequestURI(); controlByte(raw) >= 0 {
+		// fasthttp does not parse a URI with a control byte; its path as sent tells
+		// whose callback it was meant to be (parseURL then refuses it with 400).
+		p, _, _ = bytes.Cut(raw, []byte("?"))
+	}
 	if provider, ok := providerOf(p); ok {
 		h.serveCallback(&exchange{ctx: ctx}, provider)
 		return

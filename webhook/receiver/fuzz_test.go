@@ -3,16 +3,17 @@ package receiver
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -168,6 +169,7 @@ func rawPost(t *testing.T, f *fixture, target, auth string, body []byte) (int, s
 		t.Fatal(err)
 	}
 	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: receiver\r\nContent-Length: %d\r\n", target, len(body))
 	if auth != "" {

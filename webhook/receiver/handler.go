@@ -39,7 +39,8 @@ const (
 	// DefaultMaxBodyBytes is the largest callback body accepted (1 MiB); larger gets 413.
 	DefaultMaxBodyBytes = 1 << 20
 	// DefaultSyncBudget is the overall deadline of a Tencent IM Sync answer, counted from
-	// the moment the handler starts (on fasthttp, after the body has been read): Tencent
+	// the moment the handler starts (after the head and at most 8 KiB of the body were read; the
+	// rest of the body is read inside the budget): Tencent
 	// waits 2s, and the fallback answer must reach it before then.
 	DefaultSyncBudget = 1800 * time.Millisecond
 	// DefaultMaxConnsPerHost caps the connections to one backend host (the keep-alive pool
@@ -422,7 +423,7 @@ func (h *Handler) rejectDetail(x *exchange, q *request, status int, outcome, rea
 	h.metrics.request(string(q.provider), q.appLabel, q.cmdLabel, outcome)
 	h.log.Info("Rejected callback", "status", status, "reason", reason, "provider", q.provider,
 		"appID", q.appID, "command", q.command, "remoteAddr", x.remoteAddr(), "detail", detail)
-	if !q.bodyRead && x.ctx.Request.Header.ContentLength() != 0 {
+	if !q.bodyRead && !bodyPrefetched(x.ctx, h.opts.MaxBodyBytes) {
 		x.ctx.SetConnectionClose()
 	}
 	x.answer(status, contentTypeJSON, RejectEnvelope(q.provider, status, why))

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,7 +230,13 @@ func TestForwardSignature(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- sp.Run(ctx) }()
-			t.Cleanup(func() { cancel(); <-done; _ = sp.Close() })
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+				_ = sp.Close()
+			})
 			f := newFixture(t, "", func(o *Options) { o.Sink = sp })
 			f.h.SetTable(tableWith(t, routesYAML(be.URL), func(r *routing.CompiledRoute) { r.ForwardSignature = forward }))
 			for _, cmd := range []string{"C2C.CallbackBeforeSendMsg", "C2C.CallbackAfterSendMsg"} {
@@ -606,5 +613,36 @@ func TestSyncSentOnce(t *testing.T) {
 	}
 	if got := be.take(); len(got) != 1 {
 		t.Errorf("the backend got the Sync request %d times, want once", len(got))
+	}
+}
+
+// TestSyncSentOnceOnReusedConnection: on a kept-alive connection that was alive when the
+// request was written, a backend that then drops it without answering gets the request
+// once; only a connection found closed before writing is replaced.
+func TestSyncSentOnceOnReusedConnection(t *testing.T) {
+	var n atomic.Int32
+	be := newBackend(t, func(w http.ResponseWriter, _ *http.Request) {
+		if n.Add(1) == 2 {
+			if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				_ = c.Close()
+			}
+			return
+		}
+		_, _ = io.WriteString(w, `{"ActionStatus":"OK","ErrorCode":0,"answeredBy":"backend"}`)
+	})
+	f := newFixture(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", be.URL), nil)
+	u := tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", testToken, now)
+	for i, want := range []string{`{"ActionStatus":"OK","ErrorCode":0,"answeredBy":"backend"}`, string(tencentOK), `{"ActionStatus":"OK","ErrorCode":0,"answeredBy":"backend"}`} {
+		if status, body, _ := post(t, u, []byte(`{}`), nil); status != 200 || string(body) != want {
+			t.Errorf("callback %d: %d %s, want %s", i+1, status, body, want)
+		}
+	}
+	if got := len(be.take()); got != 3 {
+		t.Errorf("the backend got %d requests for 3 callbacks, want 3 (none sent twice)", got)
+	}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	if be.conns != 2 {
+		t.Errorf("%d backend connections, want 2 (the first reused, then a new one after the drop)", be.conns)
 	}
 }

@@ -1,29 +1,10 @@
 package receiver
 
 import (
-	"bytes"
-	"net/http"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
 )
-
-// recorder is a minimal ResponseWriter for calling the handler without a network.
-type recorder struct {
-	hdr    http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func newRecorder() *recorder            { return &recorder{hdr: http.Header{}} }
-func (r *recorder) Header() http.Header { return r.hdr }
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = 200
-	}
-	return r.body.Write(b)
-}
-func (r *recorder) WriteHeader(s int) { r.status = s }
 
 // counterValue sums the counters of a family whose labels include want.
 func counterValue(t testing.TB, h *Handler, name string, want map[string]string) float64 {

@@ -32,7 +32,7 @@ const (
 	// DefaultShutdownTimeout bounds waiting for callbacks in flight at shutdown.
 	DefaultShutdownTimeout = 25 * time.Second
 	// DefaultMaxConnections bounds the connections the callback listener serves at once
-	// (--max-connections); more are answered 503 and closed. Each costs about 30 KiB
+	// (--max-connections); more are answered 503 and closed. Each costs up to about 30 KiB
 	// (read buffer of --max-header-bytes, a body prefetch of 8 KiB, the request state).
 	DefaultMaxConnections = 2048
 

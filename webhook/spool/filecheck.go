@@ -87,7 +87,7 @@ func checkFile(path string) (empty bool, err error) {
 	case !ok0 && !ok1:
 		return false, nil
 	}
-	if need := int64(m.pgid) * int64(m.pageSize); size < need { //nolint:gosec // pgid and pageSize are small
+	if need := int64(m.pgid) * int64(m.pageSize); size < need {
 		return false, fmt.Errorf("%w: %s is %d bytes, but its last transaction (%d) uses %d bytes (%d pages of %d); "+
 			"it cannot be read safely: move it aside to start with an empty spool (the callbacks it held are then lost unless the file is restored)",
 			ErrTruncated, path, size, m.txid, need, m.pgid, m.pageSize)
