@@ -49,7 +49,9 @@ vet: ## Run go vet.
 
 .PHONY: lint
 lint: ## Run golangci-lint (pinned, built from its tools module).
-	gl="$$($(TOOL) golangci-lint)"; "$$gl" config verify; "$$gl" run ./...
+	@# --allow-serial-runners: a concurrent make run (another checkout, same cache) waits for the
+	@# lint lock instead of failing with "parallel golangci-lint is running".
+	gl="$$($(TOOL) golangci-lint)"; "$$gl" config verify; "$$gl" run --allow-serial-runners ./...
 
 .PHONY: verify
 verify: ## Fail if regenerating (make manifests generate) or gofmt would change any file.
@@ -78,7 +80,8 @@ test: tools-check verify vet lint ## Run all tests against a real kube-apiserver
 	@# The CRD validation tests run verbosely so the log shows them passing against the real API server.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) -v ./api/... | grep -v -E '^\s*=== (RUN|PAUSE|CONT)'
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$($(TOOL) helm)" KUSTOMIZE="$$($(TOOL) kustomize)" \
-	  HELM_DOCS="$$($(TOOL) helm-docs)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/api/')
+	  HELM_DOCS="$$($(TOOL) helm-docs)" KUBE_CONTROLLER_MANAGER="$$($(TOOL) kube-controller-manager)" \
+	  go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/api/')
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: fuzz
@@ -127,7 +130,8 @@ chart: ## Sync the chart's CRD copy from config/crd/bases and regenerate its REA
 .PHONY: test-install
 test-install: ## Run only the chart and kustomize install tests (test/install) against envtest.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$($(TOOL) helm)" KUSTOMIZE="$$($(TOOL) kustomize)" \
-	  HELM_DOCS="$$($(TOOL) helm-docs)" go test $(GO_TEST_FLAGS) ./test/install/...
+	  HELM_DOCS="$$($(TOOL) helm-docs)" KUBE_CONTROLLER_MANAGER="$$($(TOOL) kube-controller-manager)" \
+	  go test $(GO_TEST_FLAGS) ./test/install/...
 
 ##@ Tools
 

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/internal/testenv"
 )
 
@@ -34,8 +35,16 @@ var (
 	scheme *runtime.Scheme
 	// k8s is an uncached client: tests observe the API server, not the manager's cache.
 	k8s client.Client
-	// opts are the receiver settings of the manager under test.
-	opts ReceiverOptions
+	// secondReceiverNamespace is another receiver namespace of the manager under test.
+	secondReceiverNamespace = "im-internal"
+	// opts names the CallbackReceiver the tests' apps bind to.
+	opts = struct{ Namespace, Name string }{Namespace: DefaultNamespace, Name: DefaultReceiverName}
+	// mgrOpts are the settings of the manager under test.
+	mgrOpts = ManagerOptions{
+		Namespace:          DefaultNamespace,
+		ReceiverNamespaces: []string{DefaultNamespace, secondReceiverNamespace},
+		DefaultImage:       "registry.example/callback-router:test",
+	}
 )
 
 func TestMain(m *testing.M) {
@@ -62,19 +71,27 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	opts = DefaultReceiverOptions()
-	opts.Image = "registry.example/callback-router:test"
-	opts.TrustedProxies = []string{"10.0.0.0/8"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opts.Namespace}}); err != nil {
+	for _, ns := range mgrOpts.ReceiverNamespaces {
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	// The receiver the tests' apps bind to: apps of every namespace may.
+	if err := k8s.Create(ctx, &v1alpha1.CallbackReceiver{
+		ObjectMeta: metav1.ObjectMeta{Namespace: opts.Namespace, Name: opts.Name},
+		Spec: v1alpha1.CallbackReceiverSpec{AllowedApps: &v1alpha1.AllowedApps{
+			Namespaces: v1alpha1.Namespaces{From: v1alpha1.NamespacesFromAll}}},
+	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  NewCacheOptions(opts),
+		Cache:                  NewCacheOptions(mgrOpts),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
@@ -82,7 +99,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := Setup(ctx, mgr, opts, 0); err != nil {
+	if err := Setup(ctx, mgr, mgrOpts); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -105,9 +122,12 @@ func zapLevel() zapcore.Level {
 	return zapcore.ErrorLevel
 }
 
-func newNamespace(t *testing.T) string {
+func newNamespace(t *testing.T, labels ...string) string {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "team-"}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "team-", Labels: map[string]string{}}}
+	for i := 0; i+1 < len(labels); i += 2 {
+		ns.Labels[labels[i]] = labels[i+1]
+	}
 	NewWithT(t).Expect(k8s.Create(context.Background(), ns)).To(Succeed())
 	return ns.Name
 }

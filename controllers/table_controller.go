@@ -26,87 +26,98 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/tablestore"
 )
 
-// Field indexes on CallbackRoutes, used to map Secret and Service events to routes.
+// Field indexes used to map Secret and Service events to the objects that reference them.
 const (
-	// IndexSecretRefs indexes routes by the names of the Secrets they reference.
-	IndexSecretRefs = "callbackroute.secretRefs"
-	// IndexServiceRef indexes routes by the name of their backend Service.
+	// IndexAppSecretRefs indexes CallbackApps by the names of the Secrets they reference.
+	IndexAppSecretRefs = "callbackapp.secretRefs" //nolint:gosec // G101: the name of a field index, not a credential
+	// IndexServiceRef indexes CallbackRoutes by the name of their backend Service.
 	IndexServiceRef = "callbackroute.serviceRef"
 )
 
-// DefaultStatusWorkers is how many route status patches run at once: with 10,000 routes,
-// one at a time would take longer than the target of all Ready within 60 s.
+// DefaultStatusWorkers is how many status patches run at once: with 10,000 routes, one
+// at a time would take longer than the target of all Ready within 60 s.
 const DefaultStatusWorkers = 16
 
-// Retry delays of a failed table pass (an API error while reading a Secret, writing the
+// Retry delays of a failed table pass (an API error while reading a Secret, writing a
 // table or a status): exponential from TableRetryMin, capped at TableRetryMax. The cap is
-// low because the one table request carries every route: a long backoff would hold back
+// low because the one table request carries every object: a long backoff would hold back
 // every change in the cluster, and a pass with nothing changed costs no writes.
 const (
 	TableRetryMin = 50 * time.Millisecond
 	TableRetryMax = 2 * time.Second
 )
 
-// TableResync re-compiles the table periodically even without events, a safety net.
+// TableResync re-compiles the tables periodically even without events, a safety net.
 const TableResync = 10 * time.Minute
 
-// Event reasons on CallbackRoutes.
-const (
-	// EventConflict: the route lost a Sync command to an older route.
-	EventConflict = "Conflict"
-	// EventInvalid: the route cannot be compiled.
-	EventInvalid = "Invalid"
-	// EventRefNotFound: a referenced Secret, key, Service or port is missing.
-	EventRefNotFound = "ReferenceNotFound"
-)
+// tableRequest is the single work item of the table controller.
+var tableRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: "routing-tables"}}
 
-// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes,verbs=get;list;watch
-// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes/status,verbs=get;update;patch
+// TableName is the name of a receiver's table (its Secrets are <name>-table and
+// <name>-table-<n> in the receiver's namespace): the receiver reads it with
+// `receiver --namespace <receiver namespace> --table <TableName>`.
+func TableName(r *v1alpha1.CallbackReceiver) string { return dataplane.TableName(r.Name) }
+
+// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes;callbackapps;callbackreceivers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes/status;callbackapps/status;callbackreceivers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// TableReconciler compiles every CallbackRoute into the one routing table (conflicts are
-// cross-namespace, so routes compile together), writes the table into Secrets of the
-// receiver namespace, and sets each route's status. It works on a single fixed request
-// that every route, referenced Secret and Service, and table Secret event maps to;
-// controller-runtime's queue coalesces bursts into one pass.
+// TableReconciler compiles every CallbackApp and CallbackRoute with their Secrets into one
+// routing table per CallbackReceiver (apps bind to receivers, routes attach to apps; the
+// rules cross namespaces and receivers, so everything compiles together), writes each
+// table into Secrets of its receiver's namespace, owned by the receiver, and sets every
+// app's and route's status. It works on a single fixed request that every relevant event
+// maps to (receivers, apps, routes, namespace label changes, referenced Secrets and
+// Services, the tables' own Secrets); controller-runtime's queue coalesces bursts into one
+// pass, and a change that takes an allowance away takes routes out in that same pass.
 type TableReconciler struct {
-	// Client reads routes and Services from the cache and patches route status.
+	// Client reads from the cache and patches statuses.
 	Client client.Client
-	// Writer stores the table.
-	Writer *tablestore.Writer
-	// Recorder emits Warning events on routes.
+	// TableClient writes the tables (server-side apply); TableReader reads the table
+	// Secrets' metadata. Both default to Client.
+	TableClient client.Client
+	TableReader client.Reader
+	// Labels are put on every table Secret.
+	Labels map[string]string
+	// Recorder emits Warning events on apps and routes.
 	Recorder events.EventRecorder
 	// StatusWorkers bounds concurrent status patches; DefaultStatusWorkers when 0.
 	StatusWorkers int
 
-	// secrets is set by SetupWithManager (or NewTableReconciler in tests).
+	// secrets is set by SetupWithManager (or by tests).
 	secrets *secretData
 	metrics *tableMetrics
 }
 
-// tableRequest is the single work item.
-func (r *TableReconciler) tableRequest() reconcile.Request {
-	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: r.Writer.Namespace, Name: tablestore.ManifestName(r.Writer.Name)}}
-}
-
-// Reconcile compiles, writes the table, then updates statuses.
+// Reconcile compiles, writes the tables, then updates statuses.
 func (r *TableReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	start := time.Now()
-	// The routes are the cache's own objects (no deep copy of 10,000 routes per pass):
-	// Compile only reads them, and updateStatuses copies a route before changing it.
+	// The objects are the cache's own (no deep copy of 10,000 routes per pass): Compile
+	// only reads them, and the status updates copy an object before changing it.
+	receivers := &v1alpha1.CallbackReceiverList{}
+	apps := &v1alpha1.CallbackAppList{}
 	routes := &v1alpha1.CallbackRouteList{}
-	if err := r.Client.List(ctx, routes, client.UnsafeDisableDeepCopy); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing CallbackRoutes: %w", err)
+	namespaces := &corev1.NamespaceList{}
+	for _, l := range []client.ObjectList{receivers, apps, routes, namespaces} {
+		if err := r.Client.List(ctx, l, client.UnsafeDisableDeepCopy); err != nil {
+			return ctrl.Result{}, fmt.Errorf("listing %T: %w", l, err)
+		}
+	}
+	nsLabels := make(map[string]map[string]string, len(namespaces.Items))
+	for i := range namespaces.Items {
+		nsLabels[namespaces.Items[i].Name] = namespaces.Items[i].Labels
 	}
 
 	// Compile's callbacks cannot return errors: remember the first transient one, and
-	// retry the whole pass rather than publish a route as unresolved because of it.
+	// retry the whole pass rather than publish an object as unresolved because of it.
 	var lookupErr error
 	used := map[types.NamespacedName]bool{}
 	getSecret := func(namespace, name string) (*corev1.Secret, bool) {
@@ -136,157 +147,298 @@ func (r *TableReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (c
 		}
 		return "", refError(fmt.Sprintf("service %s/%s has no port %d", namespace, ref.Name, ref.Port))
 	}
-	snap, statuses := routing.Compile(routing.Input{Routes: routes.Items, Secret: getSecret, Service: resolveService})
+	out := routing.Compile(routing.Input{
+		Receivers: receivers.Items,
+		Apps:      apps.Items,
+		Routes:    routes.Items,
+		Secret:    getSecret,
+		Service:   resolveService,
+		Namespace: func(name string) (map[string]string, bool) {
+			l, ok := nsLabels[name]
+			return l, ok
+		},
+	})
 	if lookupErr != nil {
 		return ctrl.Result{}, lookupErr
 	}
 	r.secrets.retain(used)
 	compiled := time.Since(start)
 
-	res, err := r.Writer.WriteSnapshot(ctx, snap)
-	if err != nil {
-		return ctrl.Result{}, fmt.Errorf("writing routing table: %w", err)
+	if err := r.writeTables(ctx, receivers.Items, out); err != nil {
+		return ctrl.Result{}, err
 	}
-	r.metrics.observe(len(snap.Routes), res)
-	if res.Changed() {
-		log.Info("Wrote routing table", "routes", len(snap.Routes), "shards", res.Shards,
-			"shardsWritten", res.ShardsWritten, "compressedBytes", res.CompressedBytes)
-	}
-
-	patched, err := r.updateStatuses(ctx, routes.Items, statuses)
+	patched, err := r.updateStatuses(ctx, apps.Items, routes.Items, out)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	log.V(1).Info("Reconciled routing table", "routes", len(routes.Items), "routed", len(snap.Routes),
-		"statusesPatched", patched, "compileTime", compiled, "duration", time.Since(start))
+	log.V(1).Info("Reconciled routing tables", "receivers", len(receivers.Items), "apps", len(apps.Items),
+		"routes", len(routes.Items), "statusesPatched", patched, "compileTime", compiled, "duration", time.Since(start))
 	return ctrl.Result{RequeueAfter: TableResync}, nil
 }
 
+// writeTables writes each receiver's table; unchanged tables cost no writes.
+func (r *TableReconciler) writeTables(ctx context.Context, receivers []v1alpha1.CallbackReceiver, out *routing.Output) error {
+	log := ctrl.LoggerFrom(ctx)
+	var total tablestore.WriteResult
+	routes := 0
+	for i := range receivers {
+		recv := &receivers[i]
+		snap := out.Tables[types.NamespacedName{Namespace: recv.Namespace, Name: recv.Name}]
+		w := r.writer(recv)
+		res, err := w.WriteSnapshot(ctx, snap)
+		if err != nil {
+			return fmt.Errorf("writing the routing table of CallbackReceiver %s/%s: %w", recv.Namespace, recv.Name, err)
+		}
+		if res.Changed() {
+			log.Info("Wrote routing table", "receiver", klogRef(recv), "apps", len(snap.Apps), "routes", len(snap.Routes),
+				"shards", res.Shards, "shardsWritten", res.ShardsWritten, "compressedBytes", res.CompressedBytes)
+		}
+		if err := r.setReceiverApps(ctx, recv, int32(len(snap.Apps))); err != nil {
+			return err
+		}
+		routes += len(snap.Routes)
+		total.Shards += res.Shards
+		total.ShardsWritten += res.ShardsWritten
+		total.CompressedBytes += res.CompressedBytes
+		total.ManifestWritten = total.ManifestWritten || res.ManifestWritten
+	}
+	r.metrics.observe(routes, total)
+	return nil
+}
+
+// setReceiverApps records in the receiver's status.apps how many apps its published table
+// holds. The patch carries that field alone: the rest of the receiver's status belongs to
+// the receiver reconciler (package dataplane).
+func (r *TableReconciler) setReceiverApps(ctx context.Context, recv *v1alpha1.CallbackReceiver, apps int32) error {
+	if recv.Status.Apps == apps {
+		return nil
+	}
+	updated := recv.DeepCopy()
+	updated.Status.Apps = apps
+	if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(recv)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("patching status.apps of CallbackReceiver %s/%s: %w", recv.Namespace, recv.Name, err)
+	}
+	return nil
+}
+
+func (r *TableReconciler) writer(recv *v1alpha1.CallbackReceiver) *tablestore.Writer {
+	c, rd := r.TableClient, r.TableReader
+	if c == nil {
+		c = r.Client
+	}
+	if rd == nil {
+		rd = r.Client
+	}
+	return &tablestore.Writer{
+		Client: c, Reader: rd, Namespace: recv.Namespace, Name: TableName(recv), FieldOwner: FieldOwner, Labels: r.Labels,
+		Owner: &metav1.OwnerReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "CallbackReceiver", Name: recv.Name, UID: recv.UID},
+	}
+}
+
+func klogRef(o client.Object) string { return o.GetNamespace() + "/" + o.GetName() }
+
 // refError is an unresolved reference, worded for the ResolvedRefs condition message
-// that users read (it names the object's kind in lower case, like the compiler's "secret
-// ... not found").
+// that users read.
 type refError string
 
 func (e refError) Error() string { return string(e) }
 
-// updateStatuses patches each route's status that changed, several at a time.
-func (r *TableReconciler) updateStatuses(ctx context.Context, routes []v1alpha1.CallbackRoute, statuses []routing.RouteStatus) (int, error) {
+// updateStatuses patches each app's and route's status that changed, several at a time.
+func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.CallbackApp, routes []v1alpha1.CallbackRoute, out *routing.Output) (int, error) {
 	g, ctx := errgroup.WithContext(ctx)
 	workers := r.StatusWorkers
 	if workers <= 0 {
 		workers = DefaultStatusWorkers
 	}
 	g.SetLimit(workers)
-	patched := make(chan struct{}, len(routes))
-	for i := range routes {
-		route, st := &routes[i], statuses[i]
-		if statusUpToDate(&route.Status, route.Generation, st) {
-			continue
-		}
-		updated := route.DeepCopy()
-		setStatus(&updated.Status, route.Generation, st)
+	patched := make(chan struct{}, len(apps)+len(routes))
+	patch := func(old, updated client.Object, kind string) {
 		g.Go(func() error {
-			if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(route)); err != nil {
+			if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(old)); err != nil {
 				if apierrors.IsNotFound(err) {
 					return nil // deleted meanwhile; its delete event brings another pass
 				}
-				return fmt.Errorf("patching status of CallbackRoute %s/%s: %w", route.Namespace, route.Name, err)
+				return fmt.Errorf("patching status of %s %s/%s: %w", kind, old.GetNamespace(), old.GetName(), err)
 			}
-			r.emitEvents(route, updated)
+			r.emitEvents(updated, conditionsOf(old), conditionsOf(updated))
 			patched <- struct{}{}
 			return nil
 		})
+	}
+	for i := range apps {
+		a, st := &apps[i], &out.Apps[i]
+		if appStatusUpToDate(&a.Status, a.Generation, st) {
+			continue
+		}
+		updated := a.DeepCopy()
+		setAppStatus(&updated.Status, a.Generation, st)
+		patch(a, updated, "CallbackApp")
+	}
+	for i := range routes {
+		rt, st := &routes[i], &out.Routes[i]
+		if routeStatusUpToDate(&rt.Status, rt.Generation, st) {
+			continue
+		}
+		updated := rt.DeepCopy()
+		setRouteStatus(&updated.Status, rt.Generation, st)
+		patch(rt, updated, "CallbackRoute")
 	}
 	err := g.Wait()
 	return len(patched), err
 }
 
-// desiredConditions are a route's conditions for a compile outcome (without times).
-func desiredConditions(gen int64, st routing.RouteStatus) [3]metav1.Condition {
-	cond := func(t string, ok bool, reason, msg string) metav1.Condition {
-		s := metav1.ConditionFalse
-		if ok {
-			s = metav1.ConditionTrue
-		}
-		return metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen}
+func conditionsOf(o client.Object) []metav1.Condition {
+	switch x := o.(type) {
+	case *v1alpha1.CallbackApp:
+		return x.Status.Conditions
+	case *v1alpha1.CallbackRoute:
+		return x.Status.Conditions
 	}
-	refsReason := st.RefsReason
-	if refsReason == "" {
-		refsReason = v1alpha1.ReasonInvalid
-	}
-	var ready metav1.Condition
-	switch {
-	case st.Routed:
-		ready = cond(v1alpha1.ConditionReady, true, v1alpha1.ReasonRouted, "The route is in the published routing table")
-	case !st.Accepted:
-		ready = cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonNotRouted, "Not routed: "+st.AcceptedMessage)
-	case !st.ResolvedRefs:
-		ready = cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonNotRouted, "Not routed: "+st.RefsMessage)
-	default:
-		ready = cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonNotRouted, "Not routed")
-	}
-	return [3]metav1.Condition{
-		cond(v1alpha1.ConditionAccepted, st.Accepted, st.AcceptedReason, st.AcceptedMessage),
-		cond(v1alpha1.ConditionResolvedRefs, st.ResolvedRefs, refsReason, st.RefsMessage),
-		ready,
-	}
+	return nil
 }
 
-// statusUpToDate reports whether status already says what a compile outcome says; it
-// neither copies nor allocates, as it runs for every route on every pass.
-func statusUpToDate(status *v1alpha1.CallbackRouteStatus, gen int64, st routing.RouteStatus) bool {
-	if status.ObservedGeneration != gen || status.URL != st.URL {
-		return false
+// stalledReasons are the Accepted and ResolvedRefs reasons that waiting does not fix: the
+// object as written is refused, and only a change (of it, its app, its receiver or a
+// namespace's labels) can admit it. They also set Stalled=True, which GitOps tools read
+// (kstatus: Failed), so a pipeline that applies a refused route fails instead of waiting
+// for its timeout. Reasons that the arrival of another object fixes (AppNotFound,
+// ReceiverNotFound, BackendNotFound, SecretNotFound: GitOps applies in any order) leave
+// Ready=False alone (kstatus: InProgress).
+var stalledReasons = map[string]bool{
+	v1alpha1.ReasonInvalid:              true,
+	v1alpha1.ReasonNotAllowedByApp:      true,
+	v1alpha1.ReasonNotAllowedByReceiver: true,
+	v1alpha1.ReasonRefNotPermitted:      true,
+	v1alpha1.ReasonConflict:             true,
+}
+
+// conditionSet is an outcome's conditions (without times): Accepted, ResolvedRefs and
+// Ready, and, when n is 4, Stalled. An array, not a slice: the up-to-date check runs for
+// every object on every pass and must not allocate.
+type conditionSet struct {
+	c [4]metav1.Condition
+	n int
+}
+
+// conditions are the conditions of an outcome: Stalled=True is added when the app or route
+// is refused for one of the stalledReasons.
+func conditions(gen int64, accepted, refs, ready routing.Cond) conditionSet {
+	c := func(t string, x routing.Cond) metav1.Condition {
+		s := metav1.ConditionFalse
+		if x.True {
+			s = metav1.ConditionTrue
+		}
+		return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
 	}
-	for _, want := range desiredConditions(gen, st) {
-		have := meta.FindStatusCondition(status.Conditions, want.Type)
-		if have == nil || have.Status != want.Status || have.Reason != want.Reason ||
-			have.Message != want.Message || have.ObservedGeneration != want.ObservedGeneration {
+	out := conditionSet{n: 3}
+	out.c[0] = c(v1alpha1.ConditionAccepted, accepted)
+	out.c[1] = c(v1alpha1.ConditionResolvedRefs, refs)
+	out.c[2] = c(v1alpha1.ConditionReady, ready)
+	for _, x := range [2]*routing.Cond{&accepted, &refs} {
+		if !x.True && stalledReasons[x.Reason] {
+			out.c[3] = c(v1alpha1.ConditionStalled, routing.Cond{True: true, Reason: x.Reason, Message: x.Message})
+			out.n = 4
+			break
+		}
+	}
+	return out
+}
+
+// maxConditionMessage is metav1.Condition's limit on message length.
+const maxConditionMessage = 32768
+
+func truncate(s string) string {
+	if len(s) <= maxConditionMessage {
+		return s
+	}
+	return s[:maxConditionMessage-3] + "..."
+}
+
+// setAppStatus writes an app's status for a compile outcome.
+func setAppStatus(s *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatus) {
+	setConditions(&s.Conditions, conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready))
+	s.ObservedGeneration, s.URL, s.AttachedRoutes = gen, st.URL, st.AttachedRoutes
+}
+
+// setRouteStatus writes a route's status for a compile outcome.
+func setRouteStatus(s *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) {
+	setConditions(&s.Conditions, conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready))
+	s.ObservedGeneration, s.URL = gen, st.URL
+}
+
+// conditionsUpToDate reports whether have already says what want says, ignoring times;
+// it runs for every object on every pass, so it neither copies nor allocates.
+func conditionsUpToDate(have []metav1.Condition, want *conditionSet) bool {
+	if want.n == 3 && meta.FindStatusCondition(have, v1alpha1.ConditionStalled) != nil {
+		return false // Stalled is set only while true: it must go
+	}
+	for i := 0; i < want.n; i++ {
+		w := &want.c[i]
+		h := meta.FindStatusCondition(have, w.Type)
+		if h == nil || h.Status != w.Status || h.Reason != w.Reason || h.Message != w.Message || h.ObservedGeneration != w.ObservedGeneration {
 			return false
 		}
 	}
 	return true
 }
 
-// setStatus writes the conditions, observedGeneration and URL of one route; a
-// condition's lastTransitionTime changes only when its status does.
-func setStatus(status *v1alpha1.CallbackRouteStatus, gen int64, st routing.RouteStatus) {
-	for _, c := range desiredConditions(gen, st) {
-		meta.SetStatusCondition(&status.Conditions, c)
+func appStatusUpToDate(have *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatus) bool {
+	if have.ObservedGeneration != gen || have.URL != st.URL || have.AttachedRoutes != st.AttachedRoutes {
+		return false
 	}
-	status.ObservedGeneration = gen
-	status.URL = st.URL
+	want := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	return conditionsUpToDate(have.Conditions, &want)
 }
 
-// emitEvents sends a Warning event when a route newly fails: a conflict, an invalid spec
-// or a missing reference. Unchanged failures send nothing.
-func (r *TableReconciler) emitEvents(old, updated *v1alpha1.CallbackRoute) {
+func routeStatusUpToDate(have *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) bool {
+	if have.ObservedGeneration != gen || have.URL != st.URL {
+		return false
+	}
+	want := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	return conditionsUpToDate(have.Conditions, &want)
+}
+
+// setConditions sets each condition; a condition's lastTransitionTime changes only when
+// its status does.
+func setConditions(have *[]metav1.Condition, want conditionSet) {
+	for i := 0; i < want.n; i++ {
+		meta.SetStatusCondition(have, want.c[i])
+	}
+	if want.n == 3 {
+		meta.RemoveStatusCondition(have, v1alpha1.ConditionStalled)
+	}
+}
+
+// emitEvents sends a Warning event when an app or route newly fails a condition (its
+// status, reason or message changed to a failure): unchanged failures send nothing. The
+// event's reason is the condition's (Conflict, NotAllowedByApp, RefNotPermitted, ...).
+// Ready=False follows from the other two and sends none of its own, except AppNotReady.
+func (r *TableReconciler) emitEvents(obj client.Object, old, updated []metav1.Condition) {
 	if r.Recorder == nil {
 		return
 	}
-	changed := func(t string) (*metav1.Condition, bool) {
-		n := meta.FindStatusCondition(updated.Status.Conditions, t)
-		o := meta.FindStatusCondition(old.Status.Conditions, t)
+	for _, t := range []string{v1alpha1.ConditionAccepted, v1alpha1.ConditionResolvedRefs, v1alpha1.ConditionReady} {
+		n := meta.FindStatusCondition(updated, t)
 		if n == nil || n.Status == metav1.ConditionTrue {
-			return n, false
+			continue
 		}
-		return n, o == nil || o.Status != n.Status || o.Reason != n.Reason || o.Message != n.Message
-	}
-	if c, ok := changed(v1alpha1.ConditionAccepted); ok {
-		reason := EventInvalid
-		if c.Reason == v1alpha1.ReasonConflict {
-			reason = EventConflict
+		if t == v1alpha1.ConditionReady && n.Reason != v1alpha1.ReasonAppNotReady {
+			continue
 		}
-		r.Recorder.Eventf(updated, nil, corev1.EventTypeWarning, reason, "Compile", "%s", c.Message)
-	}
-	if c, ok := changed(v1alpha1.ConditionResolvedRefs); ok && c.Reason != v1alpha1.ReasonInvalid {
-		r.Recorder.Eventf(updated, nil, corev1.EventTypeWarning, EventRefNotFound, "Resolve", "%s", c.Message)
+		if t == v1alpha1.ConditionResolvedRefs && n.Reason == v1alpha1.ReasonInvalid {
+			continue // follows from Accepted=False
+		}
+		o := meta.FindStatusCondition(old, t)
+		if o != nil && o.Status == n.Status && o.Reason == n.Reason && o.Message == n.Message {
+			continue
+		}
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, n.Reason, "Compile", "%s", n.Message)
 	}
 }
 
-// routeSecretNames are the Secrets a route references.
-func routeSecretNames(r *v1alpha1.CallbackRoute) []string {
-	v := r.Spec.Verify
+// appSecretNames are the Secrets an app references.
+func appSecretNames(a *v1alpha1.CallbackApp) []string {
+	v := a.Spec.Verify
 	if v == nil {
 		return nil
 	}
@@ -300,16 +452,16 @@ func routeSecretNames(r *v1alpha1.CallbackRoute) []string {
 	return names
 }
 
-// SetupWithManager registers the field indexes and the controller. Routes are watched
-// fully (status changes filtered out), Services through the cache, Secrets metadata-only
-// and mapped through the secret index, so only referenced Secrets (and the table's own
-// Secrets, for drift repair) trigger a pass.
+// SetupWithManager registers the field indexes and the controller. Receivers, apps and
+// routes are watched fully (status changes filtered out), Namespaces for label changes,
+// Services through the cache, Secrets metadata-only and mapped through the app index, so
+// only referenced Secrets (and the tables' own, for drift repair) trigger a pass.
 func (r *TableReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &v1alpha1.CallbackRoute{}, IndexSecretRefs, func(o client.Object) []string {
-		return routeSecretNames(o.(*v1alpha1.CallbackRoute))
+	if err := idx.IndexField(ctx, &v1alpha1.CallbackApp{}, IndexAppSecretRefs, func(o client.Object) []string {
+		return appSecretNames(o.(*v1alpha1.CallbackApp))
 	}); err != nil {
-		return fmt.Errorf("indexing CallbackRoutes by Secret: %w", err)
+		return fmt.Errorf("indexing CallbackApps by Secret: %w", err)
 	}
 	if err := idx.IndexField(ctx, &v1alpha1.CallbackRoute{}, IndexServiceRef, func(o client.Object) []string {
 		if s := o.(*v1alpha1.CallbackRoute).Spec.Backend.Service; s != nil {
@@ -325,35 +477,32 @@ func (r *TableReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager
 	if r.metrics == nil {
 		r.metrics = newTableMetrics()
 	}
-	toTable := func() []reconcile.Request { return []reconcile.Request{r.tableRequest()} }
-	referenced := func(ctx context.Context, index string, obj client.Object) bool {
-		list := &v1alpha1.CallbackRouteList{}
+	toTable := func() []reconcile.Request { return []reconcile.Request{tableRequest} }
+	referenced := func(ctx context.Context, list client.ObjectList, index string, obj client.Object) bool {
 		err := r.Client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{index: obj.GetName()})
 		// On an index error, err on the side of a (cheap, coalesced) extra pass.
-		return err != nil || len(list.Items) > 0
+		return err != nil || meta.LenList(list) > 0
 	}
 	mapSecret := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
-		if obj.GetNamespace() == r.Writer.Namespace && obj.GetLabels()[tablestore.LabelTable] == r.Writer.Name {
+		if _, ok := obj.GetLabels()[tablestore.LabelTable]; ok {
 			return toTable()
 		}
-		if referenced(ctx, IndexSecretRefs, obj) {
+		if referenced(ctx, &v1alpha1.CallbackAppList{}, IndexAppSecretRefs, obj) {
 			return toTable()
 		}
 		return nil
 	})
 	mapService := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
-		if referenced(ctx, IndexServiceRef, obj) {
+		if referenced(ctx, &v1alpha1.CallbackRouteList{}, IndexServiceRef, obj) {
 			return toTable()
 		}
 		return nil
 	})
-	mapRoute := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return toTable()
-	})
-	// A pass at start even with no routes: the receiver becomes ready only once a table,
-	// possibly empty, is published.
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return toTable() })
+	// A pass at start even with nothing to route: a receiver becomes ready only once a
+	// table, possibly empty, is published.
 	kick := source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-		q.Add(r.tableRequest())
+		q.Add(tableRequest)
 		return nil
 	})
 	return ctrl.NewControllerManagedBy(mgr).
@@ -364,14 +513,17 @@ func (r *TableReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager
 			MaxConcurrentReconciles: 1,
 			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](TableRetryMin, TableRetryMax),
 		}).
-		Watches(&v1alpha1.CallbackRoute{}, mapRoute, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.CallbackReceiver{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.CallbackApp{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.CallbackRoute{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Namespace{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&corev1.Service{}, mapService, builder.WithPredicates(servicePortsChanged())).
 		WatchesMetadata(&corev1.Secret{}, mapSecret, builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
 		Complete(r)
 }
 
 // servicePortsChanged passes Service creations, deletions and port changes: the only
-// things the table depends on.
+// things the tables depend on.
 func servicePortsChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {

@@ -3,7 +3,7 @@
 # sample callback sent through it once it is ready, so the first screen shows a callback routed.
 # Then it keeps serving until Ctrl-C. Nothing here needs a cluster.
 #   BIN     the callback-router binary         (default bin/callback-router)
-#   ROUTES  CallbackRoute + Secret manifests    (default examples/routes.yaml)
+#   ROUTES  CallbackApp, CallbackRoute, Secret and Namespace manifests (default examples/routes.yaml)
 #   LISTEN  the receiver's address              (default :8080)
 #   SPOOL   the spool directory                 (default under the OS temp dir)
 #   BACKEND the echo backend's address          (default 127.0.0.1:9000, the examples' backend.url;
@@ -46,12 +46,14 @@ for _ in $(seq 1 100); do
 done
 
 if [[ -n "${BACKEND}" && "${ROUTES}" == examples/routes.yaml ]]; then
+  # --callback-app sends as the IM platform of that app: its appID, signed with its token.
+  app=(--routes "${ROUTES}" --callback-app im-platform/chat-prod)
   echo "==> a signed Tencent IM \"before send\" callback (Sync: the backend's answer comes back)"
-  "${BIN}" send --url "${url}" --token quickstart-token --command C2C.CallbackBeforeSendMsg || true
+  "${BIN}" send --url "${url}" "${app[@]}" --command C2C.CallbackBeforeSendMsg || true
   echo "==> a signed \"after send\" callback (Async: acknowledged, spooled, delivered)"
-  "${BIN}" send --url "${url}" --token quickstart-token --command C2C.CallbackAfterSendMsg || true
+  "${BIN}" send --url "${url}" "${app[@]}" --command C2C.CallbackAfterSendMsg || true
   echo "==> a forged one (wrong token)"
-  "${BIN}" send --url "${url}" --token wrong-token --command C2C.CallbackAfterSendMsg || true
-  echo "==> serving on ${url} (Ctrl-C stops); try: ${BIN} send --url ${url} --token quickstart-token --list"
+  "${BIN}" send --url "${url}" "${app[@]}" --token wrong-token --command C2C.CallbackAfterSendMsg || true
+  echo "==> serving on ${url} (Ctrl-C stops); try: ${BIN} send --url ${url} ${app[*]} --command Push.OfflinePush"
 fi
 wait "${receiver}"

@@ -11,7 +11,9 @@
 #   hack/tool.sh --check          fail if any tools module is incomplete or would resolve anything
 #   hack/tool.sh --pin NAME VER   (maintainers) rewrite NAME's tools module at version VER
 #
-# NAME is one of: controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl.
+# NAME is one of: controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl
+# kube-controller-manager (run beside envtest by the tests that need the garbage collector or
+# the ClusterRole aggregation controller).
 # Builds go to a private temporary directory and are renamed into place, so concurrent runs
 # sharing the cache never see a half-written binary or each other's files.
 set -euo pipefail
@@ -19,7 +21,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE_ROOT="${CALLBACK_ROUTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/callback-router}"
 BIN="${CACHE_ROOT}/bin"
-TOOLS=(controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl)
+TOOLS=(controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl kube-controller-manager)
 
 log() { echo "tool: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -34,6 +36,7 @@ describe() {
     helm-docs)      dir=helm-docs;      module=github.com/norwoodj/helm-docs; pkg=${module}/cmd/helm-docs ;;
     kube-apiserver) dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-apiserver ;;
     kubectl)        dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kubectl ;;
+    kube-controller-manager) dir=kube-controller-manager; module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-controller-manager ;;
     *) die "unknown tool '$1' (one of: ${TOOLS[*]})" ;;
   esac
   dir="${ROOT}/hack/tools/${dir}"
@@ -68,7 +71,7 @@ ldflags_for() { # $1: name, $2: version
       done ;;
     golangci-lint)
       flags+=" -X main.version=${2#v}" ;;
-    kube-apiserver|kubectl)
+    kube-apiserver|kubectl|kube-controller-manager)
       local minor="${2#v1.}"; minor="${minor%%.*}"
       flags+=" -X k8s.io/component-base/version.gitVersion=$2"
       flags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}"
@@ -84,7 +87,7 @@ check_binary() {
   got="$(go version -m "$3" | awk -v m="${module}" '($1 == "dep" || $1 == "mod") && $2 == m {print $3}')"
   [[ "${got}" == "$2" ]] || die "$3 was built from ${module} ${got:-<none>}, not the pinned $2"
   case "$1" in
-    kube-apiserver)
+    kube-apiserver|kube-controller-manager)
       got="$("$3" --version)"
       [[ "${got}" == "Kubernetes $2" ]] || die "$3 --version says '${got}', not 'Kubernetes $2'" ;;
     helm)
@@ -138,10 +141,14 @@ pin() { # NAME VERSION: rewrite the tools module (needs the module proxy; commit
     mod="$(cd "${tmp}" && GOFLAGS=-mod=mod go mod download -json "${module}@${v}" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')"
     {
       { sed -n '/^\/\/ /p' "${dir}/go.mod" 2>/dev/null || true; } | head -20
-      echo "module callback-router.dev/tools/kubernetes"; echo
+      echo "module callback-router.dev/tools/${dir##*/}"; echo
       echo "go $(sed -n 's/^go //p' "${mod}")"; echo
       sed -n '/^godebug /p' "${mod}"; echo
-      echo "tool ("; echo "	k8s.io/kubernetes/cmd/kube-apiserver"; echo "	k8s.io/kubernetes/cmd/kubectl"; echo ")"; echo
+      if [[ "${dir##*/}" == kube-controller-manager ]]; then
+        echo "tool k8s.io/kubernetes/cmd/kube-controller-manager"; echo
+      else
+        echo "tool ("; echo "	k8s.io/kubernetes/cmd/kube-apiserver"; echo "	k8s.io/kubernetes/cmd/kubectl"; echo ")"; echo
+      fi
       echo "require ${module} ${v}"; echo
       sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 v0'"${v#v1}"'#p' "${mod}"
     } > "${tmp}/go.mod"

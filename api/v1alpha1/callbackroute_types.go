@@ -4,28 +4,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Provider names an IM platform whose callback protocol the receiver speaks.
-// +kubebuilder:validation:Enum=TencentIM;OpenIM
-type Provider string
-
-const (
-	// ProviderTencentIM is Tencent Cloud IM (Chat): one URL per app, command in the query.
-	ProviderTencentIM Provider = "TencentIM"
-	// ProviderOpenIM is OpenIM: the command is the last path segment, no signature.
-	ProviderOpenIM Provider = "OpenIM"
-)
-
-// Mode says whether the backend's answer goes back to the IM platform.
-// +kubebuilder:validation:Enum=Async;Sync
-type Mode string
-
-const (
-	// ModeAsync acknowledges at once, stores the callback durably and delivers it with retries.
-	ModeAsync Mode = "Async"
-	// ModeSync proxies the callback and returns the backend's answer to the IM platform.
-	ModeSync Mode = "Sync"
-)
-
 // FailurePolicy says what the IM platform hears when a Sync backend fails or times out.
 // +kubebuilder:validation:Enum=Allow;Reject
 type FailurePolicy string
@@ -37,27 +15,18 @@ const (
 	FailurePolicyReject FailurePolicy = "Reject"
 )
 
-// CallbackRouteSpec says which callbacks of one IM app go to which backend, and how.
+// CallbackRouteSpec says which callbacks of one CallbackApp go to which backend, and how.
+// The route attaches to the app (Gateway API's HTTPRoute parentRefs); the app's
+// allowedRoutes decide whether it may.
 //
-// +kubebuilder:validation:XValidation:rule="self.provider != 'TencentIM' || self.appID.matches('^[0-9]+$')",message="appID of a TencentIM route is the SDKAppID and must be all digits"
 // +kubebuilder:validation:XValidation:rule="!has(self.retry) || self.mode == 'Async'",message="retry applies only to Async routes; a Sync route answers once, inside the platform's deadline"
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Sync' || self.failurePolicy == 'Allow'",message="failurePolicy Reject applies only to Sync routes; Async routes are acknowledged before delivery"
-// +kubebuilder:validation:XValidation:rule="!(self.provider == 'TencentIM' && self.mode == 'Sync' && has(self.backend.timeout)) || duration(self.backend.timeout) < duration('2s')",message="backend.timeout of a Sync TencentIM route must be under 2s: Tencent IM waits 2s for the answer, and the fallback answer must still reach it in time"
-// +kubebuilder:validation:XValidation:rule="!(self.provider == 'OpenIM' && self.mode == 'Sync' && has(self.backend.timeout)) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync OpenIM route must be at most 15s, the most OpenIM ever waits; OpenIM waits only its webhooks.yml timeout (default 5s), and the receiver answers 500ms before its --openim-timeout whatever this says"
-// +kubebuilder:validation:XValidation:rule="!has(self.verify) || !has(self.verify.tokenSecretRef) || self.provider == 'TencentIM'",message="verify.tokenSecretRef applies only to TencentIM routes; OpenIM sends no signature"
-// +kubebuilder:validation:XValidation:rule="!has(self.verify) || !has(self.verify.basicAuthSecretRef) || self.provider == 'OpenIM'",message="verify.basicAuthSecretRef applies only to OpenIM routes; Tencent IM sends no Basic auth"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'Sync' || !has(self.backend.timeout) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync route must be at most 15s, the most OpenIM ever waits; OpenIM waits only its webhooks.yml timeout (default 5s) and Tencent IM 2s, and the receiver answers within its --openim-timeout or --sync-budget whatever this says"
 type CallbackRouteSpec struct {
-	// provider is the IM platform that sends the callbacks.
+	// appRef names the CallbackApp whose callbacks the route subscribes to; its namespace
+	// defaults to the route's own.
 	// +required
-	Provider Provider `json:"provider"`
-
-	// appID identifies the app: for TencentIM the SDKAppID (digits), for OpenIM the
-	// name used in the receiver path /openim/<appID>/.
-	// +required
-	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=64
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9._-]*$`
-	AppID string `json:"appID"`
+	AppRef ObjectReference `json:"appRef"`
 
 	// commands are the callback commands routed here: exact names
 	// ("C2C.CallbackAfterSendMsg") or prefixes ending in "*" ("Group.*", "*").
@@ -80,10 +49,6 @@ type CallbackRouteSpec struct {
 	// +required
 	Backend Backend `json:"backend"`
 
-	// verify holds the checks a callback must pass to reach this route.
-	// +optional
-	Verify *Verification `json:"verify,omitempty"`
-
 	// retry is the delivery retry policy of an Async route.
 	// +optional
 	Retry *RetryPolicy `json:"retry,omitempty"`
@@ -95,7 +60,7 @@ type CallbackRouteSpec struct {
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
 }
 
-// Backend is a Service in the route's namespace or any URL.
+// Backend is a Service in the route's namespace or a URL.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.service) != has(self.url)",message="exactly one of backend.service or backend.url must be set"
 type Backend struct {
@@ -103,7 +68,8 @@ type Backend struct {
 	// +optional
 	Service *ServiceReference `json:"service,omitempty"`
 
-	// url is any http(s) URL, e.g. an external target or a loopback backend in standalone mode.
+	// url is an http(s) URL: in a cluster only under one of the app's backendURLs; in
+	// standalone mode any URL, e.g. a loopback backend.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="backend.url must be an absolute http or https URL"
@@ -116,9 +82,8 @@ type Backend struct {
 	Path string `json:"path,omitempty"`
 
 	// timeout bounds one attempt. Defaults to 1500ms for Sync routes (inside Tencent's 2s
-	// budget) and 10s for Async routes. A Sync answer also leaves within the receiver's
-	// budget for the provider whatever this says: Tencent IM's --sync-budget (1800ms), and
-	// for OpenIM 500ms before --openim-timeout (OpenIM's webhooks.yml timeout, default 5s).
+	// budget) and 10s for Async routes. A Sync route of a TencentIM app must stay under
+	// 2s (checked when the route attaches, as the provider is the app's).
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('60s')",message="backend.timeout must be positive and at most 60s"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
@@ -138,65 +103,6 @@ type ServiceReference struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	Port int32 `json:"port"`
-}
-
-// Verification lists the checks a callback must pass to reach a route.
-type Verification struct {
-	// tokenSecretRef names the Tencent IM callback token:
-	// Sign = hex(sha256(token + RequestTime)). TencentIM only.
-	// +optional
-	TokenSecretRef *TokenSecretReference `json:"tokenSecretRef,omitempty"`
-
-	// maxRequestAge is the replay window: callbacks whose RequestTime differs from now by
-	// more than this are rejected. Defaults to 300s.
-	// +optional
-	// +kubebuilder:default="300s"
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="verify.maxRequestAge must be between 1s and 24h"
-	MaxRequestAge *metav1.Duration `json:"maxRequestAge,omitempty"`
-
-	// basicAuthSecretRef names a Secret with keys username and password. OpenIM sends
-	// the user-info of its webhook URL as Basic auth. OpenIM only.
-	// +optional
-	BasicAuthSecretRef *LocalObjectReference `json:"basicAuthSecretRef,omitempty"`
-
-	// sourceCIDRs, when set, admit only callbacks from these networks.
-	// +optional
-	// +listType=set
-	// +kubebuilder:validation:MaxItems=64
-	// +kubebuilder:validation:items:MaxLength=64
-	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="each of verify.sourceCIDRs must be a CIDR such as 203.0.113.0/24"
-	SourceCIDRs []string `json:"sourceCIDRs,omitempty"`
-}
-
-// TokenSecretReference names a key of a Secret in the route's namespace, and optionally
-// a second key whose token stays valid during rotation.
-type TokenSecretReference struct {
-	// name of the Secret.
-	// +required
-	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
-	Name string `json:"name"`
-
-	// key holding the current token. Defaults to "token".
-	// +optional
-	// +kubebuilder:default=token
-	// +kubebuilder:validation:MaxLength=253
-	Key string `json:"key,omitempty"`
-
-	// previousKey, when set and present in the Secret, holds the previous token, which
-	// stays valid too: rotate by moving the old token there, then setting the new one.
-	// +optional
-	// +kubebuilder:validation:MaxLength=253
-	PreviousKey string `json:"previousKey,omitempty"`
-}
-
-// LocalObjectReference names an object in the route's namespace.
-type LocalObjectReference struct {
-	// name of the object.
-	// +required
-	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
-	Name string `json:"name"`
 }
 
 // RetryPolicy bounds the delivery attempts of an Async route.
@@ -224,46 +130,22 @@ type RetryPolicy struct {
 	MaxBackoff *metav1.Duration `json:"maxBackoff,omitempty"`
 }
 
-// Condition types and reasons of a CallbackRoute.
-const (
-	// ConditionAccepted is True when the route is valid and not in conflict.
-	ConditionAccepted = "Accepted"
-	// ConditionResolvedRefs is True when every referenced Service and Secret exists.
-	ConditionResolvedRefs = "ResolvedRefs"
-	// ConditionReady is True when the route is in the receiver's live routing table.
-	ConditionReady = "Ready"
-
-	// ReasonAccepted: the route is valid and owns its commands.
-	ReasonAccepted = "Accepted"
-	// ReasonConflict: another Sync route answers one of this route's commands.
-	ReasonConflict = "Conflict"
-	// ReasonInvalid: the route cannot be compiled.
-	ReasonInvalid = "Invalid"
-	// ReasonResolved: every reference was found.
-	ReasonResolved = "Resolved"
-	// ReasonSecretNotFound: a referenced Secret or key is missing.
-	ReasonSecretNotFound = "SecretNotFound"
-	// ReasonServiceNotFound: the backend Service or its port is missing.
-	ReasonServiceNotFound = "ServiceNotFound"
-	// ReasonRouted: the route is in the published routing table.
-	ReasonRouted = "Routed"
-	// ReasonNotRouted: the route is not in the routing table; see the other conditions.
-	ReasonNotRouted = "NotRouted"
-)
-
 // CallbackRouteStatus is the observed state of a CallbackRoute.
 type CallbackRouteStatus struct {
 	// observedGeneration is the generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Accepted, ResolvedRefs, Ready.
+	// conditions: Accepted (False: AppNotFound, NotAllowedByApp, Conflict, Invalid),
+	// ResolvedRefs (False: BackendNotFound, RefNotPermitted), Ready (in the receiver's
+	// table; False AppNotReady when the app itself is not). Each carries observedGeneration.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// url is where the IM platform must send callbacks for this route (path plus query hint).
+	// url is the app's callback path (what the IM platform is configured with, after the
+	// receiver's address).
 	// +optional
 	URL string `json:"url,omitempty"`
 }
@@ -271,14 +153,14 @@ type CallbackRouteStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=cbr;cbroute,categories=callback-router
-// +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.spec.provider`
-// +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.appID`
+// +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.appRef.name`
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Commands",type=string,JSONPath=`.spec.commands`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
-// CallbackRoute sends some callback commands of one IM app to one backend.
+// CallbackRoute sends some callback commands of one CallbackApp to one backend.
 type CallbackRoute struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,12 +14,15 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/internal/apicases"
 	"github.com/callback-router/callback-router/internal/testenv"
 )
 
@@ -57,208 +61,147 @@ func ensureNamespace(t *testing.T, name string) {
 	}
 }
 
-// TestSamplesAccepted creates every manifest in config/samples.
+// TestSamplesAccepted creates every manifest in config/samples (each file may hold several
+// documents of the three kinds), decoding each strictly into its Go type first so that a
+// field the API does not have fails here rather than being pruned silently.
 func TestSamplesAccepted(t *testing.T) {
 	g := NewWithT(t)
-	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "callbacks_*.yaml"))
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "*.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(files).NotTo(BeEmpty())
+	var n int
 	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			g := NewWithT(t)
-			data, err := os.ReadFile(f)
-			g.Expect(err).NotTo(HaveOccurred())
-			var route v1alpha1.CallbackRoute
-			g.Expect(yaml.UnmarshalStrict(data, &route)).To(Succeed())
-			ensureNamespace(t, route.Namespace)
-			g.Expect(k8sClient.Create(context.Background(), &route)).To(Succeed())
-			var got v1alpha1.CallbackRoute
-			g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(&route), &got)).To(Succeed())
-			g.Expect(got.Spec.Commands).To(Equal(route.Spec.Commands))
-		})
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		g.Expect(err).NotTo(HaveOccurred())
+		for i, doc := range strings.Split(string(data), "\n---") {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
+			n++
+			t.Run(fmt.Sprintf("%s#%d", filepath.Base(f), i), func(t *testing.T) {
+				g := NewWithT(t)
+				obj := decodeStrict(g, []byte(doc))
+				if obj.GetNamespace() != "" {
+					ensureNamespace(t, obj.GetNamespace())
+				}
+				g.Expect(k8sClient.Create(context.Background(), obj)).To(Succeed())
+			})
+		}
 	}
+	g.Expect(n).To(BeNumerically(">=", 3), "config/samples should show each kind")
 }
 
-// validRoute is a minimal valid Async TencentIM route; each invalid case breaks one thing.
-func validRoute(name string) *v1alpha1.CallbackRoute {
-	return &v1alpha1.CallbackRoute{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "validation"},
-		Spec: v1alpha1.CallbackRouteSpec{
-			Provider: v1alpha1.ProviderTencentIM,
-			AppID:    "1400000001",
-			Commands: []string{"C2C.CallbackAfterSendMsg"},
-			Backend:  v1alpha1.Backend{URL: "http://127.0.0.1:9000"},
-		},
+// decodeStrict decodes one manifest into its typed object, rejecting unknown fields.
+func decodeStrict(g Gomega, doc []byte) client.Object {
+	var u unstructured.Unstructured
+	g.Expect(utilyaml.Unmarshal(doc, &u.Object)).To(Succeed())
+	var obj client.Object
+	switch u.GetKind() {
+	case "CallbackReceiver":
+		obj = &v1alpha1.CallbackReceiver{}
+	case "CallbackApp":
+		obj = &v1alpha1.CallbackApp{}
+	case "CallbackRoute":
+		obj = &v1alpha1.CallbackRoute{}
+	case "Secret":
+		obj = &corev1.Secret{}
+	case "Namespace":
+		obj = &corev1.Namespace{}
+	default:
+		g.Expect(u.GetKind()).To(BeEmpty(), "unexpected kind in a sample")
 	}
+	g.Expect(yaml.UnmarshalStrict(doc, obj)).To(Succeed())
+	return obj
 }
 
-func dur(s string) *metav1.Duration {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		panic(err)
-	}
-	return &metav1.Duration{Duration: d}
-}
-
+// TestInvalidSpecsRejected runs the shared table of invalid specs (internal/apicases,
+// which the compiler's tests run too) through the API server's schema and CEL rules.
 func TestInvalidSpecsRejected(t *testing.T) {
-	ensureNamespace(t, "validation")
-	tests := map[string]struct {
-		// mutate breaks one rule of an otherwise valid route.
-		mutate func(r *v1alpha1.CallbackRoute)
-		// wantMessage must appear in the API server's error.
-		wantMessage string
-	}{
-		"both service and url": {
-			mutate: func(r *v1alpha1.CallbackRoute) {
-				r.Spec.Backend.Service = &v1alpha1.ServiceReference{Name: "archiver", Port: 8080}
-			},
-			wantMessage: "exactly one of backend.service or backend.url must be set",
-		},
-		"neither service nor url": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Backend.URL = "" },
-			wantMessage: "exactly one of backend.service or backend.url must be set",
-		},
-		"no commands": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{} },
-			wantMessage: "spec.commands in body should have at least 1 items",
-		},
-		"star inside a command": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"Group.*.Send"} },
-			wantMessage: `spec.commands[0] in body should match '^[A-Za-z0-9_.-]*\*?$'`,
-		},
-		"duplicate commands": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"Group.*", "Group.*"} },
-			wantMessage: "Duplicate value",
-		},
-		"tencent appID not digits": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.AppID = "my-app" },
-			wantMessage: "appID of a TencentIM route is the SDKAppID and must be all digits",
-		},
-		"unknown provider": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Provider = "Slack" },
-			wantMessage: `supported values: "TencentIM", "OpenIM"`,
-		},
-		"retry on a sync route": {
-			mutate: func(r *v1alpha1.CallbackRoute) {
-				r.Spec.Mode = v1alpha1.ModeSync
-				r.Spec.Retry = &v1alpha1.RetryPolicy{MaxAttempts: 3}
-			},
-			wantMessage: "retry applies only to Async routes",
-		},
-		"reject policy on an async route": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.FailurePolicy = v1alpha1.FailurePolicyReject },
-			wantMessage: "failurePolicy Reject applies only to Sync routes",
-		},
-		"token verification on openim": {
-			mutate: func(r *v1alpha1.CallbackRoute) {
-				r.Spec.Provider, r.Spec.AppID = v1alpha1.ProviderOpenIM, "prod"
-				r.Spec.Verify = &v1alpha1.Verification{TokenSecretRef: &v1alpha1.TokenSecretReference{Name: "tok"}}
-			},
-			wantMessage: "verify.tokenSecretRef applies only to TencentIM routes",
-		},
-		"basic auth on tencent": {
-			mutate: func(r *v1alpha1.CallbackRoute) {
-				r.Spec.Verify = &v1alpha1.Verification{BasicAuthSecretRef: &v1alpha1.LocalObjectReference{Name: "auth"}}
-			},
-			wantMessage: "verify.basicAuthSecretRef applies only to OpenIM routes",
-		},
-		"tencent sync timeout above the 2s budget": {
-			mutate: func(r *v1alpha1.CallbackRoute) {
-				r.Spec.Mode = v1alpha1.ModeSync
-				r.Spec.Backend.Timeout = dur("2500ms")
-			},
-			wantMessage: "Tencent IM waits 2s for the answer",
-		},
-		"openim sync timeout above 15s": {
-			mutate: func(r *v1alpha1.CallbackRoute) {
-				r.Spec.Provider, r.Spec.AppID, r.Spec.Mode = v1alpha1.ProviderOpenIM, "prod", v1alpha1.ModeSync
-				r.Spec.Backend.Timeout = dur("20s")
-			},
-			wantMessage: "OpenIM waits only its webhooks.yml timeout (default 5s)",
-		},
-		"zero timeout": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Backend.Timeout = dur("0s") },
-			wantMessage: "backend.timeout must be positive and at most 60s",
-		},
-		"non-http url": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Backend.URL = "ftp://files.example.com" },
-			wantMessage: "backend.url must be an absolute http or https URL",
-		},
-		"relative path": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Backend.Path = "im/callbacks" },
-			wantMessage: "spec.backend.path in body should match",
-		},
-		"bad source cidr": {
-			mutate: func(r *v1alpha1.CallbackRoute) {
-				r.Spec.Verify = &v1alpha1.Verification{SourceCIDRs: []string{"203.0.113.7"}}
-			},
-			wantMessage: "each of verify.sourceCIDRs must be a CIDR",
-		},
-		"replay window too long": {
-			mutate: func(r *v1alpha1.CallbackRoute) {
-				r.Spec.Verify = &v1alpha1.Verification{MaxRequestAge: dur("48h")}
-			},
-			wantMessage: "verify.maxRequestAge must be between 1s and 24h",
-		},
-		"initial backoff above max": {
-			mutate: func(r *v1alpha1.CallbackRoute) {
-				r.Spec.Retry = &v1alpha1.RetryPolicy{InitialBackoff: dur("10m"), MaxBackoff: dur("1m")}
-			},
-			wantMessage: "retry.initialBackoff must not exceed retry.maxBackoff",
-		},
-		"too many attempts": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Retry = &v1alpha1.RetryPolicy{MaxAttempts: 1000} },
-			wantMessage: "spec.retry.maxAttempts: Invalid value: 1000: spec.retry.maxAttempts in body should be less than or equal to 100",
-		},
-		"unknown mode": {
-			mutate:      func(r *v1alpha1.CallbackRoute) { r.Spec.Mode = "Later" },
-			wantMessage: `supported values: "Async", "Sync"`,
-		},
-	}
-	i := 0
-	for name, tc := range tests {
-		i++
-		t.Run(name, func(t *testing.T) {
+	ensureNamespace(t, apicases.Namespace)
+	for i, tc := range apicases.Invalid() {
+		t.Run(tc.Name, func(t *testing.T) {
 			g := NewWithT(t)
-			r := validRoute(fmt.Sprintf("invalid-%d", i))
-			tc.mutate(r)
-			err := k8sClient.Create(context.Background(), r)
-			g.Expect(err).To(HaveOccurred(), "the API server accepted an invalid route")
+			obj := tc.Object
+			obj.SetName(fmt.Sprintf("invalid-%d", i))
+			err := k8sClient.Create(context.Background(), obj)
+			if !tc.Server {
+				// A rule only the compiler enforces: the API server stores the object.
+				g.Expect(err).NotTo(HaveOccurred(), "the case says only the compiler rejects this; the API server did too")
+				return
+			}
+			g.Expect(err).To(HaveOccurred(), "the API server accepted an invalid object")
 			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want 422 Invalid, got %v", err)
-			g.Expect(err.Error()).To(ContainSubstring(tc.wantMessage))
+			g.Expect(err.Error()).To(ContainSubstring(tc.Message))
 		})
 	}
 }
 
 // TestBoundaryValuesAccepted guards against rules that are stricter than intended.
 func TestBoundaryValuesAccepted(t *testing.T) {
-	ensureNamespace(t, "validation")
-	tests := map[string]func(r *v1alpha1.CallbackRoute){
-		"tencent sync timeout just under 2s": func(r *v1alpha1.CallbackRoute) {
-			r.Spec.Mode, r.Spec.Backend.Timeout = v1alpha1.ModeSync, dur("1999ms")
-		},
-		"openim sync timeout of 15s": func(r *v1alpha1.CallbackRoute) {
-			r.Spec.Provider, r.Spec.AppID, r.Spec.Mode = v1alpha1.ProviderOpenIM, "prod", v1alpha1.ModeSync
-			r.Spec.Backend.Timeout = dur("15s")
-		},
-		"catch-all prefix": func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"*"} },
-		"sync with reject policy": func(r *v1alpha1.CallbackRoute) {
+	ensureNamespace(t, apicases.Namespace)
+	tests := map[string]client.Object{
+		"openim sync timeout of 15s": func() client.Object {
+			r := apicases.ValidRoute()
+			r.Spec.Mode, r.Spec.Backend.Timeout = v1alpha1.ModeSync, dur("15s")
+			return r
+		}(),
+		"catch-all prefix": func() client.Object {
+			r := apicases.ValidRoute()
+			r.Spec.Commands = []string{"*"}
+			return r
+		}(),
+		"sync with reject policy": func() client.Object {
+			r := apicases.ValidRoute()
 			r.Spec.Mode, r.Spec.FailurePolicy = v1alpha1.ModeSync, v1alpha1.FailurePolicyReject
-		},
-		"service backend with path": func(r *v1alpha1.CallbackRoute) {
-			r.Spec.Backend = v1alpha1.Backend{Service: &v1alpha1.ServiceReference{Name: "archiver", Port: 8080}, Path: "/im"}
-		},
-		"ipv6 source cidr": func(r *v1alpha1.CallbackRoute) {
-			r.Spec.Verify = &v1alpha1.Verification{SourceCIDRs: []string{"2001:db8::/32", "10.0.0.0/8"}}
-		},
+			return r
+		}(),
+		"url backend with path, app in another namespace": func() client.Object {
+			r := apicases.ValidRoute()
+			r.Spec.AppRef.Namespace = "im-platform"
+			r.Spec.Backend = v1alpha1.Backend{URL: "https://hooks.example.com/im", Path: "/callbacks"}
+			return r
+		}(),
+		"app granting selector namespaces, async only, some commands": func() client.Object {
+			a := apicases.ValidApp()
+			a.Spec.AllowedRoutes = []v1alpha1.RouteGrant{
+				{Namespaces: v1alpha1.Namespaces{From: v1alpha1.NamespacesFromSame}},
+				{
+					Namespaces: v1alpha1.Namespaces{From: v1alpha1.NamespacesFromSelector,
+						Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"im-callbacks": "analytics"}}},
+					Modes:    []v1alpha1.Mode{v1alpha1.ModeAsync},
+					Commands: []string{"Push.*", "C2C.CallbackAfterSendMsg"},
+				},
+			}
+			a.Spec.BackendURLs = []string{"https://hooks.example.com/", "http://127.0.0.1:9000"}
+			a.Spec.Verify.SourceCIDRs = []string{"2001:db8::/32", "10.0.0.0/8"}
+			a.Spec.Verify.ForwardSignature = true
+			return a
+		}(),
+		"openim app with basic auth": func() client.Object {
+			a := apicases.ValidApp()
+			a.Spec.Provider, a.Spec.AppID = v1alpha1.ProviderOpenIM, "prod"
+			a.Spec.Verify = &v1alpha1.AppVerification{BasicAuthSecretRef: &v1alpha1.LocalObjectReference{Name: "openim-hook"}}
+			return a
+		}(),
+		"receiver with jetStream, selector and zero replicas": func() client.Object {
+			r := apicases.ValidReceiver()
+			zero := int32(0)
+			r.Spec.Replicas = &zero
+			r.Spec.AllowedApps = &v1alpha1.AllowedApps{Namespaces: v1alpha1.Namespaces{From: v1alpha1.NamespacesFromSelector,
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"im-apps": "yes"}}}}
+			r.Spec.Spool = &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{URL: "nats://127.0.0.1:4222,127.0.0.1:4223"}}
+			r.Spec.TrustedProxies = []string{"10.0.0.0/8", "fd00::/8"}
+			return r
+		}(),
 	}
 	i := 0
-	for name, mutate := range tests {
+	for name, obj := range tests {
 		i++
 		t.Run(name, func(t *testing.T) {
-			r := validRoute(fmt.Sprintf("boundary-%d", i))
-			mutate(r)
-			NewWithT(t).Expect(k8sClient.Create(context.Background(), r)).To(Succeed())
+			obj.SetName(fmt.Sprintf("boundary-%d", i))
+			NewWithT(t).Expect(k8sClient.Create(context.Background(), obj)).To(Succeed())
 		})
 	}
 }
@@ -266,55 +209,105 @@ func TestBoundaryValuesAccepted(t *testing.T) {
 // TestServerSideDefaults checks the defaults the API server fills in from the schema agree
 // with the Effective* helpers used for objects that never went through an API server.
 func TestServerSideDefaults(t *testing.T) {
-	ensureNamespace(t, "validation")
+	ensureNamespace(t, apicases.Namespace)
 	g := NewWithT(t)
-	r := validRoute("defaults")
-	r.Spec.Verify = &v1alpha1.Verification{TokenSecretRef: &v1alpha1.TokenSecretReference{Name: "tencent-im"}}
-	r.Spec.Retry = &v1alpha1.RetryPolicy{}
-	g.Expect(k8sClient.Create(context.Background(), r)).To(Succeed())
+	ctx := context.Background()
 
+	r := apicases.ValidRoute()
+	r.Name = "defaults"
+	r.Spec.Retry = &v1alpha1.RetryPolicy{}
+	g.Expect(k8sClient.Create(ctx, r)).To(Succeed())
 	var got v1alpha1.CallbackRoute
-	g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(r), &got)).To(Succeed())
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(r), &got)).To(Succeed())
 	g.Expect(got.Spec.Mode).To(Equal(v1alpha1.ModeAsync))
 	g.Expect(got.Spec.FailurePolicy).To(Equal(v1alpha1.FailurePolicyAllow))
-	g.Expect(got.Spec.Verify.MaxRequestAge.Duration).To(Equal(v1alpha1.DefaultMaxRequestAge))
-	g.Expect(got.Spec.Verify.TokenSecretRef.Key).To(Equal(v1alpha1.DefaultTokenKey))
 	g.Expect(got.Spec.Retry.MaxAttempts).To(BeEquivalentTo(v1alpha1.DefaultMaxAttempts))
-	g.Expect(got.Spec.Retry.InitialBackoff.Duration).To(Equal(v1alpha1.DefaultInitialBackoff))
-	g.Expect(got.Spec.Retry.MaxBackoff.Duration).To(Equal(v1alpha1.DefaultMaxBackoff))
-
-	// The server's defaults and the Go helpers must give the same effective values.
-	bare := validRoute("bare").Spec
-	bare.Verify = &v1alpha1.Verification{}
+	bare := apicases.ValidRoute().Spec
 	g.Expect(got.Spec.EffectiveMode()).To(Equal(bare.EffectiveMode()))
 	g.Expect(got.Spec.EffectiveFailurePolicy()).To(Equal(bare.EffectiveFailurePolicy()))
-	g.Expect(got.Spec.EffectiveMaxRequestAge()).To(Equal(bare.EffectiveMaxRequestAge()))
 	ga, gi, gm := got.Spec.EffectiveRetry()
 	ba, bi, bm := bare.EffectiveRetry()
 	g.Expect([]any{ga, gi, gm}).To(Equal([]any{ba, bi, bm}))
+
+	a := apicases.ValidApp()
+	a.Name = "defaults"
+	a.Spec.AllowedRoutes = []v1alpha1.RouteGrant{{}}
+	g.Expect(k8sClient.Create(ctx, a)).To(Succeed())
+	var gotApp v1alpha1.CallbackApp
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(a), &gotApp)).To(Succeed())
+	g.Expect(gotApp.Spec.Verify.MaxRequestAge.Duration).To(Equal(v1alpha1.DefaultMaxRequestAge))
+	g.Expect(gotApp.Spec.Verify.TokenSecretRef.Key).To(Equal(v1alpha1.DefaultTokenKey))
+	g.Expect(gotApp.Spec.AllowedRoutes[0].Namespaces.From).To(Equal(v1alpha1.NamespacesFromSame))
+	bareApp := apicases.ValidApp().Spec
+	g.Expect(gotApp.Spec.EffectiveMaxRequestAge()).To(Equal(bareApp.EffectiveMaxRequestAge()))
+
+	recv := apicases.ValidReceiver()
+	recv.Name = "defaults"
+	recv.Spec.Service = &v1alpha1.ReceiverService{}
+	recv.Spec.Spool = &v1alpha1.Spool{Embedded: &v1alpha1.EmbeddedSpool{}}
+	recv.Spec.AllowedApps = &v1alpha1.AllowedApps{}
+	g.Expect(k8sClient.Create(ctx, recv)).To(Succeed())
+	var gotRecv v1alpha1.CallbackReceiver
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(recv), &gotRecv)).To(Succeed())
+	g.Expect(*gotRecv.Spec.Replicas).To(BeEquivalentTo(v1alpha1.DefaultReceiverReplicas))
+	g.Expect(gotRecv.Spec.Service.Port).To(BeEquivalentTo(v1alpha1.DefaultReceiverPort))
+	g.Expect(gotRecv.Spec.Service.Type).To(BeEquivalentTo(corev1.ServiceTypeClusterIP))
+	g.Expect(gotRecv.Spec.Spool.Embedded.Size.String()).To(Equal(v1alpha1.DefaultSpoolSize))
+	g.Expect(gotRecv.Spec.AllowedApps.Namespaces.From).To(Equal(v1alpha1.NamespacesFromSame))
+	bareRecv := apicases.ValidReceiver().Spec
+	g.Expect(gotRecv.Spec.EffectiveReplicas()).To(Equal(bareRecv.EffectiveReplicas()))
+	g.Expect(gotRecv.Spec.EffectivePort()).To(Equal(bareRecv.EffectivePort()))
 }
 
-// TestPrinterColumns checks the installed CRD shows the columns users rely on, with the
-// status subresource enabled.
+// TestPrinterColumns checks the installed CRDs show the columns that answer each kind's
+// first question, with the status (and, for receivers, scale) subresource enabled.
 func TestPrinterColumns(t *testing.T) {
-	g := NewWithT(t)
-	var crd apiextensionsv1.CustomResourceDefinition
-	g.Expect(k8sClient.Get(context.Background(),
-		client.ObjectKey{Name: "callbackroutes.callbacks.callback-router.dev"}, &crd)).To(Succeed())
-	g.Expect(crd.Spec.Versions).To(HaveLen(1))
-	v := crd.Spec.Versions[0]
-	g.Expect(v.Subresources).NotTo(BeNil())
-	g.Expect(v.Subresources.Status).NotTo(BeNil())
-	got := map[string]string{}
-	for _, c := range v.AdditionalPrinterColumns {
-		got[c.Name] = c.JSONPath
+	ready := `.status.conditions[?(@.type=="Ready")].status`
+	tests := map[string]map[string]string{
+		"callbackapps": {
+			"Provider": ".spec.provider", "AppID": ".spec.appID", "Receiver": ".spec.receiverRef.name",
+			"Routes": ".status.attachedRoutes", "Ready": ready, "URL": ".status.url", "Age": ".metadata.creationTimestamp",
+		},
+		"callbackroutes": {
+			"App": ".spec.appRef.name", "Mode": ".spec.mode", "Commands": ".spec.commands", "Ready": ready,
+			"Reason": `.status.conditions[?(@.type=="Accepted")].reason`, "Age": ".metadata.creationTimestamp",
+		},
+		"callbackreceivers": {
+			"Replicas": ".status.replicas", "Ready Replicas": ".status.readyReplicas", "Ready": ready, "Address": ".status.address",
+			"Apps": ".status.apps", "Age": ".metadata.creationTimestamp",
+		},
 	}
-	g.Expect(got).To(Equal(map[string]string{
-		"Provider": ".spec.provider",
-		"App":      ".spec.appID",
-		"Mode":     ".spec.mode",
-		"Commands": ".spec.commands",
-		"Ready":    `.status.conditions[?(@.type=="Ready")].status`,
-		"Age":      ".metadata.creationTimestamp",
-	}))
+	for plural, want := range tests {
+		t.Run(plural, func(t *testing.T) {
+			g := NewWithT(t)
+			var crd apiextensionsv1.CustomResourceDefinition
+			g.Expect(k8sClient.Get(context.Background(),
+				client.ObjectKey{Name: plural + ".callbacks.callback-router.dev"}, &crd)).To(Succeed())
+			g.Expect(crd.Spec.Versions).To(HaveLen(1))
+			v := crd.Spec.Versions[0]
+			g.Expect(v.Subresources).NotTo(BeNil())
+			g.Expect(v.Subresources.Status).NotTo(BeNil())
+			got := map[string]string{}
+			for _, c := range v.AdditionalPrinterColumns {
+				got[c.Name] = c.JSONPath
+			}
+			g.Expect(got).To(Equal(want))
+			if plural == "callbackreceivers" {
+				g.Expect(v.Subresources.Scale).To(Equal(&apiextensionsv1.CustomResourceSubresourceScale{
+					SpecReplicasPath: ".spec.replicas", StatusReplicasPath: ".status.replicas",
+					LabelSelectorPath: ptr(".status.selector"),
+				}))
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func dur(s string) *metav1.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		panic(err)
+	}
+	return &metav1.Duration{Duration: d}
 }

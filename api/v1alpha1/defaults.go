@@ -23,7 +23,65 @@ const (
 	DefaultMaxBackoff = 5 * time.Minute
 	// DefaultTokenKey is the Secret key of the Tencent IM callback token.
 	DefaultTokenKey = "token"
+	// DefaultReceiverReplicas is a CallbackReceiver's spec.replicas when omitted.
+	DefaultReceiverReplicas = 2
+	// DefaultReceiverPort is a CallbackReceiver's service.port when omitted.
+	DefaultReceiverPort = 8080
+	// DefaultSpoolSize is the embedded spool's PersistentVolumeClaim size when omitted.
+	DefaultSpoolSize = "1Gi"
+	// DefaultJetStreamReplicas is the JetStream stream's replicas when omitted.
+	DefaultJetStreamReplicas = 3
 )
+
+// EffectiveNamespace is the reference's namespace, defaulting to from (the referring
+// object's namespace).
+func (r ObjectReference) EffectiveNamespace(from string) string {
+	if r.Namespace == "" {
+		return from
+	}
+	return r.Namespace
+}
+
+// EffectiveFrom is namespaces.from, defaulting to Same.
+func (n Namespaces) EffectiveFrom() FromNamespaces {
+	if n.From == "" {
+		return NamespacesFromSame
+	}
+	return n.From
+}
+
+// EffectiveAllowedRoutes is spec.allowedRoutes, defaulting to one grant for routes of
+// the app's own namespace.
+func (s *CallbackAppSpec) EffectiveAllowedRoutes() []RouteGrant {
+	if len(s.AllowedRoutes) == 0 {
+		return []RouteGrant{{Namespaces: Namespaces{From: NamespacesFromSame}}}
+	}
+	return s.AllowedRoutes
+}
+
+// EffectiveReplicas is spec.replicas, defaulting to DefaultReceiverReplicas.
+func (s *CallbackReceiverSpec) EffectiveReplicas() int32 {
+	if s.Replicas == nil {
+		return DefaultReceiverReplicas
+	}
+	return *s.Replicas
+}
+
+// EffectiveAllowedApps is spec.allowedApps.namespaces, defaulting to Same.
+func (s *CallbackReceiverSpec) EffectiveAllowedApps() Namespaces {
+	if s.AllowedApps == nil {
+		return Namespaces{From: NamespacesFromSame}
+	}
+	return s.AllowedApps.Namespaces
+}
+
+// EffectivePort is spec.service.port, defaulting to DefaultReceiverPort.
+func (s *CallbackReceiverSpec) EffectivePort() int32 {
+	if s.Service == nil || s.Service.Port == 0 {
+		return DefaultReceiverPort
+	}
+	return s.Service.Port
+}
 
 // EffectiveMode is spec.mode, defaulting to Async.
 func (s *CallbackRouteSpec) EffectiveMode() Mode {
@@ -53,7 +111,7 @@ func (s *CallbackRouteSpec) EffectiveTimeout() time.Duration {
 }
 
 // EffectiveMaxRequestAge is spec.verify.maxRequestAge, defaulting to 300s.
-func (s *CallbackRouteSpec) EffectiveMaxRequestAge() time.Duration {
+func (s *CallbackAppSpec) EffectiveMaxRequestAge() time.Duration {
 	if s.Verify != nil && s.Verify.MaxRequestAge != nil && s.Verify.MaxRequestAge.Duration > 0 {
 		return s.Verify.MaxRequestAge.Duration
 	}

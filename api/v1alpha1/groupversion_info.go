@@ -1,5 +1,5 @@
-// Package v1alpha1 contains the CallbackRoute API of the callbacks.callback-router.dev group.
-// It depends only on k8s.io/apimachinery, so that any project can import it.
+// Package v1alpha1 contains the CallbackReceiver, CallbackApp and CallbackRoute API of the callbacks.callback-router.dev group.
+// It depends only on k8s.io/apimachinery and k8s.io/api, so that any project can import it.
 // +kubebuilder:object:generate=true
 // +groupName=callbacks.callback-router.dev
 package v1alpha1
@@ -11,7 +11,7 @@ import (
 )
 
 var (
-	// GroupVersion is the group and version of the CallbackRoute API.
+	// GroupVersion is the group and version of the callback-router API.
 	GroupVersion = schema.GroupVersion{Group: "callbacks.callback-router.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the API types with a scheme.
@@ -22,7 +22,10 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &CallbackRoute{}, &CallbackRouteList{})
+	s.AddKnownTypes(GroupVersion,
+		&CallbackReceiver{}, &CallbackReceiverList{},
+		&CallbackApp{}, &CallbackAppList{},
+		&CallbackRoute{}, &CallbackRouteList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

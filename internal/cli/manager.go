@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -16,7 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/callback-router/callback-router/controllers"
-	"github.com/callback-router/callback-router/webhook/receiver"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 )
 
 // Manager settings that are not flags.
@@ -28,23 +27,19 @@ const (
 )
 
 func init() {
-	register("manager", "run the operator: reconcile CallbackRoutes into the routing table and the receiver", runManager)
+	register("manager", "run the operator: reconcile CallbackApps and CallbackRoutes into routing tables, and CallbackReceivers into their data planes", runManager)
 }
 
-// managerFlags are the manager's command-line settings.
+// managerFlags are the manager's command-line settings. Everything about one receiver
+// (replicas, resources, Service, spool, trusted proxies) is in its CallbackReceiver.
 type managerFlags struct {
-	kubeconfig      string
-	metricsAddr     string
-	probeAddr       string
-	leaderElect     bool
-	statusWorkers   int
-	receiver        controllers.ReceiverOptions
-	serviceType     string
-	trustedProxies  string
-	zap             zap.Options
-	replicas        int
-	receiverPortInt int
-	metricsPortInt  int
+	kubeconfig         string
+	metricsAddr        string
+	probeAddr          string
+	leaderElect        bool
+	receiverNamespaces string
+	opts               controllers.ManagerOptions
+	zap                zap.Options
 }
 
 // envOr returns the environment variable name, or def when it is unset or empty.
@@ -58,49 +53,30 @@ func envOr(name, def string) string {
 // bind registers the flags on fs. The names are a contract with the Helm chart and the
 // kustomize manifests: add flags, never rename them.
 func (f *managerFlags) bind(fs *flag.FlagSet) {
-	d := controllers.DefaultReceiverOptions()
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; default: in-cluster config, then $KUBECONFIG, then ~/.kube/config.")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "Address of the manager's Prometheus /metrics endpoint; \"0\" disables it.")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
-	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader among manager replicas (a Lease in the receiver namespace), so only one reconciles.")
-	fs.IntVar(&f.statusWorkers, "status-workers", controllers.DefaultStatusWorkers, "Route status patches sent at once.")
-	fs.StringVar(&f.receiver.Namespace, "receiver-namespace", envOr("POD_NAMESPACE", d.Namespace),
-		"Namespace of the receiver's Deployment, Service, ServiceAccount, Role, RoleBinding and table Secrets (default: $POD_NAMESPACE, else "+d.Namespace+").")
-	fs.StringVar(&f.receiver.Name, "receiver-name", d.Name, "Name of the receiver's Deployment, Service, ServiceAccount, Role and RoleBinding, and prefix of its table Secrets.")
-	fs.StringVar(&f.receiver.Image, "receiver-image", os.Getenv("RECEIVER_IMAGE"), "Container image of the receiver (default: $RECEIVER_IMAGE; the manager's own image).")
-	fs.IntVar(&f.replicas, "receiver-replicas", int(d.Replicas), "Receiver replicas, when --receiver-manage-replicas is true.")
-	fs.BoolVar(&f.receiver.ManageReplicas, "receiver-manage-replicas", d.ManageReplicas, "Set the receiver Deployment's replicas; false leaves them to an autoscaler (HPA).")
-	fs.StringVar(&f.receiver.CPURequest, "receiver-cpu-request", d.CPURequest, "Receiver container CPU request; empty for none.")
-	fs.StringVar(&f.receiver.MemoryRequest, "receiver-memory-request", d.MemoryRequest, "Receiver container memory request; empty for none.")
-	fs.StringVar(&f.receiver.CPULimit, "receiver-cpu-limit", d.CPULimit, "Receiver container CPU limit; empty for none.")
-	fs.StringVar(&f.receiver.MemoryLimit, "receiver-memory-limit", d.MemoryLimit, "Receiver container memory limit; empty for none.")
-	fs.StringVar(&f.receiver.SpoolSize, "receiver-spool-size", d.SpoolSize, "Size limit of the receiver's spool emptyDir volume.")
-	fs.StringVar(&f.serviceType, "receiver-service-type", string(d.ServiceType), "Type of the receiver Service: ClusterIP, NodePort or LoadBalancer.")
-	fs.IntVar(&f.receiverPortInt, "receiver-port", int(d.Port), "Receiver callback port (callbacks and health probes), and the Service port.")
-	fs.IntVar(&f.metricsPortInt, "receiver-metrics-port", int(d.MetricsPort), "Receiver metrics port (its --metrics-listen; never the callback port), exposed by the ClusterIP Service <receiver-name>-metrics.")
-	fs.DurationVar(&f.receiver.OpenIMTimeout, "receiver-openim-timeout", 0, "The receiver's --openim-timeout: OpenIM's webhooks.yml timeout (0: the receiver's default, 5s).")
-	fs.StringVar(&f.trustedProxies, "receiver-trusted-proxies", "", "Comma-separated CIDRs whose X-Forwarded-For the receiver trusts (its --trusted-proxies); default none.")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader among manager replicas (a Lease in --receiver-namespace), so only one reconciles.")
+	fs.IntVar(&f.opts.StatusWorkers, "status-workers", controllers.DefaultStatusWorkers, "Status patches sent at once.")
+	fs.StringVar(&f.opts.Namespace, "receiver-namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace),
+		"The manager's namespace: its leader-election Lease, the --installed-receivers ConfigMap, and the default receiver namespace (default: $POD_NAMESPACE, else "+controllers.DefaultNamespace+").")
+	fs.StringVar(&f.receiverNamespaces, "receiver-namespaces", "",
+		"Comma-separated namespaces whose CallbackReceivers the manager runs (their Deployments, Services, RBAC and routing tables live there); default: --receiver-namespace.")
+	fs.StringVar(&f.opts.DefaultImage, "receiver-image", os.Getenv("RECEIVER_IMAGE"), "Container image of the receivers (default: $RECEIVER_IMAGE; the manager's own image).")
+	fs.StringVar(&f.opts.InstalledReceivers, "installed-receivers", "",
+		"Name of a ConfigMap in --receiver-namespace whose key "+dataplane.InstalledReceiversKey+" holds CallbackReceiver manifests to apply (and to delete once removed from it); the Helm chart and config/default install the default receiver this way. Empty: none.")
 	f.zap.BindFlags(fs)
 }
 
-// options completes and validates the receiver options.
-func (f *managerFlags) options() (controllers.ReceiverOptions, error) {
-	o := f.receiver
-	o.Replicas = int32(f.replicas)
-	o.Port = int32(f.receiverPortInt)
-	o.MetricsPort = int32(f.metricsPortInt)
-	if o.OpenIMTimeout > 0 {
-		if err := receiver.ValidateOpenIMTimeout(o.OpenIMTimeout); err != nil {
-			return o, fmt.Errorf("--receiver-openim-timeout: %w", err)
-		}
-	}
-	o.ServiceType = corev1.ServiceType(f.serviceType)
-	o.TrustedProxies = controllers.ParseCIDRList(f.trustedProxies)
-	if f.replicas < 0 || f.replicas > 10000 {
-		return o, fmt.Errorf("--receiver-replicas %d is out of range", f.replicas)
+// options completes and validates the manager options.
+func (f *managerFlags) options() (controllers.ManagerOptions, error) {
+	o := f.opts
+	o.ReceiverNamespaces = controllers.ParseList(f.receiverNamespaces)
+	if len(o.ReceiverNamespaces) == 0 {
+		o.ReceiverNamespaces = []string{o.Namespace}
 	}
 	if err := o.Validate(); err != nil {
-		return o, fmt.Errorf("invalid receiver settings: %w", err)
+		return o, fmt.Errorf("invalid manager settings: %w", err)
 	}
 	return o, nil
 }
@@ -164,7 +140,7 @@ func runManager(args []string) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	if err := controllers.Setup(ctx, mgr, o, f.statusWorkers); err != nil {
+	if err := controllers.Setup(ctx, mgr, o); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
@@ -173,8 +149,8 @@ func runManager(args []string) error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding ready check: %w", err)
 	}
-	log.Info("Starting manager", "receiverNamespace", o.Namespace, "receiverName", o.Name,
-		"receiverImage", o.Image, "leaderElect", f.leaderElect)
+	log.Info("Starting manager", "namespace", o.Namespace, "receiverNamespaces", o.ReceiverNamespaces,
+		"receiverImage", o.DefaultImage, "installedReceivers", o.InstalledReceivers, "leaderElect", f.leaderElect)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running manager: %w", err)
 	}

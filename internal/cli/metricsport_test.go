@@ -11,56 +11,39 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 )
 
 // TestReceiverMetricsNotOnCallbackPort runs the real binary with the listen flags the
-// manager gives the receiver pods (controllers.ReceiverArgs): /metrics must answer on the
-// metrics port only, never on the callback port, which may be public. The Services the
-// manager applies follow: the callback Service carries only the callback port, and the
-// metrics port is on a ClusterIP Service of its own, even when the callback Service is a
-// LoadBalancer.
+// manager gives a CallbackReceiver's pods (dataplane.ReceiverArgs): /metrics must answer
+// on the metrics listener only, never on the callback port, which may be public.
 func TestReceiverMetricsNotOnCallbackPort(t *testing.T) {
-	o := controllers.DefaultReceiverOptions()
-	o.Image = "registry.example/callback-router:test"
-	o.ServiceType = corev1.ServiceTypeLoadBalancer
 	callbackPort, _ := strconv.Atoi(strings.Split(freeAddr(t), ":")[1])
-	metricsPort, _ := strconv.Atoi(strings.Split(freeAddr(t), ":")[1])
-	o.Port, o.MetricsPort = int32(callbackPort), int32(metricsPort)
-	o.OpenIMTimeout = 3 * time.Second // passed on as --openim-timeout, which the process below accepts
-	if err := o.Validate(); err != nil {
+	r := &v1alpha1.CallbackReceiver{
+		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "callback-router-system"},
+		Spec:       v1alpha1.CallbackReceiverSpec{Service: &v1alpha1.ReceiverService{Port: int32(callbackPort)}},
+	}
+	s, err := dataplane.ResolveReceiver(r, "registry.example/callback-router:test")
+	if err != nil {
 		t.Fatal(err)
 	}
-
-	svc := controllers.DesiredService(&o)
-	if len(svc.Spec.Ports) != 1 || *svc.Spec.Ports[0].Port != o.Port {
-		t.Errorf("callback Service ports %+v, want only the callback port", svc.Spec.Ports)
-	}
-	msvc := controllers.DesiredMetricsService(&o)
-	if *msvc.Spec.Type != corev1.ServiceTypeClusterIP || len(msvc.Spec.Ports) != 1 || *msvc.Spec.Ports[0].Port != o.MetricsPort ||
-		*msvc.Name != controllers.ReceiverMetricsServiceName(&o) {
-		t.Errorf("metrics Service %s: type %v, ports %+v; want ClusterIP with the metrics port", *msvc.Name, *msvc.Spec.Type, msvc.Spec.Ports)
-	}
-	if c := controllers.DesiredDeployment(&o).Spec.Template.Spec.Containers[0]; len(c.Ports) != 2 {
-		t.Errorf("receiver container ports %+v, want the callback and the metrics port", c.Ports)
-	}
-	same := o
-	same.MetricsPort = same.Port
-	if err := same.Validate(); err == nil {
-		t.Error("a metrics port equal to the callback port was accepted")
+	in := dataplane.ReceiverArgs(s)
+	if !strings.Contains(strings.Join(in, " "), "--metrics-listen :"+strconv.Itoa(dataplane.MetricsPort)) {
+		t.Fatalf("the manager does not set the receiver's --metrics-listen: %v", in)
 	}
 
-	// The manager's receiver arguments, with the in-cluster table replaced by a routes
-	// file and the listeners bound to loopback.
+	// The manager's arguments, with the in-cluster table replaced by a routes file, the
+	// listeners bound to loopback and the metrics port a free one.
 	dir := t.TempDir()
 	routes := filepath.Join(dir, "routes.yaml")
 	if err := os.WriteFile(routes, []byte(strings.ReplaceAll(cliRoutes, "BACKEND", "http://127.0.0.1:1")), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	metricsAddr := freeAddr(t)
 	var args []string
-	in := controllers.ReceiverArgs(&o)
 	for i := 0; i < len(in); i++ {
 		switch a := in[i]; a {
 		case "--namespace", "--table":
@@ -68,18 +51,15 @@ func TestReceiverMetricsNotOnCallbackPort(t *testing.T) {
 		case "--spool-dir":
 			args = append(args, a, filepath.Join(dir, "spool"))
 			i++
-		case "--listen", "--metrics-listen":
+		case "--listen":
 			args = append(args, a, "127.0.0.1"+in[i+1])
+			i++
+		case "--metrics-listen":
+			args = append(args, a, metricsAddr)
 			i++
 		default:
 			args = append(args, a)
 		}
-	}
-	if !strings.Contains(strings.Join(in, " "), "--metrics-listen :"+strconv.Itoa(metricsPort)) {
-		t.Fatalf("the manager does not set the receiver's --metrics-listen: %v", in)
-	}
-	if !strings.Contains(strings.Join(in, " "), "--openim-timeout 3s") {
-		t.Errorf("the manager does not pass --openim-timeout: %v", in)
 	}
 	cmd := exec.Command(binary(t), append(args, "--routes", routes, "--drain-delay", "0s")...)
 	var out lockedBuffer
@@ -92,8 +72,8 @@ func TestReceiverMetricsNotOnCallbackPort(t *testing.T) {
 		_ = cmd.Wait()
 	}()
 
-	get := func(port int) (int, string, error) {
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/metrics")
+	get := func(addr string) (int, string, error) {
+		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
 			return 0, "", err
 		}
@@ -103,16 +83,16 @@ func TestReceiverMetricsNotOnCallbackPort(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		status, body, err := get(metricsPort)
+		status, body, err := get(metricsAddr)
 		if err == nil && status == http.StatusOK && strings.Contains(body, "callback_router_table_routes") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no metrics on the metrics port: %d %v\n%s", status, err, out.String())
+			t.Fatalf("no metrics on the metrics listener: %d %v\n%s", status, err, out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	status, body, err := get(callbackPort)
+	status, body, err := get("127.0.0.1:" + strconv.Itoa(callbackPort))
 	if err != nil || status != http.StatusNotFound || strings.Contains(body, "callback_router_") {
 		t.Errorf("GET /metrics on the callback port: %d %v %.80q, want 404 without metrics", status, err, body)
 	}

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/webhook/receiver"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
@@ -58,7 +59,7 @@ type receiverFlags struct {
 }
 
 func (f *receiverFlags) bind(fs *flag.FlagSet) {
-	fs.StringVar(&f.routes, "routes", "", "standalone mode: a multi-document YAML of CallbackRoute and Secret manifests (SIGHUP reloads it)")
+	fs.StringVar(&f.routes, "routes", "", "standalone mode: a multi-document YAML of CallbackApp, CallbackRoute, Secret (and Namespace) manifests (SIGHUP reloads it)")
 	fs.StringVar(&f.listen, "listen", ":8080", "address of the callback endpoints, /healthz and /readyz (and /metrics without --metrics-listen)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "address to serve /metrics on instead of --listen")
 	fs.StringVar(&f.spoolDir, "spool-dir", spool.DefaultDir(), "directory of the durable queue of acknowledged Async callbacks")
@@ -79,9 +80,9 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.drainDelay, "drain-delay", receiver.DefaultDrainDelay, "on SIGTERM, how long /readyz answers 503 before the listener closes")
 	fs.StringVar(&f.pprofListen, "pprof-listen", "", "serve net/http/pprof on this address (off by default; bind it to loopback)")
 	fs.DurationVar(&f.server.ShutdownTimeout, "shutdown-timeout", receiver.DefaultShutdownTimeout, "bound on waiting for callbacks in flight at shutdown")
-	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultReceiverNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
+	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
+	fs.StringVar(&f.table, "table", dataplane.TableName(controllers.DefaultReceiverName), "in-cluster mode: name of the table the manager writes for this receiver (<CallbackReceiver name>-receiver)")
 	fs.DurationVar(&f.tableStart, "table-start-timeout", DefaultTableStartTimeout, "in-cluster mode: exit with an error when the table Secrets cannot be listed within this (API server unreachable, no permission), so that Kubernetes restarts the receiver")
-	fs.StringVar(&f.table, "table", controllers.DefaultReceiverName, "in-cluster mode: name of the table the manager writes (its --receiver-name)")
 	f.spool.BindFlags(fs)
 }
 
@@ -314,28 +315,43 @@ func logSpoolEnd(log logr.Logger, err error) {
 	}
 }
 
-// loadRoutes compiles the routes file, logs each route's status and swaps the table in.
+// loadRoutes compiles the routes file with the same compiler and rules as the manager,
+// logs each app's and route's status and swaps the table in.
 func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
 	m, err := routing.LoadFile(path)
 	if err != nil {
 		return err
 	}
 	for _, s := range m.Skipped {
-		log.Info("Skipped a document that is neither a CallbackRoute nor a Secret", "object", s)
+		log.Info("Skipped a document that is not a CallbackApp, CallbackRoute, Secret or Namespace", "object", s)
 	}
-	snap, statuses := routing.Compile(m.Input())
-	for _, st := range statuses {
-		kv := []any{"route", st.Namespace + "/" + st.Name, "url", st.URL}
+	out := routing.Compile(m.Input())
+	for _, st := range out.Apps {
+		kv := []any{"app", st.Namespace + "/" + st.Name, "url", st.URL}
+		if st.Ready.True {
+			log.Info("App loaded", append(kv, "routes", st.AttachedRoutes)...)
+			continue
+		}
+		c := st.Accepted
+		if c.True {
+			c = st.ResolvedRefs
+		}
+		log.Info("App not loaded", append(kv, "reason", c.Reason, "message", c.Message)...)
+	}
+	for _, st := range out.Routes {
+		kv := []any{"route", st.Namespace + "/" + st.Name, "app", st.App.String()}
 		switch {
-		case st.Routed:
+		case st.Routed():
 			log.Info("Route loaded", kv...)
-		case !st.Accepted:
-			log.Info("Route not loaded", append(kv, "reason", st.AcceptedReason, "message", st.AcceptedMessage)...)
+		case !st.Accepted.True:
+			log.Info("Route not loaded", append(kv, "reason", st.Accepted.Reason, "message", st.Accepted.Message)...)
+		case !st.ResolvedRefs.True:
+			log.Info("Route not loaded", append(kv, "reason", st.ResolvedRefs.Reason, "message", st.ResolvedRefs.Message)...)
 		default:
-			log.Info("Route not loaded", append(kv, "reason", st.RefsReason, "message", st.RefsMessage)...)
+			log.Info("Route not loaded", append(kv, "reason", st.Ready.Reason, "message", st.Ready.Message)...)
 		}
 	}
-	t, err := routing.NewTable(snap)
+	t, err := routing.NewTable(out.Tables[routing.StandaloneReceiver])
 	if err != nil {
 		return fmt.Errorf("building the routing table: %w", err)
 	}
@@ -343,7 +359,7 @@ func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
 	// Decoding a large file leaves tens of MiB of garbage: hand it back to the OS now
 	// rather than whenever the scavenger gets to it, so RSS reflects the live table.
 	debug.FreeOSMemory()
-	log.Info("Routing table loaded", "routes", t.Len(), "of", len(statuses))
+	log.Info("Routing table loaded", "apps", len(out.Tables[routing.StandaloneReceiver].Apps), "routes", t.Len(), "of", len(out.Routes))
 	return nil
 }
 

@@ -41,29 +41,44 @@ func freeAddr(t *testing.T) string {
 const cliRoutes = `
 apiVersion: v1
 kind: Secret
-metadata: {name: tok, namespace: chat}
+metadata: {name: tok, namespace: im}
 stringData: {token: cli-token}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackApp
+metadata: {name: chat, namespace: im}
+spec:
+  provider: TencentIM
+  appID: "1400000001"
+  receiverRef: {name: default}
+  verify: {tokenSecretRef: {name: tok}}
+  allowedRoutes: [{namespaces: {from: All}}]
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackApp
+metadata: {name: openim, namespace: im}
+spec:
+  provider: OpenIM
+  appID: prod
+  receiverRef: {name: default}
+  allowedRoutes: [{namespaces: {from: All}}]
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: moderation, namespace: chat}
 spec:
-  provider: TencentIM
-  appID: "1400000001"
+  appRef: {name: chat, namespace: im}
   commands: [C2C.CallbackBeforeSendMsg]
   mode: Sync
   backend: {url: BACKEND, path: /moderate}
-  verify: {tokenSecretRef: {name: tok}}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: archive, namespace: chat}
 spec:
-  provider: TencentIM
-  appID: "1400000001"
+  appRef: {name: chat, namespace: im}
   commands: ["C2C.*"]
   backend: {url: BACKEND, path: /archive}
-  verify: {tokenSecretRef: {name: tok}}
 `
 
 // TestReceiverProcess runs the real binary: the receiver on a routes file, `send` with a
@@ -164,7 +179,7 @@ func TestReceiverProcess(t *testing.T) {
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: openim, namespace: chat}
-spec: {provider: OpenIM, appID: prod, commands: ["*"], mode: Sync, backend: {url: ` + be.URL + `, path: /openim}}
+spec: {appRef: {name: openim, namespace: im}, commands: ["*"], mode: Sync, backend: {url: ` + be.URL + `, path: /openim}}
 `
 	if err := os.WriteFile(routes, []byte(more), 0o600); err != nil {
 		t.Fatal(err)
@@ -285,11 +300,15 @@ func TestReceiverKill9(t *testing.T) {
 	routes := filepath.Join(dir, "routes.yaml")
 	yaml := strings.ReplaceAll(`
 apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackApp
+metadata: {name: prod, namespace: chat}
+spec: {provider: OpenIM, appID: prod, receiverRef: {name: default}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: archive, namespace: chat}
 spec:
-  provider: OpenIM
-  appID: prod
+  appRef: {name: prod}
   commands: ["*"]
   backend: {url: BACKEND, timeout: 1s}
   retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 200ms}
@@ -361,6 +380,36 @@ spec:
 	for i := range n {
 		if id := fmt.Sprintf("callbackAfterSendSingleMsgCommand:m%d", i); !delivered[id] {
 			t.Errorf("%s not delivered", id)
+		}
+	}
+}
+
+// TestSendFromCallbackApp: `send --routes FILE --callback-app NS/NAME` sends as the app's
+// IM platform, with its credentials from the file's Secrets.
+func TestSendFromCallbackApp(t *testing.T) {
+	routes := filepath.Join(testenv.RepoRoot(), "examples", "routes.yaml")
+	for _, tc := range []struct {
+		app                               string
+		provider, appID, token, basicAuth string
+	}{
+		{"im-platform/chat-prod", "TencentIM", "1400000001", "quickstart-token", ""},
+		{"im-platform/openim-prod", "OpenIM", "prod", "", "openim:openim-pass"},
+	} {
+		o := sendOptions{routes: routes, callbackApp: tc.app}
+		if err := o.fromCallbackApp(); err != nil {
+			t.Fatal(err)
+		}
+		if o.provider != tc.provider || o.app != tc.appID || o.token != tc.token || o.basicAuth != tc.basicAuth {
+			t.Errorf("%s: got %+v", tc.app, o)
+		}
+	}
+	o := sendOptions{routes: routes, callbackApp: "im-platform/chat-prod", token: "given"}
+	if err := o.fromCallbackApp(); err != nil || o.token != "given" {
+		t.Errorf("--token given: %v %q", err, o.token)
+	}
+	for _, bad := range []sendOptions{{routes: routes, callbackApp: "nowhere/none"}, {callbackApp: "im-platform/chat-prod"}} {
+		if err := bad.fromCallbackApp(); err == nil {
+			t.Errorf("%+v: no error", bad)
 		}
 	}
 }

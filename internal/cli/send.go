@@ -15,6 +15,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/samples"
 )
 
@@ -40,8 +41,10 @@ const (
 type sendOptions struct {
 	url, provider, app, command, sample, bodyFile string
 	token, requestTime, basicAuth                 string
-	timeout                                       time.Duration
-	list, verbose                                 bool
+	// routes and callbackApp: take provider, app ID and credentials from a CallbackApp.
+	routes, callbackApp string
+	timeout             time.Duration
+	list, verbose       bool
 }
 
 func runSend(args []string) error {
@@ -57,6 +60,9 @@ func runSend(args []string) error {
 	fs.StringVar(&o.requestTime, "request-time", "", "RequestTime in Unix seconds (default: now)")
 	fs.StringVar(&o.basicAuth, "basic-auth", "", "OpenIM user:password sent as Basic auth")
 	fs.DurationVar(&o.timeout, "timeout", DefaultSendTimeout, "bound on the whole exchange")
+	fs.StringVar(&o.routes, "routes", "", "a routes file (as the receiver's --routes) to read --callback-app from")
+	fs.StringVar(&o.callbackApp, "callback-app", "", "[NAMESPACE/]NAME of a CallbackApp in --routes: send as its IM platform (its provider and appID), "+
+		"signed with its token or Basic auth from the file's Secret unless --token or --basic-auth is given")
 	fs.BoolVar(&o.list, "list", false, "list the samples and exit")
 	fs.BoolVar(&o.verbose, "v", false, "print the request too")
 	if err := fs.Parse(args); err != nil {
@@ -67,6 +73,9 @@ func runSend(args []string) error {
 			fmt.Printf("%-38s %-10s %s\n", s.Name, s.Provider, s.Command)
 		}
 		return nil
+	}
+	if err := o.fromCallbackApp(); err != nil {
+		return err
 	}
 	// The timeout starts once the request is built: --body - may be typed by hand.
 	req, err := buildSendRequest(context.Background(), &o, time.Now())
@@ -192,6 +201,49 @@ func buildSendRequest(ctx context.Context, o *sendOptions, now time.Time) (*http
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return req, nil
+}
+
+// fromCallbackApp fills provider, app and credentials from --callback-app in --routes.
+func (o *sendOptions) fromCallbackApp() error {
+	if o.callbackApp == "" {
+		return nil
+	}
+	if o.routes == "" {
+		return fmt.Errorf("--callback-app needs --routes FILE")
+	}
+	m, err := routing.LoadFile(o.routes)
+	if err != nil {
+		return err
+	}
+	ns, name, ok := strings.Cut(o.callbackApp, "/")
+	if !ok {
+		ns, name = routing.DefaultNamespace, o.callbackApp
+	}
+	for i := range m.Apps {
+		a := &m.Apps[i]
+		if a.Namespace != ns || a.Name != name {
+			continue
+		}
+		o.provider, o.app = string(a.Spec.Provider), a.Spec.AppID
+		v := a.Spec.Verify
+		if v == nil {
+			return nil
+		}
+		secret := func(ref, key string) string {
+			if s := m.Secrets[ns+"/"+ref]; s != nil {
+				return string(s.Data[key])
+			}
+			return ""
+		}
+		if ref := v.TokenSecretRef; ref != nil && o.token == "" {
+			o.token = secret(ref.Name, ref.EffectiveTokenKey())
+		}
+		if ref := v.BasicAuthSecretRef; ref != nil && o.basicAuth == "" {
+			o.basicAuth = secret(ref.Name, "username") + ":" + secret(ref.Name, "password")
+		}
+		return nil
+	}
+	return fmt.Errorf("no CallbackApp %s/%s in %s", ns, name, o.routes)
 }
 
 // rewriteCommand sets the body's command field (CallbackCommand or callbackCommand, and

@@ -16,6 +16,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/internal/testenv"
 	"github.com/callback-router/callback-router/webhook/callback"
 	"github.com/callback-router/callback-router/webhook/samples"
@@ -90,7 +91,7 @@ func TestApplyRouteDeliversSignedCallback(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(t, "manager", mgr)
 
-	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	g.Expect(err).NotTo(HaveOccurred(), "manager log:\n%s", mgr.Tail())
 	g.Expect(d.Spec.Template.Spec.Containers[0].Image).To(Equal(ReceiverImage))
 	g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--namespace", receiverNamespace, "--table", controllers.DefaultReceiverName))
@@ -108,14 +109,16 @@ func TestApplyRouteDeliversSignedCallback(t *testing.T) {
 		g.Expect(resp.StatusCode).To(Equal(want), "GET %s/metrics", base)
 	}
 
-	// kubectl apply of the example manifests, pointed at the loopback backend.
-	for _, ns := range []string{"chat", "analytics"} {
-		g.Expect(cluster.EnsureNamespace(ctx, ns)).To(Succeed())
-	}
+	// kubectl apply of the example manifests (they create the teams' labelled namespaces;
+	// the platform team's exists already), pointed at the loopback backend.
+	g.Expect(cluster.EnsureNamespace(ctx, "im-platform")).To(Succeed())
 	example, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", "routes.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(example)).To(ContainSubstring(exampleBackend))
-	manifests := []byte(strings.ReplaceAll(string(example), exampleBackend, backend.URL))
+	manifests := []byte(strings.NewReplacer(exampleBackend, backend.URL,
+		"receiverRef: {name: default, namespace: callback-router-system}",
+		"receiverRef: {name: "+controllers.DefaultReceiverName+", namespace: "+receiverNamespace+"}").Replace(string(example)))
+	g.Expect(string(manifests)).To(ContainSubstring(controllers.DefaultReceiverName))
 	sample, ok := samples.Get("tencent-c2c-after-send")
 	g.Expect(ok).To(BeTrue())
 
@@ -152,7 +155,7 @@ func TestApplyRouteDeliversSignedCallback(t *testing.T) {
 	g.Expect(got.Header.Get(callback.HeaderCommand)).To(Equal(sample.Command))
 	g.Expect(got.Header.Get(callback.HeaderID)).To(Equal(callback.ComputeID(v1alpha1.ProviderTencentIM, sample.Command, sample.Body)))
 	g.Expect(got.RawQuery).To(ContainSubstring("SdkAppid="+exampleApp), "the platform's query is forwarded")
-	g.Expect(got.RawQuery).NotTo(ContainSubstring("Sign="), "but not its credentials (the route does not set forwardSignature)")
+	g.Expect(got.RawQuery).NotTo(ContainSubstring("Sign="), "but not its credentials (the app does not set verify.forwardSignature)")
 
 	// A forged signature is refused in Tencent's envelope.
 	status, body, err := SendTencent(ctx, rx.URL, exampleApp, sample.Command, "wrong-token", "", sample.Body)
@@ -192,8 +195,16 @@ func TestApplyRouteDeliversSignedCallback(t *testing.T) {
 	}
 	g.Consistently(func() int { return len(backend.Deliveries()) }, absentWait, 100*time.Millisecond).Should(Equal(before))
 
-	// Deleting every route of the app makes the app unknown: 404 in Tencent's envelope.
-	_, err = cluster.KubectlRun(ctx, manifests, "delete", "--ignore-not-found", "-f", "-")
+	// The app's status counts its routes and says where to point the IM console.
+	app := &v1alpha1.CallbackApp{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(cluster.Client.Get(ctx, types.NamespacedName{Namespace: "im-platform", Name: "chat-prod"}, app)).To(Succeed())
+		g.Expect(app.Status.AttachedRoutes).To(BeEquivalentTo(2)) // moderation and push-analytics remain
+	}, deliveryWait, 50*time.Millisecond).Should(Succeed())
+	g.Expect(app.Status.URL).To(Equal("/tencent?SdkAppid=" + exampleApp))
+
+	// Deleting the app makes it unknown (its routes are AppNotFound): 404 in Tencent's envelope.
+	_, err = cluster.KubectlRun(ctx, nil, "delete", "callbackapp", "chat-prod", "-n", "im-platform")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Eventually(func() int {
 		status, _, _ := SendTencent(ctx, rx.URL, exampleApp, sample.Command, exampleToken, "", sample.Body)
@@ -211,6 +222,14 @@ func TestServiceBackedRouteStatus(t *testing.T) {
 
 	g.Expect(cluster.EnsureNamespace(ctx, "svc-team")).To(Succeed())
 	manifests := `
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackApp
+metadata: {name: svc-team, namespace: svc-team}
+spec:
+  provider: OpenIM
+  appID: svc-team
+  receiverRef: {name: ` + controllers.DefaultReceiverName + `, namespace: ` + receiverNamespace + `}
+---
 apiVersion: v1
 kind: Service
 metadata: {name: archiver, namespace: svc-team}
@@ -221,8 +240,7 @@ apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: to-service, namespace: svc-team}
 spec:
-  provider: OpenIM
-  appID: svc-team
+  appRef: {name: svc-team}
   commands: ["*"]
   backend: {service: {name: archiver, port: 8080}, path: /im}
 ---
@@ -230,8 +248,7 @@ apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: to-missing-service, namespace: svc-team}
 spec:
-  provider: OpenIM
-  appID: svc-team
+  appRef: {name: svc-team}
   commands: ["*"]
   backend: {service: {name: nowhere, port: 80}}
 `
@@ -241,7 +258,7 @@ spec:
 		out, err := cluster.KubectlRun(ctx, nil, "get", "callbackroutes", "-n", "svc-team",
 			"-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="ResolvedRefs")].reason}{"\n"}{end}`)
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(strings.Fields(string(out))).To(ConsistOf("to-missing-service=False/ServiceNotFound", "to-service=True/Resolved"))
+		g.Expect(strings.Fields(string(out))).To(ConsistOf("to-missing-service=False/BackendNotFound", "to-service=True/ResolvedRefs"))
 	}, deliveryWait*4, 100*time.Millisecond).Should(Succeed(), "manager log:\n%s", mgr.Tail())
 }
 
@@ -258,7 +275,7 @@ func TestReceiverKeepsServingWithoutAPIServer(t *testing.T) {
 	mgr, err := cluster.StartManager(ctx, receiverNamespace)
 	g.Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(t, "manager", mgr)
-	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	g.Expect(err).NotTo(HaveOccurred())
 	api, err := cluster.APIServerHostPort()
 	g.Expect(err).NotTo(HaveOccurred())
@@ -278,18 +295,26 @@ func TestReceiverKeepsServingWithoutAPIServer(t *testing.T) {
 apiVersion: v1
 kind: Secret
 metadata: {name: tencent-im, namespace: outage}
-stringData: {token: %s}
+stringData: {token: %[1]s}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackApp
+metadata: {name: outage, namespace: outage}
+spec:
+  provider: TencentIM
+  appID: "%[2]s"
+  receiverRef: {name: %[4]s, namespace: %[5]s}
+  verify: {tokenSecretRef: {name: tencent-im}}
+  backendURLs: ["%[3]s"]
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: archive, namespace: outage}
 spec:
-  provider: TencentIM
-  appID: "%s"
+  appRef: {name: outage}
   commands: ["*"]
-  backend: {url: "%s"}
-  verify: {tokenSecretRef: {name: tencent-im}}
-`, exampleToken, app, backend.URL)
+  backend: {url: "%[3]s"}
+`, exampleToken, app, backend.URL, controllers.DefaultReceiverName, receiverNamespace)
 	_, err = cluster.KubectlRun(ctx, []byte(manifests), "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Cleanup(func() {

@@ -52,27 +52,32 @@ metadata: {name: tencent-im, namespace: chat}
 stringData: {token: %[1]s}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: archive, namespace: chat}
+kind: CallbackApp
+metadata: {name: chat-prod, namespace: chat}
 spec:
   provider: TencentIM
   appID: "%[2]s"
+  receiverRef: {name: default}
+  verify: {tokenSecretRef: {name: tencent-im}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: archive, namespace: chat}
+spec:
+  appRef: {name: chat-prod}
   commands: [C2C.CallbackAfterSendMsg]
   mode: Async
   backend: {url: "%[3]s", path: /archive, timeout: 2s}
-  verify: {tokenSecretRef: {name: tencent-im}}
   retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 500ms}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
 kind: CallbackRoute
 metadata: {name: analytics, namespace: chat}
 spec:
-  provider: TencentIM
-  appID: "%[2]s"
+  appRef: {name: chat-prod}
   commands: ["C2C.*"]
   mode: Async
   backend: {url: "%[3]s", path: /analytics, timeout: 2s}
-  verify: {tokenSecretRef: {name: tencent-im}}
   retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 500ms}
 `
 

@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/controllers"
 	"github.com/callback-router/callback-router/internal/testenv"
 	"github.com/callback-router/callback-router/webhook/callback"
@@ -206,10 +207,20 @@ func (p *Process) Tail() string {
 }
 
 // StartManager runs `callback-router manager` against the cluster with the receiver in
-// namespace, plus extra flags.
+// namespace, plus extra flags. It first makes sure the CallbackReceiver whose table the
+// receiver processes read exists there (named controllers.DefaultReceiverName, admitting
+// apps of every namespace).
 func (c *Cluster) StartManager(ctx context.Context, namespace string, extra ...string) (*Process, error) {
 	if err := c.EnsureNamespace(ctx, namespace); err != nil {
 		return nil, err
+	}
+	recv := &v1alpha1.CallbackReceiver{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: controllers.DefaultReceiverName},
+		Spec: v1alpha1.CallbackReceiverSpec{AllowedApps: &v1alpha1.AllowedApps{
+			Namespaces: v1alpha1.Namespaces{From: v1alpha1.NamespacesFromAll}}},
+	}
+	if err := c.Client.Create(ctx, recv); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating CallbackReceiver %s/%s: %w", namespace, recv.Name, err)
 	}
 	args := append([]string{"manager", "--kubeconfig", c.Kubeconfig,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0",

@@ -11,14 +11,19 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
+
+	"github.com/callback-router/callback-router/controllers/dataplane"
+	"github.com/callback-router/callback-router/webhook/tablestore"
 )
 
 // Contract of the receiver's pods (design: the manager's flags): the chart's companions
@@ -31,10 +36,7 @@ const (
 // managerFlagsContract are the flags the chart must always pass to `callback-router manager`.
 var managerFlagsContract = []string{
 	"--metrics-bind-address", "--health-probe-bind-address", "--leader-elect",
-	"--receiver-namespace", "--receiver-name", "--receiver-image", "--receiver-replicas",
-	"--receiver-manage-replicas", "--receiver-cpu-request", "--receiver-memory-request",
-	"--receiver-memory-limit", "--receiver-spool-size", "--receiver-service-type", "--receiver-port",
-	"--receiver-metrics-port",
+	"--receiver-namespace", "--receiver-namespaces", "--receiver-image", "--installed-receivers",
 }
 
 // helmTemplate renders the chart.
@@ -65,6 +67,9 @@ func TestChartLint(t *testing.T) {
 		"TLS without secret":            "ingress.enabled=true,ingress.tls.enabled=true,ingress.host=im.example.com",
 		"HPA without a metric":          "receiver.autoscaling.enabled=true,receiver.autoscaling.targetCPUUtilizationPercentage=0",
 		"receiver name not a DNS label": "receiver.name=Receiver_1",
+		"receiver name over 54 chars":   "receiver.name=" + strings.Repeat("r", 55),
+		"Selector without a selector":   "receiver.allowedApps.namespaces.from=Selector",
+		"extra receiver without a name": "extraReceivers[0].spec.replicas=1",
 		"Kubernetes older than 1.31":    "",
 	} {
 		t.Run("rejects "+name, func(t *testing.T) {
@@ -265,7 +270,7 @@ func TestChartInstall(t *testing.T) {
 
 	cl.warn.take()
 	notes := mustRun(t, env, helm, helmArgs("install", release, chartDir)...)
-	if want := "callback-router-receiver.callback-router-system.svc:8080/openim/<appID>"; !strings.Contains(notes, want) {
+	if want := "default-receiver.callback-router-system.svc:8080/openim/<appID>"; !strings.Contains(notes, want) {
 		t.Errorf("helm install notes lack the OpenIM URL %s:\n%s", want, notes)
 	}
 	if w := cl.warn.take(); len(w) > 0 {
@@ -278,13 +283,18 @@ func TestChartInstall(t *testing.T) {
 			t.Errorf("%s %s/%s was not installed", o.GetKind(), o.GetNamespace(), o.GetName())
 		}
 	}
-	cl.waitEstablished(t, "callbackroutes.callbacks.callback-router.dev")
+	for _, crd := range crdNames {
+		cl.waitEstablished(t, crd)
+	}
+	// The garbage collector, which deletes a receiver's objects after their CallbackReceiver;
+	// started once the CRDs are served, so that its first discovery sees them.
+	cl.startControllerManager(t, gcController)
 
-	// The CRD served is the generated one, and it validates: a sample route is accepted.
-	sample := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_moderation.yaml")))[0]
+	// The CRDs served are the generated ones, and they validate: a sample route is accepted.
+	sample := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_archive.yaml")))[0]
 	sample.SetNamespace(routeNS)
 	if err := cl.c.Create(ctx, sample); err != nil {
-		t.Fatalf("the installed CRD refused the moderation sample: %v", err)
+		t.Fatalf("the installed CRD refused the archive sample: %v", err)
 	}
 
 	t.Run("manager RBAC", func(t *testing.T) {
@@ -314,11 +324,12 @@ func TestChartInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		createPodFromTemplate(t, cl, ns, d)
-		receiver := cl.checkManagerWorks(t, d, routeNS)
+		receiver := cl.checkManagerWorks(t, d, "default", routeNS)
 		cl.checkReceiverCompanions(t, receiver, rendered)
 	})
 
-	// Upgrade to the production values; the ServiceMonitor CRD stands in for prometheus-operator.
+	// Upgrade to the production values, which rename the receiver to im-callbacks; the
+	// ServiceMonitor CRD stands in for prometheus-operator.
 	cl.applyAll(t, decode(t, readFile(t, serviceMonitorC)))
 	cl.warn.take()
 	mustRun(t, env, helm, helmArgs("upgrade", release, chartDir, "-f", productionValue)...)
@@ -337,29 +348,78 @@ func TestChartInstall(t *testing.T) {
 		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cr-callback-router-manager"}, d); err != nil {
 			t.Fatal(err)
 		}
-		receiver := cl.checkManagerWorks(t, d, routeNS)
+		receiver := cl.checkManagerWorks(t, d, "im-callbacks", routeNS)
 		cl.checkReceiverCompanions(t, receiver, upgraded)
 	})
 	for _, kind := range []struct{ apiVersion, kind string }{
 		{"autoscaling/v2", "HorizontalPodAutoscaler"}, {"networking.k8s.io/v1", "NetworkPolicy"},
 		{"networking.k8s.io/v1", "Ingress"}, {"monitoring.coreos.com/v1", "ServiceMonitor"},
 	} {
-		if !cl.exists(t, kind.apiVersion, kind.kind, ns, "im-callbacks") {
-			t.Errorf("the production upgrade did not create %s im-callbacks", kind.kind)
+		if !cl.exists(t, kind.apiVersion, kind.kind, ns, "im-callbacks-receiver") {
+			t.Errorf("the production upgrade did not create %s im-callbacks-receiver", kind.kind)
 		}
 	}
+	t.Run("renaming the receiver leaves no orphans", func(t *testing.T) {
+		cl.waitGone(t, ns, "default")
+	})
 
-	// Uninstall removes the release's objects but keeps the CRD and so the routes.
+	// Uninstall removes the release's objects, and the garbage collector the receiver's
+	// (owned by the receiver, owned by the release's ConfigMap), but keeps the CRDs and so
+	// the routes.
 	mustRun(t, env, helm, helmArgs("uninstall", release)...)
-	if !cl.exists(t, "apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "callbackroutes.callbacks.callback-router.dev") {
-		t.Error("uninstall deleted the CRD despite crds.keep")
+	for _, crd := range crdNames {
+		if !cl.exists(t, "apiextensions.k8s.io/v1", "CustomResourceDefinition", "", crd) {
+			t.Errorf("uninstall deleted the CRD %s despite crds.keep", crd)
+		}
 	}
 	if !cl.exists(t, "callbacks.callback-router.dev/v1alpha1", "CallbackRoute", routeNS, sample.GetName()) {
 		t.Error("uninstall deleted a CallbackRoute")
 	}
 	if cl.exists(t, "apps/v1", "Deployment", ns, "cr-callback-router-manager") {
-		// Without a garbage collector the Deployment object goes at once (helm deletes it).
 		t.Error("uninstall left the manager Deployment")
+	}
+	t.Run("uninstall leaves no receiver behind", func(t *testing.T) {
+		cl.waitGone(t, ns, "im-callbacks")
+		cl.waitGone(t, ns, "internal")
+	})
+}
+
+// crdNames are the CRDs an installation brings.
+var crdNames = []string{
+	"callbackreceivers.callbacks.callback-router.dev",
+	"callbackapps.callbacks.callback-router.dev",
+	"callbackroutes.callbacks.callback-router.dev",
+}
+
+// waitGone waits until the CallbackReceiver named receiver and everything it owned (its
+// Deployment, Service, ServiceAccount, Role, RoleBinding and routing table Secrets) are
+// gone: deleted by the manager or the garbage collector, nothing left for anyone to clean.
+func (cl *cluster) waitGone(t *testing.T, ns, receiver string) {
+	t.Helper()
+	name := dataplane.ObjectName(receiver)
+	var left []string
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, gcTimeout, true, func(ctx context.Context) (bool, error) {
+		left = nil
+		for _, k := range []struct{ apiVersion, kind, name string }{
+			{"callbacks.callback-router.dev/v1alpha1", "CallbackReceiver", receiver},
+			{"apps/v1", "Deployment", name}, {"v1", "Service", name}, {"v1", "ServiceAccount", name},
+			{"rbac.authorization.k8s.io/v1", "Role", name}, {"rbac.authorization.k8s.io/v1", "RoleBinding", name},
+		} {
+			if cl.exists(t, k.apiVersion, k.kind, ns, k.name) {
+				left = append(left, k.kind+" "+k.name)
+			}
+		}
+		secrets := &corev1.SecretList{}
+		if err := cl.c.List(ctx, secrets, client.InNamespace(ns), client.MatchingLabels{tablestore.LabelTable: dataplane.TableName(receiver)}); err != nil {
+			return false, err
+		}
+		for _, s := range secrets.Items {
+			left = append(left, "table Secret "+s.Name)
+		}
+		return len(left) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("receiver %s left %v behind: %v", receiver, left, err)
 	}
 }
 
@@ -386,6 +446,24 @@ func readFile(t *testing.T, p string) string {
 	return string(data)
 }
 
+// installedReceivers parses the receivers the chart asks the manager to install.
+func installedReceivers(t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+	t.Helper()
+	for _, cm := range byKind(objs, "ConfigMap") {
+		if !strings.HasSuffix(cm.GetName(), "-receivers") {
+			continue
+		}
+		data, _, _ := unstructured.NestedString(cm.Object, "data", dataplane.InstalledReceiversKey)
+		recvs, err := dataplane.ParseInstalledReceivers(data)
+		if err != nil {
+			t.Fatalf("the chart's receivers do not parse as the manager parses them: %v\n%s", err, data)
+		}
+		return recvs
+	}
+	t.Fatal("the chart renders no receivers ConfigMap")
+	return nil
+}
+
 // checkDefaultRender checks the chart rendered with its default values.
 func checkDefaultRender(t *testing.T, objs []*unstructured.Unstructured) {
 	var kinds []string
@@ -393,14 +471,16 @@ func checkDefaultRender(t *testing.T, objs []*unstructured.Unstructured) {
 		kinds = append(kinds, o.GetKind())
 	}
 	sort.Strings(kinds)
-	want := []string{"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
+	want := []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
+		"ConfigMap", "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition", "Deployment",
 		"PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"}
 	if !reflect.DeepEqual(kinds, want) {
 		t.Fatalf("default values render %v, want %v", kinds, want)
 	}
-	crd := one(t, objs, "CustomResourceDefinition")
-	if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
-		t.Error("the CRD lacks helm.sh/resource-policy: keep with crds.keep=true")
+	for _, crd := range byKind(objs, "CustomResourceDefinition") {
+		if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("the CRD %s lacks helm.sh/resource-policy: keep with crds.keep=true", crd.GetName())
+		}
 	}
 	d := managerDeployment(t, objs)
 	c := d.Spec.Template.Spec.Containers[0]
@@ -414,9 +494,9 @@ func checkDefaultRender(t *testing.T, objs []*unstructured.Unstructured) {
 		}
 	}
 	for f, want := range map[string]string{
-		"--leader-elect": "true", "--receiver-namespace": "callback-router-system",
-		"--receiver-name": "callback-router-receiver", "--receiver-manage-replicas": "true",
-		"--receiver-image": c.Image, "--health-probe-bind-address": ":8081",
+		"--leader-elect": "true", "--receiver-namespace": "callback-router-system", "--receiver-namespaces": "callback-router-system",
+		"--installed-receivers": "cr-callback-router-receivers",
+		"--receiver-image":      c.Image, "--health-probe-bind-address": ":8081",
 	} {
 		if flags[f] != want {
 			t.Errorf("%s=%q, want %q", f, flags[f], want)
@@ -429,55 +509,104 @@ func checkDefaultRender(t *testing.T, objs []*unstructured.Unstructured) {
 	}
 	pdb := one(t, objs, "PodDisruptionBudget")
 	sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels")
-	if !reflect.DeepEqual(sel, map[string]string{labelName: "callback-router-receiver", labelComponent: "receiver"}) {
+	if !reflect.DeepEqual(sel, map[string]string{labelName: "default-receiver", labelComponent: "receiver"}) {
 		t.Errorf("PDB selects %v, not the receiver pods", sel)
 	}
+
+	// The default receiver is the values' receiver, as a CallbackReceiver spec.
+	recvs := installedReceivers(t, objs)
+	if len(recvs) != 1 || recvs[0].GetName() != "default" {
+		t.Fatalf("the chart installs %d receivers, want only \"default\"", len(recvs))
+	}
+	spec, _, _ := unstructured.NestedMap(recvs[0].Object, "spec")
+	want2 := map[string]any{
+		"replicas":    int64(2),
+		"allowedApps": map[string]any{"namespaces": map[string]any{"from": "Same"}},
+		"service":     map[string]any{"type": "ClusterIP", "port": int64(8080)},
+		"spool":       map[string]any{"embedded": map[string]any{"size": "1Gi"}},
+		"resources": map[string]any{
+			"requests": map[string]any{"cpu": "100m", "memory": "64Mi"},
+			"limits":   map[string]any{"memory": "256Mi"},
+		},
+	}
+	if !reflect.DeepEqual(normalize(t, spec), normalize(t, want2)) {
+		t.Errorf("default receiver spec\n%v\nwant\n%v", spec, want2)
+	}
+
+	// The people's ClusterRoles carry the aggregation labels.
+	agg := map[string][]string{}
+	for _, cr := range byKind(objs, "ClusterRole") {
+		for k, v := range cr.GetLabels() {
+			if strings.HasPrefix(k, "rbac.authorization.k8s.io/aggregate-to-") && v == "true" {
+				agg[cr.GetName()] = append(agg[cr.GetName()], strings.TrimPrefix(k, "rbac.authorization.k8s.io/aggregate-to-"))
+			}
+		}
+	}
+	for name := range agg {
+		sort.Strings(agg[name])
+	}
+	if wantAgg := map[string][]string{
+		"cr-callback-router-view":         {"admin", "edit", "view"},
+		"cr-callback-router-route-editor": {"admin", "edit"},
+		"cr-callback-router-app-editor":   {"admin"},
+	}; !reflect.DeepEqual(agg, wantAgg) {
+		t.Errorf("aggregation labels %v, want %v", agg, wantAgg)
+	}
+}
+
+// normalize round-trips a value through JSON so that numbers compare alike.
+func normalize(t *testing.T, v any) any {
+	t.Helper()
+	data, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := yaml.Unmarshal(data, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // checkProductionRender checks the chart rendered with ci/production-values.yaml.
 func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
-	receiverSel := map[string]string{labelName: "im-callbacks", labelComponent: "receiver"}
-	flags := flagValues(managerDeployment(t, objs).Spec.Template.Spec.Containers[0].Args)
-	if flags["--receiver-manage-replicas"] != "false" {
-		t.Error("with the HPA on, the manager must be told --receiver-manage-replicas=false")
+	receiverSel := map[string]string{labelName: "im-callbacks-receiver", labelComponent: "receiver"}
+	recvs := installedReceivers(t, objs)
+	if len(recvs) != 2 || recvs[0].GetName() != "im-callbacks" || recvs[1].GetName() != "internal" {
+		t.Fatalf("production values install %d receivers, want im-callbacks and internal", len(recvs))
 	}
-	if flags["--receiver-trusted-proxies"] != "10.244.0.0/16" || flags["--receiver-name"] != "im-callbacks" {
-		t.Errorf("receiver flags not passed: %v", flags)
+	if _, found, _ := unstructured.NestedFieldNoCopy(recvs[0].Object, "spec", "replicas"); found {
+		t.Error("with the HPA on, the installed receiver must leave spec.replicas to it")
+	}
+	if tp, _, _ := unstructured.NestedStringSlice(recvs[0].Object, "spec", "trustedProxies"); !reflect.DeepEqual(tp, []string{"10.244.0.0/16"}) {
+		t.Errorf("receiver trustedProxies %v", tp)
 	}
 	hpa := one(t, objs, "HorizontalPodAutoscaler")
-	if k, _, _ := unstructured.NestedString(hpa.Object, "spec", "scaleTargetRef", "kind"); k != "Deployment" {
-		t.Errorf("HPA targets a %s", k)
-	}
-	if n, _, _ := unstructured.NestedString(hpa.Object, "spec", "scaleTargetRef", "name"); n != "im-callbacks" {
-		t.Errorf("HPA targets %q, not the receiver Deployment", n)
+	ref, _, _ := unstructured.NestedStringMap(hpa.Object, "spec", "scaleTargetRef")
+	if !reflect.DeepEqual(ref, map[string]string{"apiVersion": "callbacks.callback-router.dev/v1alpha1", "kind": "CallbackReceiver", "name": "im-callbacks"}) {
+		t.Errorf("HPA targets %v, not the CallbackReceiver im-callbacks", ref)
 	}
 	np := one(t, objs, "NetworkPolicy")
 	if sel, _, _ := unstructured.NestedStringMap(np.Object, "spec", "podSelector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
 		t.Errorf("NetworkPolicy selects %v", sel)
 	}
-	// The callback port for the ingress controller and OpenIM; the metrics port for
-	// Prometheus only.
-	from, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
-	if len(from) != 2 {
-		t.Fatalf("NetworkPolicy has %d ingress rules, want 2 (callback port, metrics port)", len(from))
+	rules, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
+	if len(rules) != 2 {
+		t.Fatalf("NetworkPolicy has %d ingress rules, want the callback port's and the metrics port's", len(rules))
 	}
-	for i, want := range []struct {
-		port  int64
-		peers int
-	}{{8080, 2}, {9090, 1}} {
-		rule := from[i].(map[string]any)
-		peers, _, _ := unstructured.NestedSlice(rule, "from")
-		ports, _, _ := unstructured.NestedSlice(rule, "ports")
-		if len(ports) != 1 || fmt.Sprint(ports[0].(map[string]any)["port"]) != fmt.Sprint(want.port) || len(peers) != want.peers {
-			t.Errorf("NetworkPolicy rule %d: ports %v, %d peers; want port %d from %d peers", i, ports, len(peers), want.port, want.peers)
-		}
+	callbackPeers, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "from")
+	metricsPeers, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "from")
+	metricsPorts, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "ports")
+	if len(callbackPeers) != 2 || len(metricsPeers) != 1 || fmt.Sprint(metricsPorts[0].(map[string]any)["port"]) != "9090" {
+		t.Errorf("NetworkPolicy admits %d peers to callbacks (want ingress controller and OpenIM) and %d to metrics port %v (want monitoring to 9090)",
+			len(callbackPeers), len(metricsPeers), metricsPorts)
 	}
 	ing := one(t, objs, "Ingress")
-	rules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
-	paths, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "http", "paths")
+	ingRules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
+	paths, _, _ := unstructured.NestedSlice(ingRules[0].(map[string]any), "http", "paths")
 	p := paths[0].(map[string]any)
 	svc, _, _ := unstructured.NestedString(p, "backend", "service", "name")
-	if p["path"] != "/tencent" || svc != "im-callbacks" {
+	if p["path"] != "/tencent" || svc != "im-callbacks-receiver" {
 		t.Errorf("Ingress routes %v to %q, want /tencent to the receiver Service", p["path"], svc)
 	}
 	if tls, _, _ := unstructured.NestedSlice(ing.Object, "spec", "tls"); len(tls) != 1 {
@@ -487,16 +616,11 @@ func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Errorf("%d ServiceMonitors, want the receiver's and the manager's", got)
 	}
 	for _, sm := range byKind(objs, "ServiceMonitor") {
-		if sm.GetName() != "im-callbacks" {
+		if sm.GetName() != "im-callbacks-receiver" {
 			continue
 		}
-		// The manager's ClusterIP metrics Service, on the metrics port: never the callback port.
-		metricsSel := map[string]string{labelName: "im-callbacks", labelComponent: "receiver-metrics"}
-		if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, metricsSel) {
-			t.Errorf("receiver ServiceMonitor selects %v, want the metrics Service %v", sel, metricsSel)
-		}
-		if eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints"); len(eps) != 1 || eps[0].(map[string]any)["port"] != "metrics" {
-			t.Errorf("receiver ServiceMonitor endpoints %v, want port metrics", eps)
+		if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
+			t.Errorf("receiver ServiceMonitor selects %v", sel)
 		}
 	}
 }

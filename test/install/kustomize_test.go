@@ -2,9 +2,11 @@ package install
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -31,11 +33,13 @@ func TestKustomizeInstall(t *testing.T) {
 	}
 	cl.warn.take()
 	cl.applyAll(t, objs)
+	// The garbage collector, started once the CRDs are served (its first discovery sees them).
+	cl.startControllerManager(t, gcController)
 	if w := cl.warn.take(); len(w) > 0 {
 		t.Errorf("API server warned during apply: %v", w)
 	}
 	sample := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_archive.yaml")))[0]
-	sample.SetNamespace(ns)
+	sample.SetNamespace("team-a")
 	if err := cl.c.Create(context.Background(), sample); err != nil {
 		t.Fatalf("the installed CRD refused the archive sample: %v", err)
 	}
@@ -64,8 +68,16 @@ func TestKustomizeInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		createPodFromTemplate(t, cl, ns, got)
-		receiver := cl.checkManagerWorks(t, got, "team-a")
+		receiver := cl.checkManagerWorks(t, got, "default", "team-a")
 		cl.checkReceiverCompanions(t, receiver, objs)
+	})
+
+	t.Run("deleting the receiver leaves nothing behind", func(t *testing.T) {
+		recv := one(t, objs, "CallbackReceiver")
+		if err := cl.c.Delete(context.Background(), recv.DeepCopy()); err != nil {
+			t.Fatal(err)
+		}
+		cl.waitGone(t, ns, "default")
 	})
 
 	t.Run("same manager settings as the chart", func(t *testing.T) {
@@ -104,8 +116,11 @@ func TestGitOpsExamples(t *testing.T) {
 			t.Errorf("overlay: RECEIVER_IMAGE=%q but the manager runs %q", e.Value, c.Image)
 		}
 	}
-	if flagValues(c.Args)["--receiver-replicas"] != "3" {
-		t.Errorf("overlay: the receiver flags patch did not apply: %v", c.Args)
+	recv := one(t, objs, "CallbackReceiver")
+	replicas, _, _ := unstructured.NestedFieldNoCopy(recv.Object, "spec", "replicas")
+	proxies, _, _ := unstructured.NestedStringSlice(recv.Object, "spec", "trustedProxies")
+	if fmt.Sprint(replicas) != "3" || !reflect.DeepEqual(proxies, []string{"10.244.0.0/16"}) {
+		t.Errorf("overlay: the receiver patch did not apply: replicas %v, trustedProxies %v", replicas, proxies)
 	}
 	for file, kinds := range map[string][]string{
 		"argocd-application.yaml": {"Application"},
@@ -156,12 +171,7 @@ func checkKustomizeRender(t *testing.T, objs []*unstructured.Unstructured, ns st
 		t.Errorf("namespace %s labels %v: want %s enforcing restricted Pod Security", nsObj.GetName(), nsObj.GetLabels(), ns)
 	}
 
-	// The CRD is the generated one, unchanged.
-	crd := one(t, objs, "CustomResourceDefinition")
-	generated := decode(t, readFile(t, filepath.Join(crdBasesDir, "callbacks.callback-router.dev_callbackroutes.yaml")))[0]
-	if !reflect.DeepEqual(crd.Object["spec"], generated.Object["spec"]) {
-		t.Error("the kustomize CRD spec differs from config/crd/bases")
-	}
+	checkKustomizeMatchesChart(t, objs, ns)
 
 	d := &appsv1.Deployment{}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(one(t, objs, "Deployment").Object, d); err != nil {
@@ -185,8 +195,66 @@ func checkKustomizeRender(t *testing.T, objs []*unstructured.Unstructured, ns st
 
 	pdb := one(t, objs, "PodDisruptionBudget")
 	if sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel,
-		map[string]string{labelName: "callback-router-receiver", labelComponent: "receiver"}) {
+		map[string]string{labelName: "default-receiver", labelComponent: "receiver"}) {
 		t.Errorf("PDB selects %v, not the receiver pods", sel)
 	}
 	return d
+}
+
+// checkKustomizeMatchesChart checks that config/default installs what the chart does: the
+// generated CRDs, the same default receiver, the same people's ClusterRoles.
+func checkKustomizeMatchesChart(t *testing.T, objs []*unstructured.Unstructured, ns string) {
+	t.Helper()
+	// The CRDs are the generated ones, unchanged.
+	crds := byKind(objs, "CustomResourceDefinition")
+	if len(crds) != 3 {
+		t.Errorf("%d CRDs, want CallbackReceiver, CallbackApp and CallbackRoute", len(crds))
+	}
+	for _, crd := range crds {
+		generated := decode(t, readFile(t, filepath.Join(crdBasesDir, "callbacks.callback-router.dev_"+strings.TrimSuffix(crd.GetName(), ".callbacks.callback-router.dev")+".yaml")))[0]
+		if !reflect.DeepEqual(crd.Object["spec"], generated.Object["spec"]) {
+			t.Errorf("the kustomize CRD %s spec differs from config/crd/bases", crd.GetName())
+		}
+	}
+
+	// The default receiver is the chart's default receiver.
+	helm := tool(t, "HELM")
+	chartObjs := helmTemplate(t, helm, kubeVersion, "callback-router", ns)
+	chartRecv := installedReceivers(t, chartObjs)[0]
+	recv := one(t, objs, "CallbackReceiver")
+	if recv.GetName() != "default" || recv.GetNamespace() != ns ||
+		!reflect.DeepEqual(normalize(t, recv.Object["spec"]), normalize(t, chartRecv.Object["spec"])) {
+		t.Errorf("kustomize receiver %s/%s spec %v differs from the chart's default %v",
+			recv.GetNamespace(), recv.GetName(), recv.Object["spec"], chartRecv.Object["spec"])
+	}
+
+	// The people's ClusterRoles are the chart's, name prefix aside.
+	chartRoles := map[string]*unstructured.Unstructured{}
+	for _, cr := range byKind(chartObjs, "ClusterRole") {
+		chartRoles[strings.TrimPrefix(cr.GetName(), "callback-router-")] = cr
+	}
+	kustomizeRoles := map[string]*unstructured.Unstructured{}
+	for _, cr := range byKind(objs, "ClusterRole") {
+		kustomizeRoles[strings.TrimPrefix(cr.GetName(), "callback-router-")] = cr
+	}
+	aggLabels := func(o *unstructured.Unstructured) map[string]string {
+		out := map[string]string{}
+		for key, v := range o.GetLabels() {
+			if strings.HasPrefix(key, "rbac.authorization.k8s.io/") {
+				out[key] = v
+			}
+		}
+		return out
+	}
+	for _, name := range []string{"view", "route-editor", "app-editor", "receiver-editor"} {
+		k, c := kustomizeRoles[name], chartRoles[name]
+		if k == nil || c == nil {
+			t.Errorf("ClusterRole %s: in kustomize %v, in the chart %v", name, k != nil, c != nil)
+			continue
+		}
+		if !reflect.DeepEqual(k.Object["rules"], c.Object["rules"]) || !reflect.DeepEqual(aggLabels(k), aggLabels(c)) {
+			t.Errorf("ClusterRole %s differs between config/rbac and the chart", name)
+		}
+	}
+
 }

@@ -18,6 +18,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/internal/testenv"
 	"github.com/callback-router/callback-router/webhook/tablestore"
 )
@@ -181,22 +183,37 @@ func (m *managerRun) exited() (bool, error) {
 }
 
 // checkManagerWorks runs the installed manager against the cluster and waits until it is
-// ready, has won the leader election, has created the receiver's objects, and has routed a
-// CallbackRoute (Ready=True): the whole operator path under the installation's RBAC. It
-// returns the receiver Deployment the manager created.
-func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, routeNS string) *appsv1.Deployment {
+// ready, has won the leader election, runs the installation's CallbackReceiver (its
+// objects, owned by it, and its routing table), and has routed an app and a route of
+// another namespace (both Ready=True): the whole operator path under the installation's
+// RBAC. It returns the receiver Deployment the manager created.
+func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, receiverName, routeNS string) *appsv1.Deployment {
 	t.Helper()
 	ctx := context.Background()
 	ns := d.Namespace
 	flags := flagValues(d.Spec.Template.Spec.Containers[0].Args)
-	receiverName := flags["--receiver-name"]
-	if receiverName == "" {
-		receiverName = "callback-router-receiver"
-	}
+	objectName := dataplane.ObjectName(receiverName)
 
-	// A route a team would apply, with the Secret and Service it references.
+	// The platform team's app next to the receiver (the default allowedApps is Same),
+	// admitting routes of routeNS; a team's Sync route there, with the Service it uses.
+	app := decode(t, fmt.Sprintf(`
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackApp
+metadata: {name: chat-prod, namespace: %[1]s}
+spec:
+  provider: TencentIM
+  appID: "1400000001"
+  receiverRef: {name: %[2]s}
+  verify:
+    tokenSecretRef: {name: tencent-im, key: token}
+  allowedRoutes:
+    - namespaces: {from: Selector, selector: {matchLabels: {kubernetes.io/metadata.name: %[3]s}}}
+`, ns, receiverName, routeNS))[0]
+	route := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_moderation.yaml")))[0]
+	route.SetNamespace(routeNS)
+	_ = unstructured.SetNestedStringMap(route.Object, map[string]string{"name": "chat-prod", "namespace": ns}, "spec", "appRef")
 	for _, o := range []client.Object{
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: routeNS, Name: "tencent-im"},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tencent-im"},
 			StringData: map[string]string{"token": "xxxxyyyy"}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: routeNS, Name: "moderation"},
 			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}},
@@ -205,40 +222,19 @@ func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, routeNS
 			t.Fatal(err)
 		}
 	}
-	route := decode(t, readFile(t, filepath.Join(repoRoot, "config", "samples", "callbacks_v1alpha1_callbackroute_moderation.yaml")))[0]
-	route.SetNamespace(routeNS)
-	if err := cl.c.Create(ctx, route); client.IgnoreAlreadyExists(err) != nil {
-		t.Fatal(err)
+	for _, o := range []*unstructured.Unstructured{app, route} {
+		if err := cl.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o.DeepCopy()), client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
+			t.Fatalf("applying %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
 	}
 
 	m := cl.startManager(t, d)
 	var receiver appsv1.Deployment
 	var last string
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, managerReadyTimeout, true, func(ctx context.Context) (bool, error) {
-		if gone, err := m.exited(); gone {
-			return false, fmt.Errorf("manager exited: %w", err)
-		}
-		if !m.ready() {
-			last = "manager not ready"
-			return false, nil
-		}
-		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: receiverName}, &receiver); err != nil {
-			last = "receiver Deployment: " + err.Error()
-			return false, nil
-		}
-		for _, o := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}} {
-			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: receiverName}, o); err != nil {
-				last = fmt.Sprintf("receiver %T: %v", o, err)
-				return false, nil
-			}
-		}
-		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: tablestore.ManifestName(receiverName)}, &corev1.Secret{}); err != nil {
-			last = "table manifest Secret: " + err.Error()
-			return false, nil
-		}
+	ready := func(o *unstructured.Unstructured) (bool, error) {
 		got := &unstructured.Unstructured{}
-		got.SetGroupVersionKind(route.GroupVersionKind())
-		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(route), got); err != nil {
+		got.SetGroupVersionKind(o.GroupVersionKind())
+		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(o), got); err != nil {
 			return false, err
 		}
 		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
@@ -248,11 +244,49 @@ func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, routeNS
 				return true, nil
 			}
 		}
-		last = fmt.Sprintf("route conditions %v", conds)
+		last = fmt.Sprintf("%s %s conditions %v", o.GetKind(), o.GetName(), conds)
 		return false, nil
+	}
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, managerReadyTimeout, true, func(ctx context.Context) (bool, error) {
+		if gone, err := m.exited(); gone {
+			return false, fmt.Errorf("manager exited: %w", err)
+		}
+		if !m.ready() {
+			last = "manager not ready"
+			return false, nil
+		}
+		recv := &unstructured.Unstructured{}
+		recv.SetGroupVersionKind(app.GroupVersionKind().GroupVersion().WithKind("CallbackReceiver"))
+		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: receiverName}, recv); err != nil {
+			last = "CallbackReceiver: " + err.Error()
+			return false, nil
+		}
+		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: objectName}, &receiver); err != nil {
+			last = "receiver Deployment: " + err.Error()
+			return false, nil
+		}
+		for _, o := range []client.Object{&receiver, &corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
+			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: objectName}, o); err != nil {
+				last = fmt.Sprintf("receiver %T: %v", o, err)
+				return false, nil
+			}
+			if refs := o.GetOwnerReferences(); len(refs) != 1 || refs[0].UID != recv.GetUID() || refs[0].Controller == nil || !*refs[0].Controller {
+				return false, fmt.Errorf("receiver %T %s is not controlled by CallbackReceiver %s: %+v", o, objectName, receiverName, refs)
+			}
+		}
+		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: tablestore.ManifestName(dataplane.TableName(receiverName))}, &corev1.Secret{}); err != nil {
+			last = "table manifest Secret: " + err.Error()
+			return false, nil
+		}
+		for _, o := range []*unstructured.Unstructured{app, route} {
+			if ok, err := ready(o); !ok || err != nil {
+				return false, err
+			}
+		}
+		return true, nil
 	})
 	if err != nil {
-		t.Fatalf("the installed manager did not route a CallbackRoute (%s): %v\nmanager log:\n%s", last, err, m.logs.String())
+		t.Fatalf("the installed manager did not route an app and a route (%s): %v\nmanager log:\n%s", last, err, m.logs.String())
 	}
 	if flags["--leader-elect"] == "true" {
 		if !cl.exists(t, "coordination.k8s.io/v1", "Lease", ns, "callback-router-manager.callback-router.dev") {
@@ -288,8 +322,10 @@ func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Deploy
 		case "NetworkPolicy":
 			path = []string{"spec", "podSelector", "matchLabels"}
 		case "HorizontalPodAutoscaler":
-			if n, _, _ := unstructured.NestedString(o.Object, "spec", "scaleTargetRef", "name"); n != receiver.Name {
-				t.Errorf("HPA scales %q, not the receiver Deployment %q", n, receiver.Name)
+			owner := receiver.OwnerReferences[0].Name
+			ref, _, _ := unstructured.NestedStringMap(o.Object, "spec", "scaleTargetRef")
+			if ref["kind"] != "CallbackReceiver" || ref["name"] != owner || ref["apiVersion"] != "callbacks.callback-router.dev/v1alpha1" {
+				t.Errorf("HPA scales %v, not the CallbackReceiver %q", ref, owner)
 			}
 			continue
 		case "ServiceMonitor":

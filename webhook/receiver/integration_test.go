@@ -194,15 +194,14 @@ func TestSyncForwarding(t *testing.T) {
 	}
 }
 
-// tableWith compiles manifests like table and lets mutate change the compiled routes (for
-// fields the API does not set yet).
+// tableWith builds a table like table and lets mutate change the compiled routes (the
+// field an app's verify.forwardSignature compiles into, set directly).
 func tableWith(t testing.TB, manifests string, mutate func(*routing.CompiledRoute)) *routing.Table {
 	t.Helper()
-	m, err := routing.DecodeManifests(strings.NewReader(manifests))
+	snap, err := snapshotFromSpec(manifests)
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, _ := routing.Compile(m.Input())
 	for i := range snap.Routes {
 		mutate(&snap.Routes[i])
 	}

@@ -116,7 +116,7 @@ func newRoute(cr CompiledRoute) (*Route, error) {
 		return nil, fmt.Errorf("no commands")
 	}
 	u, err := url.Parse(cr.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || (u.Scheme != schemeHTTP && u.Scheme != schemeHTTPS) || u.Host == "" {
 		return nil, fmt.Errorf("backend URL %q is not an absolute http(s) URL", cr.URL)
 	}
 	r := &Route{CompiledRoute: cr, RouteKey: cr.Key(), BackendURL: u}

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -29,6 +30,9 @@ type Writer struct {
 	FieldOwner string
 	// Labels are added to every table Secret (e.g. app.kubernetes.io/managed-by).
 	Labels map[string]string
+	// Owner, when set, becomes the controller owner reference of every table Secret (the
+	// CallbackReceiver), so that deleting the owner deletes its table.
+	Owner *metav1.OwnerReference
 }
 
 // WriteResult says what a Write did.
@@ -78,6 +82,10 @@ func (w *Writer) labels(role string) map[string]string {
 }
 
 func (w *Writer) apply(ctx context.Context, s *corev1ac.SecretApplyConfiguration) error {
+	if o := w.Owner; o != nil {
+		s.WithOwnerReferences(metav1ac.OwnerReference().WithAPIVersion(o.APIVersion).WithKind(o.Kind).
+			WithName(o.Name).WithUID(o.UID).WithController(true).WithBlockOwnerDeletion(true))
+	}
 	if err := w.Client.Apply(ctx, s, client.FieldOwner(w.FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("applying secret %s/%s: %w", w.Namespace, *s.Name, err)
 	}

@@ -56,8 +56,22 @@ app.kubernetes.io/component: manager
 {{- end }}
 
 {{/*
-Labels of the objects that accompany the receiver (HPA, PDB, Ingress, NetworkPolicy,
-ServiceMonitor). app.kubernetes.io/name is the receiver name, as on the receiver's pods.
+Name of the objects the manager creates for the default CallbackReceiver (its Deployment,
+Service, ...): "<receiver.name>-receiver" (controllers.ReceiverObjectName).
+*/}}
+{{- define "callback-router.receiverObjectName" -}}
+{{- printf "%s-receiver" .Values.receiver.name }}
+{{- end }}
+
+{{/* Name of the ConfigMap holding the CallbackReceivers the manager installs. */}}
+{{- define "callback-router.receiversConfigMap" -}}
+{{- printf "%s-receivers" (include "callback-router.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of the objects that accompany the default receiver (HPA, PDB, Ingress,
+NetworkPolicy, ServiceMonitor). app.kubernetes.io/name is the receiver's object name, as
+on the receiver's pods.
 */}}
 {{- define "callback-router.receiverLabels" -}}
 {{ include "callback-router.labels" . }}
@@ -66,7 +80,7 @@ ServiceMonitor). app.kubernetes.io/name is the receiver name, as on the receiver
 
 {{/* Labels the manager puts on the receiver's pods and Service: the companions select by them. */}}
 {{- define "callback-router.receiverSelectorLabels" -}}
-app.kubernetes.io/name: {{ .Values.receiver.name }}
+app.kubernetes.io/name: {{ include "callback-router.receiverObjectName" . }}
 app.kubernetes.io/component: receiver
 {{- end }}
 

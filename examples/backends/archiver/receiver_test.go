@@ -88,15 +88,22 @@ metadata: {name: tencent-im, namespace: chat}
 stringData: {token: xxxxyyyy}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: archive-messages, namespace: chat}
+kind: CallbackApp
+metadata: {name: chat-prod, namespace: chat}
 spec:
   provider: TencentIM
   appID: "1400000001"
+  receiverRef: {name: default}
+  verify: {tokenSecretRef: {name: tencent-im}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: archive-messages, namespace: chat}
+spec:
+  appRef: {name: chat-prod}
   commands: [C2C.CallbackAfterSendMsg]
   mode: Async
   backend: {url: %q, path: /archive, timeout: 2s}
-  verify: {tokenSecretRef: {name: tencent-im}}
   retry: {maxAttempts: 5, initialBackoff: 50ms, maxBackoff: 200ms}
 `, srv.URL)), 0o600); err != nil {
 		t.Fatal(err)

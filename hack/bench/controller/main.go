@@ -4,8 +4,11 @@
 //
 //  1. apply to first delivery: the time from creating a CallbackRoute (the API call
 //     returning) to the first signed callback through it arriving at a loopback backend,
-//     over -applies repeated applies (p50, p99, max);
-//  2. scale: -routes routes across -namespaces namespaces created while the manager is
+//     over -applies repeated applies (p50, p99, max); each apply attaches to an app of
+//     its own, created (untimed) just before, whose callbacks are unknown (404) until the
+//     route is live;
+//  2. scale: -routes routes across -namespaces namespaces, attached to -apps apps of the
+//     platform namespace that admit every namespace, created while the manager is
 //     stopped, then the time from the manager's start until every route is Ready for its
 //     generation, the manager's peak RSS, and the compressed table size;
 //  3. one more apply with that many routes present: apply to Ready, and apply to first
@@ -42,6 +45,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/controllers"
+	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/test/e2e"
 	"github.com/callback-router/callback-router/webhook/samples"
 	"github.com/callback-router/callback-router/webhook/tablestore"
@@ -51,6 +55,8 @@ import (
 const (
 	// receiverNamespace holds the receiver and its table.
 	receiverNamespace = "callback-router-system"
+	// platformNamespace holds the scale case's apps and their token Secret.
+	platformNamespace = "im-platform"
 	// token is the Tencent IM token of every bench route.
 	token = "bench-token"
 	// probeInterval is the wait between probes while a route is not live yet.
@@ -74,12 +80,13 @@ func run() error {
 	applies := flag.Int("applies", 50, "repeated applies measured for apply-to-first-delivery")
 	routes := flag.Int("routes", 10000, "routes in the scale case (0 skips it)")
 	namespaces := flag.Int("namespaces", 100, "namespaces the scale case's routes spread over")
+	nApps := flag.Int("apps", 10, "apps the scale case's routes attach to")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	statusWorkers := flag.Int("status-workers", controllers.DefaultStatusWorkers, "the manager's --status-workers")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
-	if *applies < 1 || *namespaces < 1 || *routes < 0 {
-		return errors.New("-applies and -namespaces must be positive, -routes not negative")
+	if *applies < 1 || *namespaces < 1 || *nApps < 1 || *routes < 0 {
+		return errors.New("-applies, -namespaces and -apps must be positive, -routes not negative")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -138,7 +145,7 @@ func run() error {
 		}
 		fmt.Fprintf(os.Stderr, "creating %d routes in %d namespaces\n", *routes, *namespaces)
 		created := time.Now()
-		if err := b.createRoutes(ctx, *routes, *namespaces); err != nil {
+		if err := b.createRoutes(ctx, *routes, *namespaces, *nApps); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "created in %s\n", time.Since(created).Round(time.Millisecond))
@@ -151,8 +158,8 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		add(fmt.Sprintf("%d routes in %d namespaces: manager start to table published", *routes, *namespaces), first.Round(time.Millisecond).String())
-		add(fmt.Sprintf("%d routes in %d namespaces: manager start to all Ready", *routes, *namespaces), all.Round(time.Millisecond).String())
+		add(fmt.Sprintf("%d routes in %d namespaces, %d apps: manager start to table published", *routes, *namespaces, *nApps), first.Round(time.Millisecond).String())
+		add(fmt.Sprintf("%d routes in %d namespaces, %d apps: manager start to all Ready", *routes, *namespaces, *nApps), all.Round(time.Millisecond).String())
 		if rss, err := peakRSS(b.mgrPID()); err == nil {
 			add(fmt.Sprintf("manager peak RSS with %d routes", total), fmt.Sprintf("%.0f MiB", float64(rss)/(1<<20)))
 		}
@@ -225,7 +232,7 @@ func (b *bench) stopManager() error {
 func (b *bench) mgrPID() int { return b.mgr.PID() }
 
 func (b *bench) startReceiver(ctx context.Context) error {
-	d, err := b.cl.WaitForDeployment(ctx, receiverNamespace, controllers.DefaultReceiverName)
+	d, err := b.cl.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	if err != nil {
 		return err
 	}
@@ -244,15 +251,29 @@ func tokenSecret(ns string) *corev1.Secret {
 		StringData: map[string]string{"token": token}}
 }
 
-func (b *bench) route(ns, name, app string) *v1alpha1.CallbackRoute {
+// app is a TencentIM app on the bench's receiver, admitting routes of every namespace,
+// with the loopback backend allowed as backend.url.
+func (b *bench) app(ns, name, appID string) *v1alpha1.CallbackApp {
+	return &v1alpha1.CallbackApp{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.CallbackAppSpec{
+			Provider: v1alpha1.ProviderTencentIM, AppID: appID,
+			ReceiverRef:   v1alpha1.ObjectReference{Namespace: receiverNamespace, Name: controllers.DefaultReceiverName},
+			Verify:        &v1alpha1.AppVerification{TokenSecretRef: &v1alpha1.TokenSecretReference{Name: "tencent-im"}},
+			AllowedRoutes: []v1alpha1.RouteGrant{{Namespaces: v1alpha1.Namespaces{From: v1alpha1.NamespacesFromAll}}},
+			BackendURLs:   []string{b.backend.URL},
+		},
+	}
+}
+
+func (b *bench) route(ns, name, appNs, app string) *v1alpha1.CallbackRoute {
 	return &v1alpha1.CallbackRoute{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: v1alpha1.CallbackRouteSpec{
-			Provider: v1alpha1.ProviderTencentIM, AppID: app,
+			AppRef:   v1alpha1.ObjectReference{Namespace: appNs, Name: app},
 			Commands: []string{"C2C.CallbackAfterSendMsg", "Group.*"},
 			Mode:     v1alpha1.ModeAsync,
 			Backend:  v1alpha1.Backend{URL: b.backend.URL, Path: "/" + ns + "/" + name},
-			Verify:   &v1alpha1.Verification{TokenSecretRef: &v1alpha1.TokenSecretReference{Name: "tencent-im"}},
 		},
 	}
 }
@@ -269,7 +290,10 @@ func (b *bench) applyToDeliveryAndReady(ctx context.Context, ns, name, app strin
 }
 
 func (b *bench) applyAndMeasure(ctx context.Context, ns, name, app string, ready bool) (time.Duration, time.Duration, error) {
-	r := b.route(ns, name, app)
+	if err := b.cl.Client.Create(ctx, b.app(ns, name, app)); err != nil {
+		return 0, 0, err
+	}
+	r := b.route(ns, name, ns, name)
 	if err := b.cl.Client.Create(ctx, r); err != nil {
 		return 0, 0, err
 	}
@@ -319,15 +343,24 @@ func (b *bench) applyAndMeasure(ctx context.Context, ns, name, app string, ready
 	return 0, 0, ctx.Err()
 }
 
-// createRoutes creates n routes over ns namespaces, each namespace with its token Secret;
-// a tenth of them are Sync routes with commands of their own, a tenth use a Service.
-func (b *bench) createRoutes(ctx context.Context, n, nsCount int) error {
+// createRoutes creates the given number of apps in the platform namespace (with their
+// token Secret) and n routes over ns namespaces attached to them; a tenth of the routes are Sync routes with
+// commands of their own, a tenth use a Service.
+func (b *bench) createRoutes(ctx context.Context, n, nsCount, apps int) error {
+	if err := b.cl.EnsureNamespace(ctx, platformNamespace); err != nil {
+		return err
+	}
+	if err := b.cl.Client.Create(ctx, tokenSecret(platformNamespace)); err != nil {
+		return err
+	}
+	for i := range apps {
+		if err := b.cl.Client.Create(ctx, b.app(platformNamespace, fmt.Sprintf("app-%02d", i), strconv.Itoa(1400000000+i))); err != nil {
+			return err
+		}
+	}
 	for i := range nsCount {
 		ns := fmt.Sprintf("team-%03d", i)
 		if err := b.cl.EnsureNamespace(ctx, ns); err != nil {
-			return err
-		}
-		if err := b.cl.Client.Create(ctx, tokenSecret(ns)); err != nil {
 			return err
 		}
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backend"},
@@ -346,7 +379,7 @@ func (b *bench) createRoutes(ctx context.Context, n, nsCount int) error {
 			defer wg.Done()
 			for i := range work {
 				ns := fmt.Sprintf("team-%03d", i%nsCount)
-				r := b.route(ns, fmt.Sprintf("route-%05d", i), strconv.Itoa(1400000000+i%500))
+				r := b.route(ns, fmt.Sprintf("route-%05d", i), platformNamespace, fmt.Sprintf("app-%02d", i%apps))
 				switch i % 10 {
 				case 0:
 					r.Spec.Mode = v1alpha1.ModeSync

@@ -254,15 +254,22 @@ metadata: {name: tok, namespace: bench}
 stringData: {token: %s}
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: moderation, namespace: bench}
+kind: CallbackApp
+metadata: {name: chat, namespace: bench}
 spec:
   provider: TencentIM
   appID: "%s"
+  receiverRef: {name: default}
+  verify: {tokenSecretRef: {name: tok}}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: moderation, namespace: bench}
+spec:
+  appRef: {name: chat}
   commands: [C2C.CallbackBeforeSendMsg]
   mode: Sync
   backend: {url: "%s", path: /moderate, timeout: 1500ms}
-  verify: {tokenSecretRef: {name: tok}}
 `, benchToken, appID, backend)
 }
 
@@ -662,23 +669,9 @@ func summarize(name string, lat [][]time.Duration, errs []int, elapsed time.Dura
 // measureRSS starts a receiver on 10,000 routes (1,000 apps, mixed Sync/Async, exact and
 // prefix commands, 100 token Secrets), sends it a few callbacks, and reads its RSS.
 func measureRSS(dir string) (int64, error) {
-	var b strings.Builder
-	for i := range 100 {
-		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Secret\nmetadata: {name: tok%d, namespace: ns%d}\nstringData: {token: token-%d, previous: old-%d}\n", i, i%10, i, i)
-	}
-	for i := range routeCount {
-		app := 1400000000 + i/10
-		mode, cmds := "Async", fmt.Sprintf(`[C2C.CallbackAfterSendMsg, "Group.*", "Cmd%d.*"]`, i)
-		if i%10 == 0 {
-			mode, cmds = "Sync", `[C2C.CallbackBeforeSendMsg]`
-		}
-		fmt.Fprintf(&b, "---\napiVersion: callbacks.callback-router.dev/v1alpha1\nkind: CallbackRoute\nmetadata: {name: route-%05d, namespace: ns%d}\n"+
-			"spec:\n  provider: TencentIM\n  appID: \"%d\"\n  commands: %s\n  mode: %s\n  backend: {url: \"http://127.0.0.1:1\", path: /r%d}\n"+
-			"  verify: {tokenSecretRef: {name: tok%d, previousKey: previous}, sourceCIDRs: [\"10.%d.0.0/16\", \"127.0.0.0/8\"]}\n",
-			i, (i%100)%10, app, cmds, mode, i, i%100, i%250)
-	}
+	manifests := rssManifests()
 	routes := filepath.Join(dir, "routes-10k.yaml")
-	if err := os.WriteFile(routes, []byte(b.String()), 0o600); err != nil {
+	if err := os.WriteFile(routes, []byte(manifests), 0o600); err != nil {
 		return 0, err
 	}
 	c, err := start(dir, "rss", *bin, "receiver", "--routes", routes, "--listen", *rssAddr,
@@ -744,4 +737,31 @@ func rssOf(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
+}
+
+// rssManifests is the routes file of measureRSS: routeCount routes attached to
+// routeCount/10 apps.
+func rssManifests() string {
+	var b strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Secret\nmetadata: {name: tok%d, namespace: ns%d}\nstringData: {token: token-%d, previous: old-%d}\n", i, i%10, i, i)
+	}
+	// App j lives in ns<j%10>, whose Secret tok<j%100> it uses, and admits every namespace.
+	for j := range routeCount / 10 {
+		fmt.Fprintf(&b, "---\napiVersion: callbacks.callback-router.dev/v1alpha1\nkind: CallbackApp\nmetadata: {name: app%d, namespace: ns%d}\n"+
+			"spec:\n  provider: TencentIM\n  appID: \"%d\"\n  receiverRef: {name: default}\n  allowedRoutes: [{namespaces: {from: All}}]\n"+
+			"  verify: {tokenSecretRef: {name: tok%d, previousKey: previous}, sourceCIDRs: [\"10.%d.0.0/16\", \"127.0.0.0/8\"]}\n",
+			j, j%10, 1400000000+j, j%100, j%250)
+	}
+	for i := range routeCount {
+		j := i / 10
+		mode, cmds := "Async", fmt.Sprintf(`[C2C.CallbackAfterSendMsg, "Group.*", "Cmd%d.*"]`, i)
+		if i%10 == 0 {
+			mode, cmds = "Sync", `[C2C.CallbackBeforeSendMsg]`
+		}
+		fmt.Fprintf(&b, "---\napiVersion: callbacks.callback-router.dev/v1alpha1\nkind: CallbackRoute\nmetadata: {name: route-%05d, namespace: ns%d}\n"+
+			"spec:\n  appRef: {name: app%d, namespace: ns%d}\n  commands: %s\n  mode: %s\n  backend: {url: \"http://127.0.0.1:1\", path: /r%d}\n",
+			i, (i%100)%10, j, j%10, cmds, mode, i)
+	}
+	return b.String()
 }

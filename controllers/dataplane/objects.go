@@ -1,0 +1,291 @@
+package dataplane
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
+
+	"github.com/callback-router/callback-router/api/v1alpha1"
+)
+
+// Fixed settings of the receiver pods. They are constants rather than spec fields because
+// the receiver's own behaviour depends on them (probe paths, graceful shutdown).
+const (
+	// receiverUID is the non-root user and group the receiver runs as (distroless "nonroot").
+	receiverUID int64 = 65532
+	// receiverTerminationGrace leaves the receiver time to drain in-flight Sync requests and
+	// finish the current Async deliveries before it is killed.
+	receiverTerminationGrace int64 = 30
+	// receiverTmpSize bounds the writable /tmp of the read-only root filesystem.
+	receiverTmpSize = "64Mi"
+	// receiverContainer is the container name in the receiver pods.
+	receiverContainer = "receiver"
+	// receiverPortName names the callback port in the pod and the Service.
+	receiverPortName = "http"
+	// receiverMetricsPortName names the metrics port in the pod and the Service.
+	receiverMetricsPortName = "metrics"
+)
+
+// ReceiverSettings are one CallbackReceiver's data plane, resolved from its spec and the
+// manager's defaults: everything the Desired* functions need.
+type ReceiverSettings struct {
+	// Receiver is the CallbackReceiver: it names the objects and owns them.
+	Receiver *v1alpha1.CallbackReceiver
+	// Name names the Deployment, Service, ServiceAccount, Role and RoleBinding.
+	Name string
+	// Table is the name of the receiver's routing table.
+	Table string
+	// Image is the container image.
+	Image string
+	// Replicas is the Deployment's spec.replicas.
+	Replicas int32
+	// Resources are the receiver container's resources.
+	Resources corev1.ResourceRequirements
+	// SpoolSize bounds the spool volume.
+	SpoolSize resource.Quantity
+	// ServiceType is the Service's type.
+	ServiceType corev1.ServiceType
+	// Port is the callback port of the pods and the Service.
+	Port int32
+	// TrustedProxies are CIDRs whose X-Forwarded-For the receiver trusts.
+	TrustedProxies []string
+}
+
+// errUnsupported marks a spec this manager accepts but cannot run: a terminal failure
+// until the spec or the manager changes.
+type errUnsupported string
+
+func (e errUnsupported) Error() string { return string(e) }
+
+// ResolveReceiver turns a CallbackReceiver into the settings of its data plane. An error
+// is terminal: only a change of the spec can fix it.
+func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*ReceiverSettings, error) {
+	if len(r.Name) > MaxNameLength {
+		return nil, errUnsupported(fmt.Sprintf("name %q is longer than %d characters: its objects' names (%q) would not be valid Service names",
+			r.Name, MaxNameLength, ObjectName(r.Name)))
+	}
+	s := &ReceiverSettings{
+		Receiver:       r,
+		Name:           ObjectName(r.Name),
+		Table:          TableName(r.Name),
+		Image:          defaultImage,
+		Replicas:       r.Spec.EffectiveReplicas(),
+		SpoolSize:      resource.MustParse(v1alpha1.DefaultSpoolSize),
+		ServiceType:    corev1.ServiceTypeClusterIP,
+		Port:           r.Spec.EffectivePort(),
+		TrustedProxies: r.Spec.TrustedProxies,
+	}
+	if r.Spec.Resources != nil {
+		s.Resources = *r.Spec.Resources.DeepCopy()
+	}
+	if svc := r.Spec.Service; svc != nil && svc.Type != "" {
+		s.ServiceType = svc.Type
+	}
+	if s.Port == MetricsPort {
+		return nil, errUnsupported(fmt.Sprintf("service.port %d is the receiver's metrics port; choose another", s.Port))
+	}
+	if sp := r.Spec.Spool; sp != nil {
+		if sp.JetStream != nil {
+			// The receiver binary of this version has no --spool-url: refuse rather than run
+			// receivers that silently spool somewhere else than the spec says.
+			return nil, errUnsupported("spool.jetStream is not supported by this version of the receiver; use spool.embedded")
+		}
+		if sp.Embedded != nil && sp.Embedded.Size != nil {
+			s.SpoolSize = *sp.Embedded.Size
+		}
+	}
+	return s, nil
+}
+
+// ReceiverPodLabels are the labels on a receiver's pods, and its Deployment and Service
+// selector. HPA (through status.selector), PDB, NetworkPolicy and ServiceMonitor select
+// on these.
+func ReceiverPodLabels(s *ReceiverSettings) map[string]string {
+	return map[string]string{LabelName: s.Name, LabelInstance: s.Receiver.Name, LabelComponent: ComponentReceiver}
+}
+
+// ReceiverSelector is ReceiverPodLabels as a selector string (status.selector).
+func ReceiverSelector(s *ReceiverSettings) string {
+	return labels.SelectorFromSet(ReceiverPodLabels(s)).String()
+}
+
+// ReceiverAddress is the in-cluster base URL of a receiver's Service.
+func ReceiverAddress(s *ReceiverSettings) string {
+	return fmt.Sprintf("http://%s.%s.svc:%d", s.Name, s.Receiver.Namespace, s.Port)
+}
+
+// receiverLabels are the labels on every object a receiver owns.
+func receiverLabels(s *ReceiverSettings) map[string]string {
+	l := ReceiverPodLabels(s)
+	l[LabelManagedBy] = ManagedByValue
+	l[LabelPartOf] = ManagedByValue
+	return l
+}
+
+// ownerReference makes the CallbackReceiver the controller of an object: deleting the
+// receiver lets the garbage collector delete the object, and the reconciler never adopts
+// an object another controller owns.
+func ownerReference(s *ReceiverSettings) *metav1ac.OwnerReferenceApplyConfiguration {
+	return metav1ac.OwnerReference().
+		WithAPIVersion(v1alpha1.GroupVersion.String()).
+		WithKind("CallbackReceiver").
+		WithName(s.Receiver.Name).
+		WithUID(s.Receiver.UID).
+		WithController(true).
+		WithBlockOwnerDeletion(true)
+}
+
+// ReceiverArgs are the receiver container's arguments: in-cluster mode reading the
+// receiver's own table.
+func ReceiverArgs(s *ReceiverSettings) []string {
+	args := []string{
+		"receiver",
+		"--listen", ":" + strconv.Itoa(int(s.Port)),
+		"--metrics-listen", ":" + strconv.Itoa(MetricsPort),
+		"--spool-dir", SpoolDir,
+		"--namespace", s.Receiver.Namespace,
+		"--table", s.Table,
+	}
+	if len(s.TrustedProxies) > 0 {
+		args = append(args, "--trusted-proxies", strings.Join(s.TrustedProxies, ","))
+	}
+	return args
+}
+
+// DesiredServiceAccount is the receiver's identity.
+func DesiredServiceAccount(s *ReceiverSettings) *corev1ac.ServiceAccountApplyConfiguration {
+	return corev1ac.ServiceAccount(s.Name, s.Receiver.Namespace).
+		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s))
+}
+
+// DesiredRole lets the receiver read Secrets in its own namespace only: it watches its
+// table Secrets by label. list and watch cannot be narrowed by resourceNames for a
+// label-selected set, so a receiver namespace should hold nothing else secret, and
+// receivers that must not read each other's tables belong in namespaces of their own.
+func DesiredRole(s *ReceiverSettings) *rbacv1ac.RoleApplyConfiguration {
+	return rbacv1ac.Role(s.Name, s.Receiver.Namespace).
+		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
+		WithRules(rbacv1ac.PolicyRule().
+			WithAPIGroups("").
+			WithResources("secrets").
+			WithVerbs("get", "list", "watch"))
+}
+
+// DesiredRoleBinding binds DesiredRole to DesiredServiceAccount.
+func DesiredRoleBinding(s *ReceiverSettings) *rbacv1ac.RoleBindingApplyConfiguration {
+	return rbacv1ac.RoleBinding(s.Name, s.Receiver.Namespace).
+		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
+		WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup(rbacv1.GroupName).WithKind("Role").WithName(s.Name)).
+		WithSubjects(rbacv1ac.Subject().WithKind(rbacv1.ServiceAccountKind).WithName(s.Name).WithNamespace(s.Receiver.Namespace))
+}
+
+// DesiredService exposes the receiver's callback port and, on a port of its own, its
+// metrics (for a ServiceMonitor).
+func DesiredService(s *ReceiverSettings) *corev1ac.ServiceApplyConfiguration {
+	return corev1ac.Service(s.Name, s.Receiver.Namespace).
+		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
+		WithSpec(corev1ac.ServiceSpec().
+			WithType(s.ServiceType).
+			WithSelector(ReceiverPodLabels(s)).
+			WithPorts(
+				corev1ac.ServicePort().
+					WithName(receiverPortName).
+					WithProtocol(corev1.ProtocolTCP).
+					WithPort(s.Port).
+					WithTargetPort(intstr.FromString(receiverPortName)),
+				corev1ac.ServicePort().
+					WithName(receiverMetricsPortName).
+					WithProtocol(corev1.ProtocolTCP).
+					WithPort(MetricsPort).
+					WithTargetPort(intstr.FromString(receiverMetricsPortName))))
+}
+
+// DesiredDeployment runs the receiver in in-cluster mode with a restricted security
+// context, probes, a spool volume and the spec's resources and replicas.
+func DesiredDeployment(s *ReceiverSettings) *appsv1ac.DeploymentApplyConfiguration {
+	probe := func(path string, period, failures int32) *corev1ac.ProbeApplyConfiguration {
+		return corev1ac.Probe().
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath(path).WithPort(intstr.FromString(receiverPortName))).
+			WithPeriodSeconds(period).
+			WithFailureThreshold(failures).
+			WithTimeoutSeconds(2)
+	}
+	resources := corev1ac.ResourceRequirements()
+	if len(s.Resources.Requests) > 0 {
+		resources.WithRequests(s.Resources.Requests)
+	}
+	if len(s.Resources.Limits) > 0 {
+		resources.WithLimits(s.Resources.Limits)
+	}
+	container := corev1ac.Container().
+		WithName(receiverContainer).
+		WithImage(s.Image).
+		WithArgs(ReceiverArgs(s)...).
+		WithEnv(
+			corev1ac.EnvVar().WithName("POD_NAMESPACE").WithValueFrom(corev1ac.EnvVarSource().
+				WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.namespace"))),
+			corev1ac.EnvVar().WithName("POD_NAME").WithValueFrom(corev1ac.EnvVarSource().
+				WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.name"))),
+		).
+		WithPorts(
+			corev1ac.ContainerPort().WithName(receiverPortName).WithContainerPort(s.Port).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName(receiverMetricsPortName).WithContainerPort(MetricsPort).WithProtocol(corev1.ProtocolTCP),
+		).
+		WithLivenessProbe(probe("/healthz", 10, 3)).
+		WithReadinessProbe(probe("/readyz", 2, 2)).
+		WithStartupProbe(probe("/healthz", 1, 30)).
+		WithResources(resources).
+		WithVolumeMounts(
+			corev1ac.VolumeMount().WithName("spool").WithMountPath(SpoolDir),
+			corev1ac.VolumeMount().WithName("tmp").WithMountPath(TmpDir),
+		).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithAllowPrivilegeEscalation(false).
+			WithReadOnlyRootFilesystem(true).
+			WithRunAsNonRoot(true).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)))
+
+	pod := corev1ac.PodSpec().
+		WithServiceAccountName(s.Name).
+		WithAutomountServiceAccountToken(true).
+		WithTerminationGracePeriodSeconds(receiverTerminationGrace).
+		WithSecurityContext(corev1ac.PodSecurityContext().
+			WithRunAsNonRoot(true).
+			WithRunAsUser(receiverUID).
+			WithRunAsGroup(receiverUID).
+			WithFSGroup(receiverUID).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+		WithContainers(container).
+		WithVolumes(
+			corev1ac.Volume().WithName("spool").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(s.SpoolSize)),
+			corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().
+				WithSizeLimit(resource.MustParse(receiverTmpSize))),
+		)
+
+	spec := appsv1ac.DeploymentSpec().
+		WithReplicas(s.Replicas).
+		WithSelector(metav1ac.LabelSelector().WithMatchLabels(ReceiverPodLabels(s))).
+		WithStrategy(appsv1ac.DeploymentStrategy().
+			WithType(appsv1.RollingUpdateDeploymentStrategyType).
+			WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
+				WithMaxUnavailable(intstr.FromInt32(0)).
+				WithMaxSurge(intstr.FromInt32(1)))).
+		WithTemplate(corev1ac.PodTemplateSpec().
+			WithLabels(receiverLabels(s)).
+			WithSpec(pod))
+	return appsv1ac.Deployment(s.Name, s.Receiver.Namespace).
+		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
+		WithSpec(spec)
+}
