@@ -21,7 +21,7 @@ const (
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.retry) || self.mode == 'Async'",message="retry applies only to Async routes; a Sync route answers once, inside the platform's deadline"
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Sync' || self.failurePolicy == 'Allow'",message="failurePolicy Reject applies only to Sync routes; Async routes are acknowledged before delivery"
-// +kubebuilder:validation:XValidation:rule="self.mode != 'Sync' || !has(self.backend.timeout) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync route must be at most 15s: OpenIM's HTTP client gives up after 15s (and Tencent IM's after 2s)"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'Sync' || !has(self.backend.timeout) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync route must be at most 15s, the most OpenIM ever waits; OpenIM waits only its webhooks.yml timeout (default 5s) and Tencent IM 2s, and the receiver answers within its --openim-timeout or --sync-budget whatever this says"
 type CallbackRouteSpec struct {
 	// appRef names the CallbackApp whose callbacks the route subscribes to; its namespace
 	// defaults to the route's own.
@@ -29,14 +29,18 @@ type CallbackRouteSpec struct {
 	AppRef ObjectReference `json:"appRef"`
 
 	// commands are the callback commands routed here: exact names
-	// ("C2C.CallbackAfterSendMsg") or prefixes ending in "*" ("Group.*", "*").
+	// ("C2C.CallbackAfterSendMsg"), prefixes ending in "*" ("Group.*", "*"), or the
+	// selectors "@before" and "@after": every before- (after-) callback the command
+	// catalogue knows for the app's provider, whatever its name (OpenIM's revoke
+	// after-callback is callbackBeforeAfterMsgCommand). A name the provider is not known
+	// to send is routed all the same, and reported by the UnknownCommands condition.
 	// +required
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=256
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=128
-	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_.-]*\*?$`
+	// +kubebuilder:validation:items:Pattern=`^(@before|@after|[A-Za-z0-9_.-]*\*?)$`
 	Commands []string `json:"commands"`
 
 	// mode is Async (acknowledged at once, stored durably, delivered with retries) or
@@ -180,7 +184,10 @@ type CallbackRoute struct {
 
 	// +required
 	Spec CallbackRouteSpec `json:"spec"`
+	// status defaults to observedGeneration 0, so that an object the manager has not yet
+	// seen reads as in progress (kstatus, Argo CD), not as current.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CallbackRouteStatus `json:"status,omitempty"`
 }
 

@@ -25,7 +25,8 @@ const (
 	HeaderReplay = "X-Callback-Replay"
 	// HeaderTraceParent is the W3C trace context of the delivery.
 	HeaderTraceParent = "traceparent"
-	// HeaderOperationID is OpenIM's trace ID, forwarded as the platform sent it.
+	// HeaderOperationID is OpenIM's trace ID header, forwarded as received (OpenIM
+	// callbacks only; Callback.OperationID).
 	HeaderOperationID = "operationID"
 )
 
@@ -41,12 +42,13 @@ type Callback struct {
 	// Body is the request body, forwarded byte for byte.
 	Body       []byte
 	ReceivedAt time.Time
+	// OperationID is OpenIM's operationID header (its trace ID), forwarded to backends
+	// as HeaderOperationID; empty when the callback had none.
+	OperationID string
 	// TraceParent is the W3C traceparent of the callback's receive span (the caller's
 	// trace continued, or a new one); stored with Async copies, so every attempt and
 	// replay carries the same trace ID.
 	TraceParent string
-	// OperationID is the operationID header OpenIM sent (empty otherwise).
-	OperationID string
 	// Replay marks a delivery replayed by an operator (X-Callback-Replay: true).
 	Replay bool
 }
@@ -55,7 +57,8 @@ type Callback struct {
 const ContentTypeJSON = "application/json"
 
 // VisitHeaders calls set with each header of a backend request for this callback: the
-// JSON content type and the X-Callback-* headers. Sync (fasthttp) and Async (net/http)
+// JSON content type, the X-Callback-* headers and, when the callback has one, OpenIM's
+// operationID. Sync (fasthttp) and Async (net/http)
 // requests both get their headers here, so they cannot drift apart.
 func (c *Callback) VisitHeaders(route string, attempt int, set func(key, value string)) {
 	set("Content-Type", ContentTypeJSON)

@@ -1,8 +1,11 @@
 package routing
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -98,11 +101,80 @@ func TestFiltersOnSamples(t *testing.T) {
 		})
 	}
 	for _, s := range samples.All() {
-		if !seen[s.Name] {
-			t.Errorf("sample %s has no filter row", s.Name)
+		if s.Documented && !seen[s.Name] {
+			t.Errorf("documented sample %s has no filter row", s.Name)
 		}
 	}
 }
+
+// celIdent matches the JSON keys a filter can name as body.<key>.
+var celIdent = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// TestFiltersOnEverySample derives filters from each sample callback of the catalogue
+// (every command of both providers): for each top-level scalar field, body.<key> == its
+// value matches and != does not; for each array, size() is its length; and command
+// matches the sample's command. So every sample body is parsed the way filters see it
+// (integers exact, strings, booleans, nested lists) and a filter over it behaves.
+func TestFiltersOnEverySample(t *testing.T) {
+	all := samples.All()
+	if len(all) < 5 {
+		t.Fatalf("only %d samples", len(all))
+	}
+	for _, s := range all {
+		t.Run(s.Name, func(t *testing.T) {
+			var raw map[string]json.RawMessage
+			if err := json.Unmarshal(s.Body, &raw); err != nil {
+				t.Fatalf("sample body: %v", err)
+			}
+			type row struct {
+				filter string
+				match  bool
+			}
+			rows := []row{{fmt.Sprintf("command == %q", s.Command), true}, {fmt.Sprintf("command != %q", s.Command), false}}
+			for k, v := range raw {
+				if !celIdent.MatchString(k) || reservedCEL[k] {
+					continue
+				}
+				lit := strings.TrimSpace(string(v))
+				switch {
+				case strings.HasPrefix(lit, `"`), lit == "true", lit == "false":
+				case strings.HasPrefix(lit, "["):
+					var l []json.RawMessage
+					if err := json.Unmarshal(v, &l); err != nil {
+						t.Fatal(err)
+					}
+					rows = append(rows, row{fmt.Sprintf("size(body.%s) == %d", k, len(l)), true})
+					continue
+				case strings.HasPrefix(lit, "{"), lit == "null":
+					rows = append(rows, row{fmt.Sprintf("has(body.%s)", k), true})
+					continue
+				default: // a number: exact when it is an integer
+					if _, err := strconv.ParseInt(lit, 10, 64); err != nil {
+						if _, err := strconv.ParseFloat(lit, 64); err != nil {
+							t.Fatalf("%s: %s", k, lit)
+						}
+					}
+				}
+				rows = append(rows, row{fmt.Sprintf("body.%s == %s", k, lit), true}, row{fmt.Sprintf("body.%s != %s", k, lit), false})
+			}
+			if len(rows) < 3 {
+				t.Fatalf("no field of %s to filter on", s.Body)
+			}
+			for _, r := range rows {
+				rt := filteredRoute(t, r.filter)
+				got, err := rt.Matches(&FilterInput{Command: s.Command, Body: s.Body})
+				if err != nil || got != r.match {
+					t.Errorf("%s: match = %v, err = %v; want %v", r.filter, got, err, r.match)
+				}
+			}
+		})
+	}
+}
+
+// reservedCEL are JSON keys that are CEL reserved words, which body.<key> cannot name.
+var reservedCEL = map[string]bool{"in": true, "as": true, "break": true, "const": true, "continue": true, "else": true,
+	"for": true, "function": true, "if": true, "import": true, "let": true, "loop": true, "package": true,
+	"namespace": true, "return": true, "var": true, "void": true, "while": true, "true": true, "false": true, "null": true}
 
 // filteredRoute builds a one-route table whose route has filter, and returns the route.
 func filteredRoute(t testing.TB, filter string) *Route {

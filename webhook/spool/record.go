@@ -24,9 +24,12 @@ import (
 // Record versions. A record with an unknown version is an error, never guessed at.
 const (
 	callbackRecordV1 = 1
-	// callbackRecordV2 adds the trace context and OpenIM's operationID after the body.
-	// A callback without either is still written as V1.
+	// callbackRecordV2 is V1 followed by the callback's OperationID. A callback without
+	// one is still written as V1, so a spool stays readable by a receiver of an earlier
+	// version unless it holds OpenIM callbacks with an operationID.
 	callbackRecordV2 = 2
+	// callbackRecordV3 is V2 followed by the callback's W3C traceparent (tracing).
+	callbackRecordV3 = 3
 	deliveryRecordV1 = 1
 	// deliveryRecordV2 adds a flags field at the end (deliveryForwardSignature). A
 	// delivery without flags is still written as V1, so a receiver that predates V2 can
@@ -84,13 +87,15 @@ func appendInt(b []byte, v int64) []byte {
 }
 
 func encodeCallback(cb *callback.Callback) []byte {
-	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body)+len(cb.TraceParent)+len(cb.OperationID))
-	v2 := cb.TraceParent != "" || cb.OperationID != ""
-	if v2 {
-		b = append(b, callbackRecordV2)
-	} else {
-		b = append(b, callbackRecordV1)
+	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body)+len(cb.OperationID)+len(cb.TraceParent))
+	version := byte(callbackRecordV1)
+	if cb.OperationID != "" {
+		version = callbackRecordV2
 	}
+	if cb.TraceParent != "" {
+		version = callbackRecordV3
+	}
+	b = append(b, version)
 	b = appendString(b, cb.ID)
 	b = appendString(b, string(cb.Provider))
 	b = appendString(b, cb.AppID)
@@ -99,9 +104,11 @@ func encodeCallback(cb *callback.Callback) []byte {
 	b = appendInt(b, timeNano(cb.ReceivedAt))
 	b = binary.AppendUvarint(b, uint64(len(cb.Body)))
 	b = append(b, cb.Body...)
-	if v2 {
-		b = appendString(b, cb.TraceParent)
+	if version >= callbackRecordV2 {
 		b = appendString(b, cb.OperationID)
+	}
+	if version >= callbackRecordV3 {
+		b = appendString(b, cb.TraceParent)
 	}
 	return b
 }
@@ -236,7 +243,7 @@ func (r *reader) done() error {
 
 func decodeCallback(b []byte) (*callback.Callback, error) {
 	r := reader{b: b}
-	v := r.version(callbackRecordV1, callbackRecordV2)
+	version := r.version(callbackRecordV1, callbackRecordV2, callbackRecordV3)
 	cb := &callback.Callback{
 		ID:       r.string(),
 		Provider: v1alpha1.Provider(r.string()),
@@ -246,9 +253,11 @@ func decodeCallback(b []byte) (*callback.Callback, error) {
 	}
 	cb.ReceivedAt = nanoTime(r.varint())
 	cb.Body = r.bytes()
-	if v == callbackRecordV2 {
-		cb.TraceParent = r.string()
+	if version >= callbackRecordV2 {
 		cb.OperationID = r.string()
+	}
+	if version >= callbackRecordV3 {
+		cb.TraceParent = r.string()
 	}
 	if err := r.done(); err != nil {
 		return nil, err
