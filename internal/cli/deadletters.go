@@ -31,7 +31,7 @@ var deadLettersOut io.Writer = os.Stdout
 // (JSON output shows all of it).
 const deadLettersLastErrorWidth = 80
 
-const deadLettersSynopsis = "list|redrive|purge --spool-dir DIR [--route ns/name] [--id ID] [--output table|json] [--all]"
+const deadLettersSynopsis = "list|redrive|purge (--spool-dir DIR | --admin URL) [--route ns/name] [--id ID] [--output table|json] [--all]"
 
 func runDeadLetters(args []string) error {
 	fs := newFlagSet("deadletters", deadLettersSynopsis)
@@ -41,6 +41,7 @@ func runDeadLetters(args []string) error {
 	output := fs.String("output", "table", "list format: table or json")
 	all := fs.Bool("all", false, "purge: allow purging every dead letter when no --route or --id is given")
 	lockTimeout := fs.Duration("lock-timeout", spool.DefaultLockTimeout, "how long to wait for a spool held by another process")
+	adminURL := fs.String("admin", "", "a running receiver's admin API (its --admin-listen), e.g. http://127.0.0.1:9091, instead of --spool-dir")
 	// The action may come before or after the flags.
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -68,6 +69,9 @@ func runDeadLetters(args []string) error {
 	}
 	if action == "purge" && filter == (spool.Filter{}) && !*all {
 		return errors.New("deadletters purge: give --route, --id or --all")
+	}
+	if *adminURL != "" {
+		return deadLettersAdmin(*adminURL, action, filter, *output)
 	}
 	// Never create a spool where there was none (a mistyped --spool-dir).
 	if _, err := os.Stat(filepath.Join(*dir, spool.FileName)); err != nil {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/callback-router/callback-router/controllers"
 	"github.com/callback-router/callback-router/controllers/dataplane"
+	"github.com/callback-router/callback-router/webhook/admin"
 	"github.com/callback-router/callback-router/webhook/receiver"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
@@ -91,6 +92,13 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	f.spool.BindFlags(fs)
 }
 
+// samePort reports whether two listen addresses use the same port.
+func samePort(a, b string) bool {
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	return errA == nil && errB == nil && pa == pb
+}
+
 func parseCIDRs(s string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, c := range strings.Split(s, ",") {
@@ -112,6 +120,9 @@ func (f *receiverFlags) validate() ([]netip.Prefix, error) {
 	trusted, err := parseCIDRs(f.trustedProxies)
 	if err != nil {
 		return nil, err
+	}
+	if f.adminListen != "" && samePort(f.adminListen, f.listen) {
+		return nil, fmt.Errorf("--admin-listen %s must not share the callback port of --listen %s: the admin API resends callbacks", f.adminListen, f.listen)
 	}
 	switch {
 	case f.maxBodyBytes <= 0:
@@ -235,6 +246,13 @@ func runReceiver(args []string) error {
 		pmux.HandleFunc("/debug/pprof/", pprof.Index)
 		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		g.Go(func() error { return receiver.Serve(serveCtx, pln, pmux, f.server) })
+	}
+	if f.adminListen != "" {
+		aln, err := listen(f.adminListen)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return receiver.Serve(serveCtx, aln, admin.Handler(sp), f.server) })
 	}
 	if mln != nil {
 		mux := http.NewServeMux()

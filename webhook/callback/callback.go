@@ -111,4 +111,7 @@ type Target struct {
 	// ForwardSignature keeps Tencent IM's Sign and RequestTime in the query sent to the
 	// backend; by default they are left out (see BackendQuery).
 	ForwardSignature bool
+	// Replay marks a delivery an operator replayed or redrove: it is sent with
+	// X-Callback-Replay: true.
+	Replay bool
 }

@@ -196,6 +196,9 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 				if err := w.del(bucketPending, key); err != nil {
 					return err
 				}
+				if err := s.retainDelivered(w, key, t, n); err != nil {
+					return err
+				}
 				return w.dropCallbackIfUnused(it.seq)
 			},
 			finish: func(err error) {

@@ -83,6 +83,10 @@ type Options struct {
 	// DeadLetterRetention removes dead letters this long after they died. Zero keeps them
 	// until they are redriven or purged with `callback-router deadletters`.
 	DeadLetterRetention time.Duration
+	// DeliveredRetention keeps each delivered callback (payload and delivery) this long,
+	// so that it can be replayed (Replay, the admin API, CallbackReplay). Zero (the
+	// default) deletes a callback as soon as its last delivery succeeds.
+	DeliveredRetention time.Duration
 	// RetentionSweepInterval; see DefaultRetentionSweepInterval.
 	RetentionSweepInterval time.Duration
 	// Registerer, when set, receives the spool's metrics (names prefixed callback_router_).
@@ -114,6 +118,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"writes per spool commit (one fsync)")
 	fs.DurationVar(&o.MaxRetryAfter, "spool-max-retry-after", DefaultMaxRetryAfter,
 		"cap on how long a backend's Retry-After may postpone a retry")
+	fs.DurationVar(&o.DeliveredRetention, "retention", 0,
+		"keep delivered callbacks this long for replay (admin API, CallbackReplay); they count against --spool-max-bytes (default 0: off)")
 	fs.DurationVar(&o.DeadLetterRetention, "dead-letter-retention", 0,
 		"remove dead letters this long after they died; 0 keeps them until redriven or purged")
 	fs.DurationVar(&o.LockTimeout, "spool-lock-timeout", DefaultLockTimeout,

@@ -38,7 +38,11 @@ const (
 )
 
 // Flags of a V2 delivery record.
-const deliveryForwardSignature = 1 << 0
+const (
+	deliveryForwardSignature = 1 << 0
+	// deliveryReplay marks a redriven or replayed delivery (Target.Replay).
+	deliveryReplay = 1 << 1
+)
 
 // keyLen is the length of a pending or dead key: seq (8 bytes) + target index (2 bytes).
 const keyLen = 10
@@ -119,6 +123,9 @@ func encodeDelivery(d *delivery) []byte {
 	var flags uint64
 	if t.ForwardSignature {
 		flags |= deliveryForwardSignature
+	}
+	if t.Replay {
+		flags |= deliveryReplay
 	}
 	version := byte(deliveryRecordV1)
 	if flags != 0 {
@@ -282,6 +289,7 @@ func decodeDelivery(b []byte) (*delivery, error) {
 	if v == deliveryRecordV2 {
 		flags := r.uvarint()
 		d.Target.ForwardSignature = flags&deliveryForwardSignature != 0
+		d.Target.Replay = flags&deliveryReplay != 0
 	}
 	if err := r.done(); err != nil {
 		return nil, err

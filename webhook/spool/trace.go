@@ -17,6 +17,7 @@ import (
 // restart, joins the trace its receive began; the backend gets the attempt span as its
 // parent. Without a tracer the stored traceparent is sent as it is.
 func (s *Spool) tracedAttempt(ctx context.Context, cb *callback.Callback, t *callback.Target, n int) attemptResult {
+	cb.Replay = t.Replay
 	if s.opts.Tracer == nil {
 		return s.attempt(ctx, cb, t, n)
 	}
