@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -60,6 +61,10 @@ type ReceiverSettings struct {
 	Port int32
 	// TrustedProxies are CIDRs whose X-Forwarded-For the receiver trusts.
 	TrustedProxies []string
+	// Retention keeps delivered callbacks for replay (--retention); 0: off.
+	Retention time.Duration
+	// OTLPEndpoint exports spans (--otlp-endpoint); "": off.
+	OTLPEndpoint string
 }
 
 // errUnsupported marks a spec this manager accepts but cannot run: a terminal failure
@@ -85,6 +90,12 @@ func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*Receiv
 		ServiceType:    corev1.ServiceTypeClusterIP,
 		Port:           r.Spec.EffectivePort(),
 		TrustedProxies: r.Spec.TrustedProxies,
+	}
+	if r.Spec.Retention != nil {
+		s.Retention = r.Spec.Retention.Duration
+	}
+	if r.Spec.Tracing != nil {
+		s.OTLPEndpoint = r.Spec.Tracing.OTLPEndpoint
 	}
 	if r.Spec.Resources != nil {
 		s.Resources = *r.Spec.Resources.DeepCopy()
@@ -159,6 +170,13 @@ func ReceiverArgs(s *ReceiverSettings) []string {
 	}
 	if len(s.TrustedProxies) > 0 {
 		args = append(args, "--trusted-proxies", strings.Join(s.TrustedProxies, ","))
+	}
+	args = append(args, "--admin-listen", AdminAddress)
+	if s.Retention > 0 {
+		args = append(args, "--retention", s.Retention.String())
+	}
+	if s.OTLPEndpoint != "" {
+		args = append(args, "--otlp-endpoint", s.OTLPEndpoint)
 	}
 	return args
 }
