@@ -79,18 +79,18 @@ func deadLettersAdmin(base, action string, f spool.Filter, output string) error 
 		q.Set("id", f.ID)
 	}
 	switch action {
-	case "list":
+	case actionList:
 		var dls []spool.DeadLetter
 		if err := adminCall(base, http.MethodGet, admin.PathDeadLetters, q, nil, &dls); err != nil {
 			return err
 		}
-		if output == "json" {
+		if output == outputJSON {
 			enc := json.NewEncoder(deadLettersOut)
 			enc.SetIndent("", "  ")
 			return enc.Encode(dls)
 		}
 		return printDeadLetters(deadLettersOut, dls)
-	case "redrive":
+	case actionRedrive:
 		var r map[string]int
 		if err := adminCall(base, http.MethodPost, admin.PathRedrive, q, nil, &r); err != nil {
 			return err

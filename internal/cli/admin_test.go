@@ -39,6 +39,8 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 // runs; the delivered callback is then kept and `replay --admin` sends it again by
 // callback ID and by time range. Every resend carries the original X-Callback-Id and
 // X-Callback-Replay: true.
+//
+//nolint:gocyclo // one end-to-end scenario told in order; the branches are its waits and checks
 func TestAdminAPI(t *testing.T) {
 	var broken atomic.Bool
 	broken.Store(true)

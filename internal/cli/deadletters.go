@@ -31,6 +31,14 @@ var deadLettersOut io.Writer = os.Stdout
 // (JSON output shows all of it).
 const deadLettersLastErrorWidth = 80
 
+// deadletters actions and list formats.
+const (
+	actionList    = "list"
+	actionRedrive = "redrive"
+	actionPurge   = "purge"
+	outputJSON    = "json"
+)
+
 const deadLettersSynopsis = "list|redrive|purge (--spool-dir DIR | --admin URL) [--route ns/name] [--id ID] [--output table|json] [--all]"
 
 func runDeadLetters(args []string) error {
@@ -55,12 +63,12 @@ func runDeadLetters(args []string) error {
 			return fmt.Errorf("deadletters: unexpected argument %q", fs.Arg(0))
 		}
 	}
-	if *output != "table" && *output != "json" {
+	if *output != "table" && *output != outputJSON {
 		return fmt.Errorf("deadletters: --output must be table or json, not %q", *output)
 	}
 	filter := spool.Filter{Route: *route, ID: *id}
 	switch action {
-	case "list", "redrive", "purge":
+	case actionList, actionRedrive, actionPurge:
 	case "":
 		fs.Usage()
 		return errors.New("deadletters: no action given (list, redrive or purge)")

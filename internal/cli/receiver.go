@@ -92,6 +92,38 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	f.spool.BindFlags(fs)
 }
 
+// startTracing starts span export to endpoint ("" : none) and returns the provider (nil
+// when none) and the function that flushes it at exit.
+func startTracing(log logr.Logger, endpoint string) (*tracing.Provider, func(), error) {
+	if endpoint == "" {
+		return nil, func() {}, nil
+	}
+	tp, err := tracing.NewProvider(endpoint, "")
+	if err != nil {
+		return nil, nil, fmt.Errorf("--otlp-endpoint: %w", err)
+	}
+	return tp, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), tracing.ExportTimeout)
+		defer cancel()
+		if err := tp.Shutdown(ctx); err != nil {
+			log.Error(err, "Failed to flush trace spans")
+		}
+	}, nil
+}
+
+// serveAdmin serves the admin API on --admin-listen, if set, until ctx ends.
+func serveAdmin(ctx context.Context, g *errgroup.Group, f *receiverFlags, st admin.Store) error {
+	if f.adminListen == "" {
+		return nil
+	}
+	aln, err := listen(f.adminListen)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return receiver.Serve(ctx, aln, admin.Handler(st), f.server) })
+	return nil
+}
+
 // samePort reports whether two listen addresses use the same port.
 func samePort(a, b string) bool {
 	_, pa, errA := net.SplitHostPort(a)
@@ -159,19 +191,11 @@ func runReceiver(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	var tp *tracing.Provider
-	if f.otlpEndpoint != "" {
-		if tp, err = tracing.NewProvider(f.otlpEndpoint, ""); err != nil {
-			return fmt.Errorf("--otlp-endpoint: %w", err)
-		}
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), tracing.ExportTimeout)
-			defer cancel()
-			if err := tp.Shutdown(ctx); err != nil {
-				log.Error(err, "Failed to flush trace spans")
-			}
-		}()
+	tp, stopTracing, err := startTracing(log, f.otlpEndpoint)
+	if err != nil {
+		return err
 	}
+	defer stopTracing()
 
 	f.spool.Registerer, f.spool.Logger = reg, log.WithName("spool")
 	f.spool.Tracer = tp.Tracer()
@@ -247,12 +271,8 @@ func runReceiver(args []string) error {
 		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		g.Go(func() error { return receiver.Serve(serveCtx, pln, pmux, f.server) })
 	}
-	if f.adminListen != "" {
-		aln, err := listen(f.adminListen)
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return receiver.Serve(serveCtx, aln, admin.Handler(sp), f.server) })
+	if err := serveAdmin(serveCtx, &g, &f, sp); err != nil {
+		return err
 	}
 	if mln != nil {
 		mux := http.NewServeMux()

@@ -198,12 +198,12 @@ func Child(parent trace.SpanContext) trace.SpanContext {
 		cfg.TraceID, cfg.TraceFlags, cfg.TraceState = parent.TraceID(), parent.TraceFlags(), parent.TraceState()
 	} else {
 		for !cfg.TraceID.IsValid() {
-			putUint64(cfg.TraceID[:8], rand.Uint64())
-			putUint64(cfg.TraceID[8:], rand.Uint64())
+			putUint64(cfg.TraceID[:8], rand.Uint64()) //nolint:gosec // trace IDs need uniqueness, not secrecy (the OTel SDK uses math/rand too)
+			putUint64(cfg.TraceID[8:], rand.Uint64()) //nolint:gosec // as above
 		}
 	}
 	for !cfg.SpanID.IsValid() {
-		putUint64(cfg.SpanID[:], rand.Uint64())
+		putUint64(cfg.SpanID[:], rand.Uint64()) //nolint:gosec // as above
 	}
 	return trace.NewSpanContext(cfg)
 }
