@@ -34,6 +34,9 @@ type Callback struct {
 	// Body is the request body, forwarded byte for byte.
 	Body       []byte
 	ReceivedAt time.Time
+	// OrderKey is the callback's conversation (ConversationKey), set at the door when an
+	// ordered Async route matched it, and stored with its ordered copies.
+	OrderKey string
 }
 
 // ContentTypeJSON is the Content-Type of every backend request.
@@ -84,4 +87,12 @@ type Target struct {
 	// ForwardSignature keeps Tencent IM's Sign and RequestTime in the query sent to the
 	// backend; by default they are left out (see BackendQuery).
 	ForwardSignature bool
+	// Ordered: copies with the same Callback.OrderKey are delivered one at a time, in
+	// arrival order (the route's ordering: {key: Conversation}).
+	Ordered bool
+	// MaxConcurrency and MaxPerSecond are the route's delivery limits (0: the spool's
+	// default concurrency; no rate limit). The spool applies the limits of the route's
+	// most recently stored copy to all of its queue.
+	MaxConcurrency int
+	MaxPerSecond   int
 }

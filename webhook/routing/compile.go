@@ -159,6 +159,12 @@ type CompiledRoute struct {
 	MaxAttempts      int           `json:"maxAttempts,omitempty"`
 	InitialBackoff   time.Duration `json:"initialBackoff,omitempty"`
 	MaxBackoff       time.Duration `json:"maxBackoff,omitempty"`
+	// Ordered is spec.ordering.key Conversation: copies with the same conversation key are
+	// delivered one at a time, in arrival order.
+	Ordered bool `json:"ordered,omitempty"`
+	// MaxConcurrency and MaxPerSecond are spec.delivery (0: unset).
+	MaxConcurrency int `json:"maxConcurrency,omitempty"`
+	MaxPerSecond   int `json:"maxPerSecond,omitempty"`
 	// CreatedAt is the route's creationTimestamp, used to break Sync ties (oldest wins).
 	CreatedAt time.Time `json:"createdAt"`
 }
@@ -588,6 +594,8 @@ func (c *compiler) resolveBackend(r *v1alpha1.CallbackRoute, ap *app, resolve Se
 	}
 	if cr.Mode == v1alpha1.ModeAsync {
 		cr.MaxAttempts, cr.InitialBackoff, cr.MaxBackoff = s.EffectiveRetry()
+		cr.Ordered = s.Ordered()
+		cr.MaxConcurrency, cr.MaxPerSecond = s.EffectiveDelivery()
 	}
 	v := &ap.verify
 	cr.Tokens, cr.MaxRequestAge, cr.BasicAuth = v.tokens, v.maxRequestAge, v.basicAuth
