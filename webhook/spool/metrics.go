@@ -101,7 +101,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
-	cs := []prometheus.Collector{m, m.deliveries, m.retries, m.deadLetters, m.enqueued,
+	cs := []prometheus.Collector{m, m.s.breakers, m.deliveries, m.retries, m.deadLetters, m.enqueued,
 		m.commitErrors, m.commitSeconds, m.batchSize}
 	for _, c := range cs {
 		if err := r.Register(c); err != nil {
