@@ -83,7 +83,7 @@ type routeQueue struct {
 
 	mu    sync.Mutex
 	heap  itemHeap
-	items map[itemKey]*item   // every pending delivery, waiting or in flight
+	items map[itemKey]*item  // every pending delivery, waiting or in flight
 	lanes map[string][]*item // ordered deliveries by key, oldest (the head) first
 }
 
