@@ -357,17 +357,38 @@ func appStatus(gen int64, st *routing.AppStatus) v1alpha1.CallbackAppStatus {
 }
 
 func routeStatus(gen int64, st *routing.RouteStatus) v1alpha1.CallbackRouteStatus {
-	return v1alpha1.CallbackRouteStatus{
-		ObservedGeneration: gen, URL: st.URL,
-		Conditions: conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready),
+	conds := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	if o := st.Ordering; o != nil {
+		s := metav1.ConditionFalse
+		if o.True {
+			s = metav1.ConditionTrue
+		}
+		conds = append(conds, metav1.Condition{Type: v1alpha1.ConditionOrderingGuaranteed, Status: s,
+			Reason: o.Reason, Message: truncate(o.Message), ObservedGeneration: gen})
 	}
+	return v1alpha1.CallbackRouteStatus{ObservedGeneration: gen, URL: st.URL, Conditions: conds}
+}
+
+// optionalConditions are set only while they apply, and removed otherwise.
+var optionalConditions = []string{v1alpha1.ConditionStalled, v1alpha1.ConditionOrderingGuaranteed}
+
+// wants reports whether want holds a condition of type t.
+func wants(want []metav1.Condition, t string) bool {
+	for i := range want {
+		if want[i].Type == t {
+			return true
+		}
+	}
+	return false
 }
 
 // conditionsUpToDate reports whether have already says what want says, ignoring times;
 // it runs for every object on every pass, so it neither copies nor allocates.
 func conditionsUpToDate(have, want []metav1.Condition) bool {
-	if len(want) == 3 && meta.FindStatusCondition(have, v1alpha1.ConditionStalled) != nil {
-		return false // Stalled is set only while true: it must go
+	for _, t := range optionalConditions {
+		if !wants(want, t) && meta.FindStatusCondition(have, t) != nil {
+			return false // set only while it applies: it must go
+		}
 	}
 	for i := range want {
 		w := &want[i]
@@ -392,13 +413,13 @@ func routeStatusUpToDate(have, want *v1alpha1.CallbackRouteStatus) bool {
 // setConditions sets each condition; a condition's lastTransitionTime changes only when
 // its status does.
 func setConditions(have *[]metav1.Condition, want []metav1.Condition) {
-	stalled := false
 	for _, c := range want {
 		meta.SetStatusCondition(have, c)
-		stalled = stalled || c.Type == v1alpha1.ConditionStalled
 	}
-	if !stalled {
-		meta.RemoveStatusCondition(have, v1alpha1.ConditionStalled)
+	for _, t := range optionalConditions {
+		if !wants(want, t) {
+			meta.RemoveStatusCondition(have, t)
+		}
 	}
 }
 
