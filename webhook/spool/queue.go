@@ -199,13 +199,6 @@ func (q *routeQueue) unpark(url string, now time.Time) {
 	}
 }
 
-// keys is the number of conversation keys with pending deliveries.
-func (q *routeQueue) keys() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.lanes)
-}
-
 // popDue returns the first due item, or how long until one is due (-1: none waiting).
 func (q *routeQueue) popDue(now time.Time) (*item, time.Duration) {
 	q.mu.Lock()

@@ -159,7 +159,7 @@ func runOrderCase(dir string, b *orderBackend, n, keys, perRoute int) (time.Dura
 		return 0, err
 	}
 	defer s.Close()
-	tgt := callback.Target{Route: "bench/archive", URL: b.url, Timeout: 5 * time.Second,
+	tgt := callback.Target{Route: "bench/ordered", URL: b.url, Timeout: 5 * time.Second,
 		MaxAttempts: 3, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Ordered: keys > 0}
 	convs := keys
 	if convs == 0 {
