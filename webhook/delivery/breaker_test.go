@@ -112,3 +112,21 @@ func TestLimiterConcurrency(t *testing.T) {
 		t.Fatalf("in flight %d, want 3", l.InFlight())
 	}
 }
+
+func TestPartition(t *testing.T) {
+	if Partition("", 16) != -1 {
+		t.Error("a callback without a conversation got a partition")
+	}
+	seen := map[int]bool{}
+	for i := range 1000 {
+		key := "c2c:4:user" + string(rune('a'+i%26)) + "_" + string(rune('a'+i/26))
+		p := Partition(key, 16)
+		if p < 0 || p >= 16 || Partition(key, 16) != p {
+			t.Fatalf("Partition(%q) = %d: not a stable partition of 16", key, p)
+		}
+		seen[p] = true
+	}
+	if len(seen) != 16 {
+		t.Errorf("1,000 keys fell in %d of 16 partitions", len(seen))
+	}
+}
