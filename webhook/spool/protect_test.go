@@ -115,6 +115,9 @@ func TestCircuitBreaker(t *testing.T) {
 	if got := b.count(); got != failures {
 		t.Errorf("%d requests while the breaker was open, want none after the first %d", got-failures, failures)
 	}
+	if held := metricValue(t, reg, "callback_router_spool_held_by_breaker", map[string]string{"route": tgt.Route}); held < 1 {
+		t.Errorf("callback_router_spool_held_by_breaker %v while the breaker is open, want the callbacks held", held)
+	}
 	// Half-open: after the cool-down, one probe; it fails, so the breaker opens again.
 	eventually(t, 5*time.Second, "a probe", func() bool { return b.count() == failures+1 })
 	eventually(t, 5*time.Second, "the failed probe to reopen the breaker", func() bool { return transitions("open") == 2 })

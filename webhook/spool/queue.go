@@ -209,19 +209,34 @@ func (q *routeQueue) popDue(now time.Time) (*item, time.Duration) {
 	if wait := q.heap[0].nextAt.Sub(now); wait > 0 {
 		return nil, wait
 	}
-	return heap.Pop(&q.heap).(*item), 0
+	it := heap.Pop(&q.heap).(*item)
+	it.parked = false
+	return it, 0
 }
 
-// stats returns the number of pending deliveries and the receive time of the oldest.
-func (q *routeQueue) stats() (depth int, oldest time.Time) {
+// park puts it back, held by its backend's breaker until until (no attempt made).
+func (q *routeQueue) park(it *item, until time.Time) {
+	q.mu.Lock()
+	it.parked, it.nextAt = true, until
+	heap.Push(&q.heap, it)
+	q.mu.Unlock()
+	q.signal()
+}
+
+// stats returns the number of pending deliveries, the receive time of the oldest, and how
+// many are held back by an open circuit breaker.
+func (q *routeQueue) stats() (depth int, oldest time.Time, held int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, it := range q.items {
 		if oldest.IsZero() || (!it.receivedAt.IsZero() && it.receivedAt.Before(oldest)) {
 			oldest = it.receivedAt
 		}
+		if it.parked {
+			held++
+		}
 	}
-	return len(q.items), oldest
+	return len(q.items), oldest, held
 }
 
 // addPending puts a stored delivery into the index, creating its route's queue (and
@@ -305,11 +320,10 @@ func (s *Spool) dispatch(ctx context.Context, q *routeQueue) {
 				br = s.breakers.For(it.target.URL)
 				ok, p, bwait := br.Allow(now)
 				if ok {
-					it.parked, probe = false, p
+					probe = p
 					break
 				}
-				it.parked, it.nextAt = true, now.Add(bwait)
-				q.push(it)
+				q.park(it, now.Add(bwait))
 				it = nil
 				continue
 			}
