@@ -14,5 +14,5 @@ func Partition(key string, n int) int {
 	}
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(key))
-	return int(h.Sum32() % uint32(n)) //nolint:gosec // n > 0, and the result is < n
+	return int(h.Sum32() % uint32(n))
 }

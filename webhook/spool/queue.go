@@ -214,7 +214,7 @@ func (q *routeQueue) popDue(now time.Time) (*item, time.Duration) {
 	return it, 0
 }
 
-// park puts it back, held by its backend's breaker until until (no attempt made).
+// park puts it back, held by its backend's breaker until the given time (no attempt made).
 func (q *routeQueue) park(it *item, until time.Time) {
 	q.mu.Lock()
 	it.parked, it.nextAt = true, until
