@@ -258,6 +258,11 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 		dl, _ := s.DeadLetters(Filter{})
 		return len(dl) == 2
 	})
+	// The store shows a dead letter as soon as it is committed; the index and the
+	// counter follow once the committer reports the commit.
+	eventually(t, 5*time.Second, "the dead letters counted", func() bool {
+		return metricValue(t, reg, "callback_router_dead_letters_total", map[string]string{"route": "ns/r"}) == 2
+	})
 	dls, err := s.DeadLetters(Filter{ID: cb1.ID})
 	if err != nil {
 		t.Fatal(err)
