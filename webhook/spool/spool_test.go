@@ -260,8 +260,9 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 	})
 	// The store shows a dead letter as soon as it is committed; the index and the
 	// counter follow once the committer reports the commit.
-	eventually(t, 5*time.Second, "the dead letters counted", func() bool {
-		return metricValue(t, reg, "callback_router_dead_letters_total", map[string]string{"route": "ns/r"}) == 2
+	eventually(t, 5*time.Second, "the dead letters counted and out of the queue", func() bool {
+		return metricValue(t, reg, "callback_router_dead_letters_total", map[string]string{"route": "ns/r"}) == 2 &&
+			metricValue(t, reg, "callback_router_spool_depth", map[string]string{"route": "ns/r"}) == 0
 	})
 	dls, err := s.DeadLetters(Filter{ID: cb1.ID})
 	if err != nil {
