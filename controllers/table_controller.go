@@ -252,7 +252,7 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 	}
 	g.SetLimit(workers)
 	patched := make(chan struct{}, len(apps)+len(routes))
-	patch := func(old, updated client.Object, kind string) {
+	patch := func(old, updated client.Object, kind string, warnings ...routing.Cond) {
 		g.Go(func() error {
 			if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(old)); err != nil {
 				if apierrors.IsNotFound(err) {
@@ -261,6 +261,7 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 				return fmt.Errorf("patching status of %s %s/%s: %w", kind, old.GetNamespace(), old.GetName(), err)
 			}
 			r.emitEvents(updated, conditionsOf(old), conditionsOf(updated))
+			r.emitWarnings(updated, conditionsOf(old), conditionsOf(updated), warnings)
 			patched <- struct{}{}
 			return nil
 		})
@@ -281,7 +282,7 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 		}
 		updated := rt.DeepCopy()
 		setRouteStatus(&updated.Status, rt.Generation, st)
-		patch(rt, updated, "CallbackRoute")
+		patch(rt, updated, "CallbackRoute", st.Warnings...)
 	}
 	err := g.Wait()
 	return len(patched), err
@@ -393,9 +394,37 @@ func setAppStatus(s *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatu
 	s.ObservedGeneration, s.URL, s.AttachedRoutes = gen, st.URL, st.AttachedRoutes
 }
 
+// unknownCommandsCondition is a route's UnknownCommands condition (the command catalogue's
+// verdict), without time.
+func unknownCommandsCondition(gen int64, st *routing.RouteStatus) metav1.Condition {
+	u := &st.UnknownCommands
+	s := metav1.ConditionFalse
+	if u.True {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: v1alpha1.ConditionUnknownCommands, Status: s, Reason: u.Reason, Message: truncate(u.Message), ObservedGeneration: gen}
+}
+
+// unknownCommandsUpToDate reports whether have already carries the route's UnknownCommands
+// verdict, or none when there is none (no app, no provider); it does not allocate.
+func unknownCommandsUpToDate(have []metav1.Condition, gen int64, st *routing.RouteStatus) bool {
+	h := meta.FindStatusCondition(have, v1alpha1.ConditionUnknownCommands)
+	if !st.CommandsChecked {
+		return h == nil
+	}
+	u := &st.UnknownCommands
+	return h != nil && (h.Status == metav1.ConditionTrue) == u.True && h.Reason == u.Reason &&
+		h.Message == truncate(u.Message) && h.ObservedGeneration == gen
+}
+
 // setRouteStatus writes a route's status for a compile outcome.
 func setRouteStatus(s *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) {
 	setConditions(&s.Conditions, routeConditions(gen, st))
+	if st.CommandsChecked {
+		meta.SetStatusCondition(&s.Conditions, unknownCommandsCondition(gen, st))
+	} else {
+		meta.RemoveStatusCondition(&s.Conditions, v1alpha1.ConditionUnknownCommands)
+	}
 	s.ObservedGeneration, s.URL = gen, st.URL
 }
 
@@ -430,7 +459,7 @@ func routeStatusUpToDate(have *v1alpha1.CallbackRouteStatus, gen int64, st *rout
 		return false
 	}
 	want := routeConditions(gen, st)
-	return conditionsUpToDate(have.Conditions, &want)
+	return conditionsUpToDate(have.Conditions, &want) && unknownCommandsUpToDate(have.Conditions, gen, st)
 }
 
 // setConditions sets each condition; a condition's lastTransitionTime changes only when
@@ -470,6 +499,31 @@ func (r *TableReconciler) emitEvents(obj client.Object, old, updated []metav1.Co
 			continue
 		}
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, n.Reason, "Compile", "%s", n.Message)
+	}
+}
+
+// emitWarnings sends the catalogue's Warning events about a route when they appear: its
+// UnknownCommands condition turning True or changing (reason UnknownCommands, with the
+// did-you-mean), and each compiler warning (SyncOnAfterCallback) when its Accepted
+// message, which carries the warnings, changed.
+func (r *TableReconciler) emitWarnings(obj client.Object, old, updated []metav1.Condition, warnings []routing.Cond) {
+	if r.Recorder == nil {
+		return
+	}
+	if n := meta.FindStatusCondition(updated, v1alpha1.ConditionUnknownCommands); n != nil && n.Status == metav1.ConditionTrue {
+		if o := meta.FindStatusCondition(old, v1alpha1.ConditionUnknownCommands); o == nil || o.Status != n.Status || o.Message != n.Message {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, n.Reason, "Compile", "%s", n.Message)
+		}
+	}
+	if len(warnings) == 0 {
+		return
+	}
+	n, o := meta.FindStatusCondition(updated, v1alpha1.ConditionAccepted), meta.FindStatusCondition(old, v1alpha1.ConditionAccepted)
+	if n == nil || (o != nil && o.Message == n.Message) {
+		return
+	}
+	for _, w := range warnings {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, w.Reason, "Compile", "%s", w.Message)
 	}
 }
 

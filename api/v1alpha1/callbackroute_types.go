@@ -31,14 +31,18 @@ type CallbackRouteSpec struct {
 	AppRef ObjectReference `json:"appRef"`
 
 	// commands are the callback commands routed here: exact names
-	// ("C2C.CallbackAfterSendMsg") or prefixes ending in "*" ("Group.*", "*").
+	// ("C2C.CallbackAfterSendMsg"), prefixes ending in "*" ("Group.*", "*"), or the
+	// selectors "@before" and "@after": every before- (after-) callback the command
+	// catalogue knows for the app's provider, whatever its name (OpenIM's revoke
+	// after-callback is callbackBeforeAfterMsgCommand). A name the provider is not known
+	// to send is routed all the same, and reported by the UnknownCommands condition.
 	// +required
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=256
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=128
-	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_.-]*\*?$`
+	// +kubebuilder:validation:items:Pattern=`^(@before|@after|[A-Za-z0-9_.-]*\*?)$`
 	Commands []string `json:"commands"`
 
 	// mode is Async (acknowledged at once, stored durably, delivered with retries) or
@@ -220,7 +224,10 @@ type CallbackRoute struct {
 
 	// +required
 	Spec CallbackRouteSpec `json:"spec"`
+	// status defaults to observedGeneration 0, so that an object the manager has not yet
+	// seen reads as in progress (kstatus, Argo CD), not as current.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CallbackRouteStatus `json:"status,omitempty"`
 }
 

@@ -95,6 +95,12 @@ const (
 	// ConditionProgressing: a CallbackReceiver is rolling out or scaling (reason Draining
 	// while a scale-down waits for the leaving pods' backlog).
 	ConditionProgressing = "Progressing"
+	// ConditionUnknownCommands (routes): True when the route names commands the app's
+	// provider is not known to send (the command catalogue; `callback-router send --list`),
+	// most likely a typo; the message suggests the known name. Platforms add commands, so
+	// such a route stays Accepted and routes them if they come. False when every command
+	// is known. Absent while the route's app is not found.
+	ConditionUnknownCommands = "UnknownCommands"
 	// ConditionStalled: the object cannot work as written until it (or an object it
 	// depends on) is changed: a CallbackReceiver that cannot run as specified, an app or
 	// route refused (Invalid, NotAllowedByApp, NotAllowedByReceiver, RefNotPermitted,
@@ -152,6 +158,15 @@ const (
 	// ReasonAppNotReady (Ready=False on a route): the route is admitted, but its app is not
 	// in the table (Conflict, missing Secret, ...), so neither is the route.
 	ReasonAppNotReady = "AppNotReady"
+
+	// ReasonUnknownCommands (UnknownCommands=True): see ConditionUnknownCommands.
+	ReasonUnknownCommands = "UnknownCommands"
+	// ReasonCommandsKnown (UnknownCommands=False): every command is in the catalogue.
+	ReasonCommandsKnown = "CommandsKnown"
+	// ReasonSyncOnAfterCallback is the reason of the Warning event (and the note in the
+	// Accepted message) of a Sync route on commands the catalogue knows are
+	// after-callbacks, whose answer the platform ignores: use mode Async for them.
+	ReasonSyncOnAfterCallback = "SyncOnAfterCallback"
 
 	// ReasonAvailable (Ready=True on a receiver): every desired replica is ready.
 	ReasonAvailable = "Available"

@@ -144,7 +144,7 @@ func Invalid() []Case {
 		}), `supported values: "Async", "Sync"`, "allowedRoutes[0].modes: \"Later\" is not Async or Sync"),
 		worded("app: star inside a granted command", app(func(a *v1alpha1.CallbackApp) {
 			a.Spec.AllowedRoutes = []v1alpha1.RouteGrant{{Commands: []string{"Group.*.Send"}}}
-		}), "spec.allowedRoutes[0].commands[0] in body should match", "allowedRoutes[0].commands: \"Group.*.Send\" must be a command name or a prefix ending in '*'"),
+		}), "spec.allowedRoutes[0].commands[0] in body should match", "allowedRoutes[0].commands: \"Group.*.Send\" must be a command name, a prefix ending in '*', @before or @after"),
 		both("app: duplicate granted commands", app(func(a *v1alpha1.CallbackApp) {
 			a.Spec.AllowedRoutes = []v1alpha1.RouteGrant{{Commands: []string{"Push.*", "Push.*"}}}
 		}), "Duplicate value"),
@@ -182,7 +182,9 @@ func Invalid() []Case {
 		worded("route: no commands", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{} }),
 			"spec.commands in body should have at least 1 items", "spec.commands must list 1 to 256 commands"),
 		worded("route: star inside a command", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"Group.*.Send"} }),
-			`spec.commands[0] in body should match '^[A-Za-z0-9_.-]*\*?$'`, "spec.commands: \"Group.*.Send\" must be a command name or a prefix ending in '*'"),
+			`spec.commands[0] in body should match '^(@before|@after|[A-Za-z0-9_.-]*\*?)$'`, "spec.commands: \"Group.*.Send\" must be a command name, a prefix ending in '*', @before or @after"),
+		worded("route: unknown selector", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"@aftr"} }),
+			`spec.commands[0] in body should match '^(@before|@after|[A-Za-z0-9_.-]*\*?)$'`, "spec.commands: \"@aftr\" must be a command name, a prefix ending in '*', @before or @after"),
 		both("route: duplicate commands", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"Group.*", "Group.*"} }),
 			"Duplicate value"),
 		worded("route: unknown mode", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Mode = "Later" }),

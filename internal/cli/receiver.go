@@ -318,6 +318,12 @@ func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
 	}
 	for _, st := range out.Routes {
 		kv := []any{"route", st.Namespace + "/" + st.Name, "app", st.App.String()}
+		if u := st.UnknownCommands; st.CommandsChecked && u.True {
+			log.Info("Route names unknown commands", append(kv, "reason", u.Reason, "message", u.Message)...)
+		}
+		for _, w := range st.Warnings {
+			log.Info("Route warning", append(kv, "reason", w.Reason, "message", w.Message)...)
+		}
 		switch {
 		case st.Routed():
 			log.Info("Route loaded", kv...)

@@ -202,6 +202,9 @@ func New(opts Options) (*Handler, error) {
 		metricsH:    promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}),
 		bodyBudget:  semaphore.NewWeighted(opts.MaxInflightBodyBytes),
 	}
+	if err := m.registerReady(opts.Registry, hd.Ready); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
 	hd.fastMetricsH = fasthttpadaptor.NewFastHTTPHandler(hd.metricsH)
 	return hd, nil
 }

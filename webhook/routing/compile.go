@@ -88,6 +88,14 @@ type RouteStatus struct {
 	Ready Cond
 	// URL is the app's callback path.
 	URL string
+	// UnknownCommands is the UnknownCommands condition, valid when CommandsChecked: once the
+	// route's app (and so its provider) is known.
+	UnknownCommands Cond
+	// CommandsChecked says UnknownCommands is set.
+	CommandsChecked bool
+	// Warnings are said once, as Warning events, when they appear; their messages are also
+	// in the Accepted message (SyncOnAfterCallback).
+	Warnings []Cond
 	// App is the CallbackApp the route refers to.
 	App types.NamespacedName
 	// Receiver is the receiver whose table holds the route (zero when none).
@@ -307,6 +315,7 @@ func (c *compiler) compileApps() {
 			c.invalidApps[key] = err.Error()
 			continue
 		}
+		expandGrants(a.Spec.Provider, grants)
 		ap := &app{idx: i, key: key, spec: &a.Spec, created: a.CreationTimestamp.UTC(), grants: grants, url: st.URL,
 			accepted: "The route is valid and admitted by CallbackApp " + key.String()}
 		c.apps[key] = ap
@@ -476,11 +485,17 @@ func (c *compiler) compileRoutes() []candidate {
 			reject(v1alpha1.ReasonInvalid, err.Error())
 			continue
 		}
+		unknown, warnings := checkCommands(ap.spec.Provider, r)
+		st.UnknownCommands, st.CommandsChecked, st.Warnings = unknown, true, warnings
+		r = withExpandedCommands(r, ap.spec.Provider)
 		if msg := admit(ap, r); msg != "" {
 			reject(v1alpha1.ReasonNotAllowedByApp, msg)
 			continue
 		}
 		st.Accepted = Cond{True: true, Reason: v1alpha1.ReasonAccepted, Message: ap.accepted}
+		for _, w := range warnings {
+			st.Accepted.Message += "; warning: " + w.Message
+		}
 		cr, reason, err := c.resolveBackend(r, ap, resolve)
 		if err != nil {
 			st.ResolvedRefs = Cond{Reason: reason, Message: err.Error()}

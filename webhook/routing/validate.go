@@ -49,7 +49,7 @@ const (
 var (
 	appIDPattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	digitsPattern    = regexp.MustCompile(`^[0-9]+$`)
-	commandPattern   = regexp.MustCompile(`^[A-Za-z0-9_.-]*\*?$`)
+	commandPattern   = regexp.MustCompile(`^(@before|@after|[A-Za-z0-9_.-]*\*?)$`)
 	pathPattern      = regexp.MustCompile(`^/[^?#]*$`)
 	namespacePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 )
@@ -236,7 +236,7 @@ func validateCommands(field string, cmds []string, minItems int) error {
 	}
 	for _, c := range cmds {
 		if c == "" || len(c) > MaxCommandLength || !commandPattern.MatchString(c) {
-			return fmt.Errorf("%s: %q must be a command name or a prefix ending in '*'", field, c)
+			return fmt.Errorf("%s: %q must be a command name, a prefix ending in '*', @before or @after", field, c)
 		}
 	}
 	return checkUnique(field, cmds)

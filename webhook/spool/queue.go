@@ -253,6 +253,9 @@ func (s *Spool) addPending(seq uint64, idx uint16, d *delivery, receivedAt time.
 	if !ok {
 		q = newRouteQueue(t.Route, s.opts.MaxConcurrencyPerRoute)
 		s.routes[t.Route] = q
+		// Start the route's dead-letter counter at 0, so that rate() and increase() see
+		// its first dead letter (a series born at 1 shows no increase).
+		s.metrics.deadLetters.WithLabelValues(t.Route)
 		if s.runCtx != nil {
 			s.startDispatcher(s.runCtx, q)
 		}
