@@ -23,7 +23,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.ordering) || self.mode == 'Async'",message="ordering applies only to Async routes; a Sync route answers each callback as it comes"
 // +kubebuilder:validation:XValidation:rule="!has(self.delivery) || self.mode == 'Async'",message="delivery applies only to Async routes; a Sync route's rate is the IM platform's"
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Sync' || self.failurePolicy == 'Allow'",message="failurePolicy Reject applies only to Sync routes; Async routes are acknowledged before delivery"
-// +kubebuilder:validation:XValidation:rule="self.mode != 'Sync' || !has(self.backend.timeout) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync route must be at most 15s: OpenIM's HTTP client gives up after 15s (and Tencent IM's after 2s)"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'Sync' || !has(self.backend.timeout) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync route must be at most 15s, the most OpenIM ever waits; OpenIM waits only its webhooks.yml timeout (default 5s) and Tencent IM 2s, and the receiver answers within its --openim-timeout or --sync-budget whatever this says"
 type CallbackRouteSpec struct {
 	// appRef names the CallbackApp whose callbacks the route subscribes to; its namespace
 	// defaults to the route's own.

@@ -197,7 +197,7 @@ func Invalid() []Case {
 		}), "failurePolicy Reject applies only to Sync routes"),
 		both("route: sync timeout above 15s", route(func(r *v1alpha1.CallbackRoute) {
 			r.Spec.Mode, r.Spec.Backend.Timeout = v1alpha1.ModeSync, dur(20*time.Second)
-		}), "backend.timeout of a Sync route must be at most 15s"),
+		}), "OpenIM waits only its webhooks.yml timeout (default 5s)"),
 		{
 			// The provider is the app's, which a route's CEL rules cannot see: the compiler
 			// checks the Tencent budget when the route attaches.

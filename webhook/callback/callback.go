@@ -20,6 +20,9 @@ const (
 	HeaderRoute    = "X-Callback-Route"
 	HeaderAttempt  = "X-Callback-Attempt"
 	HeaderID       = "X-Callback-Id"
+	// HeaderOperationID is OpenIM's trace ID header, forwarded as received (OpenIM
+	// callbacks only; Callback.OperationID).
+	HeaderOperationID = "operationID"
 )
 
 // Callback is one request from an IM platform.
@@ -37,13 +40,17 @@ type Callback struct {
 	// OrderKey is the callback's conversation (ConversationKey), set at the door when an
 	// ordered Async route matched it, and stored with its ordered copies.
 	OrderKey string
+	// OperationID is OpenIM's operationID header (its trace ID), forwarded to backends
+	// as HeaderOperationID; empty when the callback had none.
+	OperationID string
 }
 
 // ContentTypeJSON is the Content-Type of every backend request.
 const ContentTypeJSON = "application/json"
 
 // VisitHeaders calls set with each header of a backend request for this callback: the
-// JSON content type and the X-Callback-* headers. Sync (fasthttp) and Async (net/http)
+// JSON content type, the X-Callback-* headers and, when the callback has one, OpenIM's
+// operationID. Sync (fasthttp) and Async (net/http)
 // requests both get their headers here, so they cannot drift apart.
 func (c *Callback) VisitHeaders(route string, attempt int, set func(key, value string)) {
 	set("Content-Type", ContentTypeJSON)
@@ -53,6 +60,9 @@ func (c *Callback) VisitHeaders(route string, attempt int, set func(key, value s
 	set(HeaderRoute, route)
 	set(HeaderAttempt, strconv.Itoa(attempt))
 	set(HeaderID, c.ID)
+	if c.OperationID != "" {
+		set(HeaderOperationID, c.OperationID)
+	}
 }
 
 // TencentSign returns the Sign that Tencent Cloud IM puts on a callback URL:

@@ -29,8 +29,9 @@ const (
 	MaxBackendURLs = 64
 	// MaxTencentSyncTimeout is the exclusive upper bound of a TencentIM Sync route's timeout.
 	MaxTencentSyncTimeout = 2 * time.Second
-	// MaxSyncTimeout is the inclusive upper bound of any Sync route's timeout (OpenIM's
-	// HTTP client gives up after 15s).
+	// MaxSyncTimeout is the inclusive upper bound of any Sync route's timeout: OpenIM never
+	// waits longer, whatever its webhooks.yml timeout says. The receiver cuts every OpenIM
+	// Sync wait at its --openim-timeout anyway (receiver.OpenIMTimeoutMargin before it).
 	MaxSyncTimeout = 15 * time.Second
 	// MaxBackendTimeout is the inclusive upper bound of any backend timeout.
 	MaxBackendTimeout = 60 * time.Second
@@ -343,7 +344,7 @@ func validateBackend(s *v1alpha1.CallbackRouteSpec, mode v1alpha1.Mode) error {
 			return fmt.Errorf("backend.timeout must be positive and at most 60s")
 		}
 		if mode == v1alpha1.ModeSync && d > MaxSyncTimeout {
-			return fmt.Errorf("backend.timeout of a Sync route must be at most 15s: OpenIM's HTTP client gives up after 15s (and Tencent IM's after 2s)")
+			return fmt.Errorf("backend.timeout of a Sync route must be at most 15s, the most OpenIM ever waits; OpenIM waits only its webhooks.yml timeout (default 5s) and Tencent IM 2s, and the receiver answers within its --openim-timeout or --sync-budget whatever this says")
 		}
 	}
 	return nil

@@ -24,6 +24,10 @@ import (
 // Record versions. A record with an unknown version is an error, never guessed at.
 const (
 	callbackRecordV1 = 1
+	// callbackRecordV2 is V1 followed by the callback's OperationID. A callback without
+	// one is still written as V1, so a spool stays readable by a receiver of an earlier
+	// version unless it holds OpenIM callbacks with an operationID.
+	callbackRecordV2 = 2
 	deliveryRecordV1 = 1
 	// deliveryRecordV2 adds a flags field at the end (deliveryForwardSignature). A
 	// delivery without flags is still written as V1, so a receiver that predates V2 can
@@ -92,8 +96,12 @@ func appendInt(b []byte, v int64) []byte {
 }
 
 func encodeCallback(cb *callback.Callback) []byte {
-	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body))
-	b = append(b, callbackRecordV1)
+	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body)+len(cb.OperationID))
+	version := byte(callbackRecordV1)
+	if cb.OperationID != "" {
+		version = callbackRecordV2
+	}
+	b = append(b, version)
 	b = appendString(b, cb.ID)
 	b = appendString(b, string(cb.Provider))
 	b = appendString(b, cb.AppID)
@@ -101,7 +109,11 @@ func encodeCallback(cb *callback.Callback) []byte {
 	b = appendString(b, cb.RawQuery)
 	b = appendInt(b, timeNano(cb.ReceivedAt))
 	b = binary.AppendUvarint(b, uint64(len(cb.Body)))
-	return append(b, cb.Body...)
+	b = append(b, cb.Body...)
+	if version == callbackRecordV2 {
+		b = appendString(b, cb.OperationID)
+	}
+	return b
 }
 
 func encodeDelivery(d *delivery) []byte {
@@ -245,7 +257,7 @@ func (r *reader) done() error {
 
 func decodeCallback(b []byte) (*callback.Callback, error) {
 	r := reader{b: b}
-	r.version(callbackRecordV1)
+	version := r.version(callbackRecordV1, callbackRecordV2)
 	cb := &callback.Callback{
 		ID:       r.string(),
 		Provider: v1alpha1.Provider(r.string()),
@@ -255,6 +267,9 @@ func decodeCallback(b []byte) (*callback.Callback, error) {
 	}
 	cb.ReceivedAt = nanoTime(r.varint())
 	cb.Body = r.bytes()
+	if version == callbackRecordV2 {
+		cb.OperationID = r.string()
+	}
 	if err := r.done(); err != nil {
 		return nil, err
 	}

@@ -53,6 +53,34 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRecordOperationID: a callback with OpenIM's operationID is stored as a version 2
+// record that keeps it; one without is still written as version 1, which every earlier
+// receiver reads.
+func TestRecordOperationID(t *testing.T) {
+	cb := sampleCallback(t, 8)
+	if b := encodeCallback(cb); b[0] != callbackRecordV1 {
+		t.Errorf("a callback without an operationID is written as version %d, want %d", b[0], callbackRecordV1)
+	}
+	cb.OperationID = "1700000000123-42"
+	b := encodeCallback(cb)
+	if b[0] != callbackRecordV2 {
+		t.Errorf("a callback with an operationID is written as version %d, want %d", b[0], callbackRecordV2)
+	}
+	got, err := decodeCallback(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.OperationID != cb.OperationID || !bytes.Equal(got.Body, cb.Body) || got.ID != cb.ID {
+		t.Errorf("round trip: got %+v, want %+v", got, cb)
+	}
+	if ra := callbackReceivedAt(b); !ra.Equal(cb.ReceivedAt) {
+		t.Errorf("callbackReceivedAt of a version 2 record = %v, want %v", ra, cb.ReceivedAt)
+	}
+	if _, err := decodeCallback(b[:len(b)-1]); !errors.Is(err, errCorrupt) {
+		t.Errorf("truncated version 2 record: error %v, want errCorrupt", err)
+	}
+}
+
 // FuzzDecode checks that no stored bytes, however damaged, crash the decoders, and that
 // whatever decodes survives a second round trip unchanged.
 func FuzzDecode(f *testing.F) {

@@ -206,7 +206,7 @@ func bytesToSeq(k []byte) uint64 {
 // callbackReceivedAt reads only the ReceivedAt field of a callback record.
 func callbackReceivedAt(b []byte) time.Time {
 	r := reader{b: b}
-	r.version(callbackRecordV1)
+	r.version(callbackRecordV1, callbackRecordV2)
 	for range 5 { // ID, Provider, AppID, Command, RawQuery
 		n := r.uvarint()
 		if r.err != nil || n > uint64(len(r.b)) {
