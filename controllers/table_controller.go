@@ -314,11 +314,44 @@ var stalledReasons = map[string]bool{
 }
 
 // conditionSet is an outcome's conditions (without times): Accepted, ResolvedRefs and
-// Ready, and, when n is 4, Stalled. An array, not a slice: the up-to-date check runs for
-// every object on every pass and must not allocate.
+// Ready, then Stalled when refused, then OrderingGuaranteed on an ordered route. An
+// array, not a slice: the up-to-date check runs for every object on every pass and must
+// not allocate.
 type conditionSet struct {
-	c [4]metav1.Condition
+	c [5]metav1.Condition
 	n int
+}
+
+// optionalConditions are set only while they apply, and removed otherwise.
+var optionalConditions = [...]string{v1alpha1.ConditionStalled, v1alpha1.ConditionOrderingGuaranteed}
+
+// has reports whether the set holds a condition of type t.
+func (s *conditionSet) has(t string) bool {
+	for i := 0; i < s.n; i++ {
+		if s.c[i].Type == t {
+			return true
+		}
+	}
+	return false
+}
+
+func condition(gen int64, t string, x *routing.Cond) metav1.Condition {
+	s := metav1.ConditionFalse
+	if x.True {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
+}
+
+// routeConditions are a route's conditions: an app's, plus OrderingGuaranteed when the
+// route has spec.ordering.
+func routeConditions(gen int64, st *routing.RouteStatus) conditionSet {
+	out := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	if st.Ordering != nil {
+		out.c[out.n] = condition(gen, v1alpha1.ConditionOrderingGuaranteed, st.Ordering)
+		out.n++
+	}
+	return out
 }
 
 // conditions are the conditions of an outcome: Stalled=True is added when the app or route
@@ -386,7 +419,7 @@ func unknownCommandsUpToDate(have []metav1.Condition, gen int64, st *routing.Rou
 
 // setRouteStatus writes a route's status for a compile outcome.
 func setRouteStatus(s *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) {
-	setConditions(&s.Conditions, conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready))
+	setConditions(&s.Conditions, routeConditions(gen, st))
 	if st.CommandsChecked {
 		meta.SetStatusCondition(&s.Conditions, unknownCommandsCondition(gen, st))
 	} else {
@@ -398,8 +431,10 @@ func setRouteStatus(s *v1alpha1.CallbackRouteStatus, gen int64, st *routing.Rout
 // conditionsUpToDate reports whether have already says what want says, ignoring times;
 // it runs for every object on every pass, so it neither copies nor allocates.
 func conditionsUpToDate(have []metav1.Condition, want *conditionSet) bool {
-	if want.n == 3 && meta.FindStatusCondition(have, v1alpha1.ConditionStalled) != nil {
-		return false // Stalled is set only while true: it must go
+	for _, t := range optionalConditions {
+		if !want.has(t) && meta.FindStatusCondition(have, t) != nil {
+			return false // set only while it applies: it must go
+		}
 	}
 	for i := 0; i < want.n; i++ {
 		w := &want.c[i]
@@ -423,7 +458,7 @@ func routeStatusUpToDate(have *v1alpha1.CallbackRouteStatus, gen int64, st *rout
 	if have.ObservedGeneration != gen || have.URL != st.URL {
 		return false
 	}
-	want := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	want := routeConditions(gen, st)
 	return conditionsUpToDate(have.Conditions, &want) && unknownCommandsUpToDate(have.Conditions, gen, st)
 }
 
@@ -433,8 +468,10 @@ func setConditions(have *[]metav1.Condition, want conditionSet) {
 	for i := 0; i < want.n; i++ {
 		meta.SetStatusCondition(have, want.c[i])
 	}
-	if want.n == 3 {
-		meta.RemoveStatusCondition(have, v1alpha1.ConditionStalled)
+	for _, t := range optionalConditions {
+		if !want.has(t) {
+			meta.RemoveStatusCondition(have, t)
+		}
 	}
 }
 

@@ -20,6 +20,8 @@ const (
 // allowedRoutes decide whether it may.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.retry) || self.mode == 'Async'",message="retry applies only to Async routes; a Sync route answers once, inside the platform's deadline"
+// +kubebuilder:validation:XValidation:rule="!has(self.ordering) || self.mode == 'Async'",message="ordering applies only to Async routes; a Sync route answers each callback as it comes"
+// +kubebuilder:validation:XValidation:rule="!has(self.delivery) || self.mode == 'Async'",message="delivery applies only to Async routes; a Sync route's rate is the IM platform's"
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Sync' || self.failurePolicy == 'Allow'",message="failurePolicy Reject applies only to Sync routes; Async routes are acknowledged before delivery"
 // +kubebuilder:validation:XValidation:rule="self.mode != 'Sync' || !has(self.backend.timeout) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync route must be at most 15s, the most OpenIM ever waits; OpenIM waits only its webhooks.yml timeout (default 5s) and Tencent IM 2s, and the receiver answers within its --openim-timeout or --sync-budget whatever this says"
 type CallbackRouteSpec struct {
@@ -75,6 +77,55 @@ type CallbackRouteSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=4096
 	Filter string `json:"filter,omitempty"`
+
+	// ordering delivers the copies of an Async route that share a key one at a time, in
+	// arrival order (different keys in parallel). Within one receiver pod for the
+	// embedded spool, across all receivers with JetStream; the OrderingGuaranteed
+	// condition says whether the route's receiver can keep that promise.
+	// +optional
+	Ordering *Ordering `json:"ordering,omitempty"`
+
+	// delivery protects the backend of an Async route: at most maxConcurrency attempts in
+	// flight and maxPerSecond started per second, per receiver pod.
+	// +optional
+	Delivery *DeliveryLimits `json:"delivery,omitempty"`
+}
+
+// OrderingKey names what the copies of an ordered route are ordered by.
+// +kubebuilder:validation:Enum=Conversation
+type OrderingKey string
+
+const (
+	// OrderingKeyConversation orders by conversation: a C2C message by its unordered
+	// account pair, a group message by GroupId, an official-account message by the
+	// account, an OpenIM message by its session (see docs/delivery.md).
+	OrderingKeyConversation OrderingKey = "Conversation"
+)
+
+// Ordering is the delivery order of an Async route.
+type Ordering struct {
+	// key is what copies are ordered by: Conversation.
+	// +required
+	Key OrderingKey `json:"key"`
+}
+
+// DeliveryLimits bound the deliveries of an Async route to its backend.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.maxConcurrency) || has(self.maxPerSecond)",message="delivery needs maxConcurrency, maxPerSecond or both"
+type DeliveryLimits struct {
+	// maxConcurrency is the most delivery attempts in flight at once, per receiver pod.
+	// Unset: the receiver's --spool-max-concurrency-per-route (default 16).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1024
+	MaxConcurrency *int32 `json:"maxConcurrency,omitempty"`
+
+	// maxPerSecond is the most delivery attempts started per second, per receiver pod
+	// (a token bucket with a burst of one second's worth). Unset: no rate limit.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	MaxPerSecond *int32 `json:"maxPerSecond,omitempty"`
 }
 
 // Backend is a Service in the route's namespace or a URL.
@@ -155,7 +206,9 @@ type CallbackRouteStatus struct {
 
 	// conditions: Accepted (False: AppNotFound, NotAllowedByApp, Conflict, Invalid),
 	// ResolvedRefs (False: BackendNotFound, RefNotPermitted), Ready (in the receiver's
-	// table; False AppNotReady when the app itself is not). Each carries observedGeneration.
+	// table; False AppNotReady when the app itself is not), and for a route with
+	// spec.ordering OrderingGuaranteed (False: MultipleReplicas, NotRouted). Each carries
+	// observedGeneration.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

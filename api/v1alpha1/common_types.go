@@ -106,6 +106,10 @@ const (
 	// route refused (Invalid, NotAllowedByApp, NotAllowedByReceiver, RefNotPermitted,
 	// Conflict). Set only while True, as kstatus reads it (Flux, Argo CD: Failed).
 	ConditionStalled = "Stalled"
+	// ConditionOrderingGuaranteed: on a route with spec.ordering, whether its receiver can
+	// deliver copies of one key in order (True: JetStream, SingleReplica; False:
+	// MultipleReplicas, NotRouted).
+	ConditionOrderingGuaranteed = "OrderingGuaranteed"
 )
 
 // Condition reasons. Gateway API's names are used where one fits.
@@ -143,6 +147,14 @@ const (
 	ReasonRouted = "Routed"
 	// ReasonNotRouted (Ready=False): not in the table; Accepted or ResolvedRefs says why.
 	ReasonNotRouted = "NotRouted"
+	// ReasonJetStream (OrderingGuaranteed=True): the receiver's spool is JetStream, which
+	// orders each key across every receiver pod.
+	ReasonJetStream = "JetStream"
+	// ReasonSingleReplica (OrderingGuaranteed=True): an embedded spool in one receiver pod.
+	ReasonSingleReplica = "SingleReplica"
+	// ReasonMultipleReplicas (OrderingGuaranteed=False): an embedded spool in several pods;
+	// each pod orders only the callbacks it received.
+	ReasonMultipleReplicas = "MultipleReplicas"
 	// ReasonAppNotReady (Ready=False on a route): the route is admitted, but its app is not
 	// in the table (Conflict, missing Secret, ...), so neither is the route.
 	ReasonAppNotReady = "AppNotReady"

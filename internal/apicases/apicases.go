@@ -77,6 +77,8 @@ func ValidReceiver() *v1alpha1.CallbackReceiver {
 
 func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
 
+func i32(v int32) *int32 { return &v }
+
 func app(f func(a *v1alpha1.CallbackApp)) *v1alpha1.CallbackApp {
 	a := ValidApp()
 	f(a)
@@ -219,6 +221,25 @@ func Invalid() []Case {
 		worded("route: too many attempts", route(func(r *v1alpha1.CallbackRoute) {
 			r.Spec.Retry = &v1alpha1.RetryPolicy{MaxAttempts: 1000}
 		}), "spec.retry.maxAttempts in body should be less than or equal to 100", "retry.maxAttempts must be between 1 and 100"),
+
+		both("route: ordering on a sync route", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Mode, r.Spec.Ordering = v1alpha1.ModeSync, &v1alpha1.Ordering{Key: v1alpha1.OrderingKeyConversation}
+		}), "ordering applies only to Async routes"),
+		worded("route: unknown ordering key", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Ordering = &v1alpha1.Ordering{Key: "Sender"}
+		}), `supported values: "Conversation"`, "ordering.key must be Conversation"),
+		both("route: delivery limits on a sync route", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Mode, r.Spec.Delivery = v1alpha1.ModeSync, &v1alpha1.DeliveryLimits{MaxConcurrency: i32(4)}
+		}), "delivery applies only to Async routes"),
+		both("route: empty delivery limits", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Delivery = &v1alpha1.DeliveryLimits{}
+		}), "delivery needs maxConcurrency, maxPerSecond or both"),
+		worded("route: zero maxConcurrency", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Delivery = &v1alpha1.DeliveryLimits{MaxConcurrency: i32(0)}
+		}), "spec.delivery.maxConcurrency in body should be greater than or equal to 1", "delivery.maxConcurrency must be between 1 and 1024"),
+		worded("route: maxPerSecond too high", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Delivery = &v1alpha1.DeliveryLimits{MaxPerSecond: i32(1000000)}
+		}), "spec.delivery.maxPerSecond in body should be less than or equal to 100000", "delivery.maxPerSecond must be between 1 and 100000"),
 
 		// CallbackReceiver: only in a cluster (standalone mode ignores receivers; the
 		// receiver's settings are its flags there), so only the API server enforces these.

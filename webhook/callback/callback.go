@@ -42,6 +42,9 @@ type Callback struct {
 	// Body is the request body, forwarded byte for byte.
 	Body       []byte
 	ReceivedAt time.Time
+	// OrderKey is the callback's conversation (ConversationKey), set at the door when an
+	// ordered Async route matched it, and stored with its ordered copies.
+	OrderKey string
 	// OperationID is OpenIM's operationID header (its trace ID), forwarded to backends
 	// as HeaderOperationID; empty when the callback had none.
 	OperationID string
@@ -114,4 +117,12 @@ type Target struct {
 	// Replay marks a delivery an operator replayed or redrove: it is sent with
 	// X-Callback-Replay: true.
 	Replay bool
+	// Ordered: copies with the same Callback.OrderKey are delivered one at a time, in
+	// arrival order (the route's ordering: {key: Conversation}).
+	Ordered bool
+	// MaxConcurrency and MaxPerSecond are the route's delivery limits (0: the spool's
+	// default concurrency; no rate limit). The spool applies the limits of the route's
+	// most recently stored copy to all of its queue.
+	MaxConcurrency int
+	MaxPerSecond   int
 }

@@ -521,6 +521,10 @@ func (h *Handler) enqueue(ctx context.Context, cb *callback.Callback, routes []*
 	targets := make([]callback.Target, len(routes))
 	for i, rt := range routes {
 		targets[i] = rt.Target
+		if rt.Target.Ordered && cb.OrderKey == "" {
+			// Computed once, here, and stored with the copies: order survives restarts.
+			cb.OrderKey = callback.ConversationKey(cb.Provider, cb.Body)
+		}
 	}
 	if err := h.opts.Sink.Enqueue(ctx, cb, targets); err != nil {
 		return fmt.Errorf("enqueueing %d copies: %w", len(targets), err)

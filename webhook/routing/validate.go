@@ -35,6 +35,10 @@ const (
 	MaxSyncTimeout = 15 * time.Second
 	// MaxBackendTimeout is the inclusive upper bound of any backend timeout.
 	MaxBackendTimeout = 60 * time.Second
+	// MaxDeliveryConcurrency is the largest delivery.maxConcurrency of a route.
+	MaxDeliveryConcurrency = 1024
+	// MaxDeliveryPerSecond is the largest delivery.maxPerSecond of a route.
+	MaxDeliveryPerSecond = 100000
 )
 
 // The URL schemes a backend may use.
@@ -278,10 +282,40 @@ func validateRoute(r *v1alpha1.CallbackRoute) error {
 	if mode != v1alpha1.ModeSync && fp != v1alpha1.FailurePolicyAllow {
 		return fmt.Errorf("failurePolicy Reject applies only to Sync routes; Async routes are acknowledged before delivery")
 	}
+	if s.Ordering != nil && mode != v1alpha1.ModeAsync {
+		return fmt.Errorf("ordering applies only to Async routes; a Sync route answers each callback as it comes")
+	}
+	if s.Delivery != nil && mode != v1alpha1.ModeAsync {
+		return fmt.Errorf("delivery applies only to Async routes; a Sync route's rate is the IM platform's")
+	}
 	if err := validateBackend(s, mode); err != nil {
 		return err
 	}
-	return validateRetry(s.Retry)
+	if err := validateRetry(s.Retry); err != nil {
+		return err
+	}
+	return validateDelivery(s)
+}
+
+// validateDelivery checks ordering and delivery, if set.
+func validateDelivery(s *v1alpha1.CallbackRouteSpec) error {
+	if o := s.Ordering; o != nil && o.Key != v1alpha1.OrderingKeyConversation {
+		return fmt.Errorf("ordering.key must be Conversation, not %q", o.Key)
+	}
+	d := s.Delivery
+	if d == nil {
+		return nil
+	}
+	if d.MaxConcurrency == nil && d.MaxPerSecond == nil {
+		return fmt.Errorf("delivery needs maxConcurrency, maxPerSecond or both")
+	}
+	if c := d.MaxConcurrency; c != nil && (*c < 1 || *c > MaxDeliveryConcurrency) {
+		return fmt.Errorf("delivery.maxConcurrency must be between 1 and %d", MaxDeliveryConcurrency)
+	}
+	if r := d.MaxPerSecond; r != nil && (*r < 1 || *r > MaxDeliveryPerSecond) {
+		return fmt.Errorf("delivery.maxPerSecond must be between 1 and %d", MaxDeliveryPerSecond)
+	}
+	return nil
 }
 
 // validateBackend checks the backend: its service or URL, path and timeout.

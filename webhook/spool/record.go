@@ -35,13 +35,19 @@ const (
 	// delivery without flags is still written as V1, so a receiver that predates V2 can
 	// read what it is rolled back to in the common case.
 	deliveryRecordV2 = 2
+	// deliveryRecordV3 adds, after the flags, the conversation key of an ordered delivery
+	// and the route's delivery limits (maxConcurrency, maxPerSecond). Written only when
+	// one of them is set, so unordered, unlimited routes keep the older layouts.
+	deliveryRecordV3 = 3
 )
 
-// Flags of a V2 delivery record.
+// Flags of a V2 or V3 delivery record.
 const (
 	deliveryForwardSignature = 1 << 0
+	// deliveryOrdered: the route orders its copies by OrderKey (V3).
+	deliveryOrdered = 1 << 1
 	// deliveryReplay marks a redriven or replayed delivery (Target.Replay).
-	deliveryReplay = 1 << 1
+	deliveryReplay = 1 << 2
 )
 
 // keyLen is the length of a pending or dead key: seq (8 bytes) + target index (2 bytes).
@@ -79,6 +85,9 @@ type delivery struct {
 	DeadAt time.Time
 	// LastError says why the last attempt failed.
 	LastError string
+	// OrderKey is the callback's conversation when Target.Ordered ("" for a callback
+	// without one: delivered unordered).
+	OrderKey string
 }
 
 func appendString(b []byte, s string) []byte {
@@ -124,11 +133,17 @@ func encodeDelivery(d *delivery) []byte {
 	if t.ForwardSignature {
 		flags |= deliveryForwardSignature
 	}
+	if t.Ordered {
+		flags |= deliveryOrdered
+	}
 	if t.Replay {
 		flags |= deliveryReplay
 	}
 	version := byte(deliveryRecordV1)
-	if flags != 0 {
+	switch {
+	case t.Ordered || d.OrderKey != "" || t.MaxConcurrency != 0 || t.MaxPerSecond != 0:
+		version = deliveryRecordV3
+	case flags != 0:
 		version = deliveryRecordV2
 	}
 	b = append(b, version)
@@ -142,8 +157,13 @@ func encodeDelivery(d *delivery) []byte {
 	b = appendInt(b, timeNano(d.NextAt))
 	b = appendInt(b, timeNano(d.DeadAt))
 	b = appendString(b, d.LastError)
-	if version == deliveryRecordV2 {
+	if version >= deliveryRecordV2 {
 		b = binary.AppendUvarint(b, flags)
+	}
+	if version >= deliveryRecordV3 {
+		b = appendString(b, d.OrderKey)
+		b = appendInt(b, int64(t.MaxConcurrency))
+		b = appendInt(b, int64(t.MaxPerSecond))
 	}
 	return b
 }
@@ -274,7 +294,7 @@ func decodeCallback(b []byte) (*callback.Callback, error) {
 
 func decodeDelivery(b []byte) (*delivery, error) {
 	r := reader{b: b}
-	v := r.version(deliveryRecordV1, deliveryRecordV2)
+	v := r.version(deliveryRecordV1, deliveryRecordV2, deliveryRecordV3)
 	d := &delivery{}
 	d.Target.Route = r.string()
 	d.Target.URL = r.string()
@@ -286,10 +306,16 @@ func decodeDelivery(b []byte) (*delivery, error) {
 	d.NextAt = nanoTime(r.varint())
 	d.DeadAt = nanoTime(r.varint())
 	d.LastError = r.string()
-	if v == deliveryRecordV2 {
+	if v >= deliveryRecordV2 {
 		flags := r.uvarint()
 		d.Target.ForwardSignature = flags&deliveryForwardSignature != 0
+		d.Target.Ordered = flags&deliveryOrdered != 0
 		d.Target.Replay = flags&deliveryReplay != 0
+	}
+	if v >= deliveryRecordV3 {
+		d.OrderKey = r.string()
+		d.Target.MaxConcurrency = int(r.varint())
+		d.Target.MaxPerSecond = int(r.varint())
 	}
 	if err := r.done(); err != nil {
 		return nil, err

@@ -119,3 +119,26 @@ func TestDeliveryRecordForwardSignature(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveryRecordOrdered: the conversation key and the route's delivery limits
+// survive the spool (a V3 record); an unordered, unlimited delivery stays V1.
+func TestDeliveryRecordOrdered(t *testing.T) {
+	in := &delivery{
+		Target:   callback.Target{Route: "a/b", URL: "http://127.0.0.1", Ordered: true, MaxConcurrency: 4, MaxPerSecond: 50, ForwardSignature: true},
+		Attempts: 2, OrderKey: "c2c:1:a_b",
+	}
+	b := encodeDelivery(in)
+	if b[0] != deliveryRecordV3 {
+		t.Fatalf("record version %d, want %d", b[0], deliveryRecordV3)
+	}
+	d, err := decodeDelivery(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Target != in.Target || d.OrderKey != in.OrderKey || d.Attempts != 2 {
+		t.Errorf("decoded %+v, want %+v", d, in)
+	}
+	if v := encodeDelivery(&delivery{Target: callback.Target{Route: "a/b", URL: "http://127.0.0.1"}})[0]; v != deliveryRecordV1 {
+		t.Errorf("plain delivery: version %d, want %d", v, deliveryRecordV1)
+	}
+}

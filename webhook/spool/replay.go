@@ -157,13 +157,14 @@ func (s *Spool) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, er
 
 // retainDelivered keeps a delivered delivery for Options.DeliveredRetention, in the
 // same transaction that removes it from pending; the payload stays while it is kept.
-func (s *Spool) retainDelivered(w *txWriter, key []byte, t *callback.Target, attempts int) error {
+func (s *Spool) retainDelivered(w *txWriter, key []byte, t *callback.Target, attempts int, orderKey string) error {
 	if s.opts.DeliveredRetention <= 0 {
 		return nil
 	}
 	tg := *t
 	tg.Replay = false
-	return w.put(bucketDelivered, key, encodeDelivery(&delivery{Target: tg, Attempts: attempts, DeadAt: time.Now()}))
+	// The order key goes with it: a replay of an ordered route is ordered too.
+	return w.put(bucketDelivered, key, encodeDelivery(&delivery{Target: tg, Attempts: attempts, DeadAt: time.Now(), OrderKey: orderKey}))
 }
 
 // Delivered lists the retained delivered deliveries of a route ("" for all), oldest

@@ -26,6 +26,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
+	dctl "github.com/callback-router/callback-router/webhook/delivery"
 )
 
 // Errors returned by the spool. The receiver answers 503 for any Enqueue error.
@@ -55,6 +56,8 @@ type Spool struct {
 	deadLog logr.Logger // Options.DeadLetterLogger, else log
 	client  httpDoer
 	metrics *metrics
+	// breakers holds one circuit breaker per backend URL.
+	breakers *dctl.Breakers
 
 	lastSeq   atomic.Uint64
 	usedBytes atomic.Int64
@@ -130,6 +133,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 	} else {
 		s.client = newHTTPClient(opts.MaxConcurrencyPerRoute)
 	}
+	s.breakers = dctl.NewBreakers(opts.Delivery, s.unpark)
 	s.metrics = newMetrics(s)
 	if err := s.load(); err != nil {
 		_ = db.Close()
@@ -447,6 +451,9 @@ func (s *Spool) Enqueue(ctx context.Context, cb *callback.Callback, targets []ca
 	vals := make([][]byte, len(targets))
 	for i, t := range targets {
 		ds[i] = &delivery{Target: normalizeTarget(t), NextAt: now}
+		if t.Ordered {
+			ds[i].OrderKey = cb.OrderKey
+		}
 		vals[i] = encodeDelivery(ds[i])
 		grow += int64(keyLen + len(vals[i]))
 	}

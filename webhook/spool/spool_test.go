@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/callback-router/callback-router/webhook/callback"
+	dctl "github.com/callback-router/callback-router/webhook/delivery"
 )
 
 func TestFanOutDeliversToEveryRouteIndependently(t *testing.T) {
@@ -29,7 +30,9 @@ func TestFanOutDeliversToEveryRouteIndependently(t *testing.T) {
 	})
 	dead := newBackend(t, func(*http.Request, int) int { return http.StatusServiceUnavailable })
 
-	s, reg := openSpool(t, t.TempDir(), Options{MaxConcurrencyPerRoute: 4})
+	// The dead backend's breaker is off: this test counts its retries (the breaker's
+	// own tests are in breaker_test.go).
+	s, reg := openSpool(t, t.TempDir(), Options{MaxConcurrencyPerRoute: 4, Delivery: dctl.Options{BreakerFailures: -1}})
 	run(t, s)
 	targets := []callback.Target{
 		target("chat/fast", fast.URL+"/im", 5),
@@ -242,7 +245,8 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 		}
 		return http.StatusInternalServerError
 	})
-	s, reg := openSpool(t, t.TempDir(), Options{})
+	// No breaker: the callbacks must use up their attempts here.
+	s, reg := openSpool(t, t.TempDir(), Options{Delivery: dctl.Options{BreakerFailures: -1}})
 	run(t, s)
 	cb1, cb2 := sampleCallback(t, 1), sampleCallback(t, 2)
 	for _, cb := range []*callback.Callback{cb1, cb2} {
