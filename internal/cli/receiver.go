@@ -30,6 +30,7 @@ import (
 	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/webhook/admin"
 	"github.com/callback-router/callback-router/webhook/receiver"
+	"github.com/callback-router/callback-router/webhook/replays"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
 	"github.com/callback-router/callback-router/webhook/tablestore"
@@ -232,8 +233,17 @@ func runReceiver(args []string) error {
 		if err := loadRoutes(log, h, f.routes); err != nil {
 			return err
 		}
-	} else if watchErr, err = watchTable(watchCtx, log, h, f.namespace, f.table, f.tableStart); err != nil {
-		return err
+	} else {
+		// In-cluster mode carries out the CallbackReplays published in the table; standalone
+		// mode has no CallbackReplays (`callback-router replay --admin` is the way there).
+		runner, err := replays.New(sp, reg, log.WithName("replay"), 0)
+		if err != nil {
+			return fmt.Errorf("registering the replay metrics: %w", err)
+		}
+		go runner.Run(watchCtx)
+		if watchErr, err = watchTable(watchCtx, log, h, runner, f.namespace, f.table, f.tableStart); err != nil {
+			return err
+		}
 	}
 
 	ln, err := listen(f.listen)
@@ -438,7 +448,7 @@ const DefaultTableStartTimeout = 60 * time.Second
 // The config comes from KUBECONFIG when set, else the in-cluster service account.
 // The channel receives the error the watch ended with: it could not start within
 // startTimeout, or it stopped; the receiver then exits non-zero.
-func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, namespace, name string, startTimeout time.Duration) (<-chan error, error) {
+func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, runner *replays.Runner, namespace, name string, startTimeout time.Duration) (<-chan error, error) {
 	if startTimeout <= 0 {
 		return nil, fmt.Errorf("--table-start-timeout must be positive, not %s", startTimeout)
 	}
@@ -456,6 +466,8 @@ func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, names
 				return
 			}
 			h.SetTable(t)
+			// After the table: a replayed delivery is sent with the table's routes.
+			runner.Set(s.Replays)
 		})
 		if ctx.Err() != nil {
 			return // stopping
