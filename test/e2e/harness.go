@@ -515,7 +515,7 @@ func (c *Cluster) RegisterPod(ctx context.Context, d *appsv1.Deployment, r *Rece
 	if err != nil || u.Port() == "" {
 		return nil, fmt.Errorf("receiver has no metrics URL (%q)", r.MetricsURL)
 	}
-	port, err := strconv.Atoi(u.Port())
+	port, err := strconv.ParseInt(u.Port(), 10, 32)
 	if err != nil {
 		return nil, err
 	}
