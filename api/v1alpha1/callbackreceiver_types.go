@@ -141,6 +141,20 @@ type CallbackReceiverStatus struct {
 	// +optional
 	Apps int32 `json:"apps"`
 
+	// pending is the number of acknowledged Async deliveries the receiver's pods hold
+	// (waiting or in flight), summed over the pods whose count could be read; see pods.
+	// +optional
+	Pending int64 `json:"pending"`
+
+	// pods is each receiver pod's spool: its pending deliveries, whether the receiver's
+	// Service sends to it, and whether it is leaving (being drained before a scale-down
+	// or the migration from a Deployment).
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=1000
+	Pods []ReceiverPodStatus `json:"pods,omitempty"`
+
 	// address is the receiver's in-cluster base URL, e.g.
 	// http://default-receiver.callback-router-system.svc:8080.
 	// +optional
@@ -157,6 +171,37 @@ type CallbackReceiverStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// ReceiverPodStatus is one receiver pod's spool as the manager last read it.
+type ReceiverPodStatus struct {
+	// name of the pod.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// pending is the pod's pending Async deliveries (the sum of its
+	// callback_router_spool_depth); unset when it could not be read (see error).
+	// +optional
+	Pending *int64 `json:"pending,omitempty"`
+
+	// spoolBytes is the logical size of the pod's spool (payloads, pending deliveries and
+	// dead letters); unset when it could not be read.
+	// +optional
+	SpoolBytes *int64 `json:"spoolBytes,omitempty"`
+
+	// serving says whether the receiver's Service sends callbacks to the pod.
+	// +optional
+	Serving bool `json:"serving"`
+
+	// leaving says the pod is being drained: it goes away once pending is 0.
+	// +optional
+	Leaving bool `json:"leaving,omitempty"`
+
+	// error says why pending could not be read.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Error string `json:"error,omitempty"`
+}
+
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
@@ -165,6 +210,7 @@ type CallbackReceiverStatus struct {
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`
 // +kubebuilder:printcolumn:name="Ready Replicas",type=integer,JSONPath=`.status.readyReplicas`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.pending`
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.address`
 // +kubebuilder:printcolumn:name="Apps",type=integer,JSONPath=`.status.apps`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
