@@ -47,6 +47,9 @@ type ManagerOptions struct {
 	// the Service before its empty spool counts as drained; dataplane.DefaultDrainSettle
 	// when 0.
 	DrainSettle time.Duration
+	// PendingInterval is how often the receiver pods' pending counts are read into the
+	// receivers' status when nothing drains; dataplane.DefaultPendingInterval when 0.
+	PendingInterval time.Duration
 }
 
 // Validate reports the first setting that cannot work.
@@ -72,6 +75,9 @@ func (o *ManagerOptions) Validate() error {
 	}
 	if o.DrainSettle < 0 {
 		return fmt.Errorf("drain settle %s is negative", o.DrainSettle)
+	}
+	if o.PendingInterval < 0 {
+		return fmt.Errorf("pending interval %s is negative", o.PendingInterval)
 	}
 	if o.StatusWorkers < 0 {
 		return fmt.Errorf("status workers %d is negative", o.StatusWorkers)

@@ -81,7 +81,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o ManagerOptions) error {
 // installed-receivers reconciler.
 func SetupDataPlane(mgr ctrl.Manager, o ManagerOptions, recorder events.EventRecorder) error {
 	receiver := &dataplane.ReceiverReconciler{Client: mgr.GetClient(), Namespaces: o.ReceiverNamespaces,
-		DefaultImage: o.DefaultImage, Recorder: recorder, DrainSettle: o.DrainSettle}
+		DefaultImage: o.DefaultImage, Recorder: recorder, DrainSettle: o.DrainSettle,
+		PendingInterval: o.PendingInterval}
 	if err := receiver.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the receiver controller: %w", err)
 	}

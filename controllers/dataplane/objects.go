@@ -254,16 +254,16 @@ func DesiredHeadlessService(s *ReceiverSettings) *corev1ac.ServiceApplyConfigura
 // servicePorts are the callback and metrics ports of both Services.
 func servicePorts(s *ReceiverSettings) []*corev1ac.ServicePortApplyConfiguration {
 	return []*corev1ac.ServicePortApplyConfiguration{
-				corev1ac.ServicePort().
-					WithName(receiverPortName).
-					WithProtocol(corev1.ProtocolTCP).
-					WithPort(s.Port).
-					WithTargetPort(intstr.FromString(receiverPortName)),
-				corev1ac.ServicePort().
-					WithName(receiverMetricsPortName).
-					WithProtocol(corev1.ProtocolTCP).
-					WithPort(MetricsPort).
-					WithTargetPort(intstr.FromString(receiverMetricsPortName)),
+		corev1ac.ServicePort().
+			WithName(receiverPortName).
+			WithProtocol(corev1.ProtocolTCP).
+			WithPort(s.Port).
+			WithTargetPort(intstr.FromString(receiverPortName)),
+		corev1ac.ServicePort().
+			WithName(receiverMetricsPortName).
+			WithProtocol(corev1.ProtocolTCP).
+			WithPort(MetricsPort).
+			WithTargetPort(intstr.FromString(receiverMetricsPortName)),
 	}
 }
 

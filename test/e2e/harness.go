@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -228,24 +229,26 @@ func (c *Cluster) StartManager(ctx context.Context, namespace string, extra ...s
 	return c.start("manager", nil, args...)
 }
 
-// WaitForDeployment waits for the receiver Deployment the manager creates.
-func (c *Cluster) WaitForDeployment(ctx context.Context, namespace, name string) (*appsv1.Deployment, error) {
-	d := &appsv1.Deployment{}
+// WaitForStatefulSet waits for the receiver StatefulSet the manager creates.
+func (c *Cluster) WaitForStatefulSet(ctx context.Context, namespace, name string) (*appsv1.StatefulSet, error) {
+	d := &appsv1.StatefulSet{}
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		err := c.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, d)
 		return err == nil, client.IgnoreNotFound(err)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("waiting for Deployment %s/%s: %w", namespace, name, err)
+		return nil, fmt.Errorf("waiting for StatefulSet %s/%s: %w", namespace, name, err)
 	}
 	return d, nil
 }
 
-// Receiver is a receiver process run as one pod of the Deployment would be.
+// Receiver is a receiver process run as one pod of the StatefulSet would be.
 type Receiver struct {
 	*Process
 	// URL is the receiver's base URL, http://127.0.0.1:<port>.
 	URL string
+	// Port and MetricsPort are its callback and metrics ports on 127.0.0.1.
+	Port, MetricsPort int
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -262,18 +265,28 @@ func freePort() (int, error) {
 // args with --listen moved to a free loopback port and --spool-dir to spoolDir, the
 // container's env with field references resolved as the kubelet would, and KUBECONFIG in
 // place of the in-cluster service account.
-func (c *Cluster) StartReceiver(d *appsv1.Deployment, spoolDir string) (*Receiver, error) {
+func (c *Cluster) StartReceiver(d *appsv1.StatefulSet, spoolDir string) (*Receiver, error) {
 	return c.StartReceiverWithKubeconfig(d, spoolDir, c.Kubeconfig)
 }
 
 // StartReceiverWithKubeconfig is StartReceiver with another kubeconfig (e.g. one through
 // a TCPProxy).
-func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, kubeconfig string) (*Receiver, error) {
+func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.StatefulSet, spoolDir, kubeconfig string) (*Receiver, error) {
+	return c.startPod(d, d.Name+"-local", spoolDir, kubeconfig)
+}
+
+// startPod runs the receiver container of d as the pod named podName would: see
+// StartReceiver. --metrics-listen moves to a free loopback port too (Receiver.MetricsPort).
+func (c *Cluster) startPod(d *appsv1.StatefulSet, podName, spoolDir, kubeconfig string) (*Receiver, error) {
 	if len(d.Spec.Template.Spec.Containers) != 1 {
-		return nil, fmt.Errorf("deployment %s has %d containers, want 1", d.Name, len(d.Spec.Template.Spec.Containers))
+		return nil, fmt.Errorf("statefulset %s has %d containers, want 1", d.Name, len(d.Spec.Template.Spec.Containers))
 	}
 	ctr := d.Spec.Template.Spec.Containers[0]
 	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	metricsPort, err := freePort()
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +295,8 @@ func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, ku
 		switch args[i] {
 		case "--listen":
 			args[i+1] = "127.0.0.1:" + strconv.Itoa(port)
+		case "--metrics-listen":
+			args[i+1] = "127.0.0.1:" + strconv.Itoa(metricsPort)
 		case "--spool-dir":
 			args[i+1] = spoolDir
 		}
@@ -294,7 +309,7 @@ func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, ku
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
 			env = append(env, e.Name+"="+d.Namespace)
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
-			env = append(env, e.Name+"="+d.Name+"-local")
+			env = append(env, e.Name+"="+podName)
 		default:
 			return nil, fmt.Errorf("env %s: unsupported valueFrom", e.Name)
 		}
@@ -303,7 +318,7 @@ func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, ku
 	if err != nil {
 		return nil, err
 	}
-	return &Receiver{Process: p, URL: "http://127.0.0.1:" + strconv.Itoa(port)}, nil
+	return &Receiver{Process: p, URL: "http://127.0.0.1:" + strconv.Itoa(port), Port: port, MetricsPort: metricsPort}, nil
 }
 
 // WaitReady waits until /readyz answers 200 (the first table loaded).
@@ -338,6 +353,8 @@ type Delivery struct {
 // the Tencent OK envelope.
 type Backend struct {
 	*httptest.Server
+	// down makes the backend answer 503 and record nothing (a backend outage).
+	down       atomic.Bool
 	mu         sync.Mutex
 	deliveries []Delivery
 	arrived    chan struct{}
@@ -348,6 +365,10 @@ func NewBackend() *Backend {
 	b := &Backend{arrived: make(chan struct{}, 1)}
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if b.down.Load() {
+			http.Error(w, "backend down", http.StatusServiceUnavailable)
+			return
+		}
 		b.mu.Lock()
 		b.deliveries = append(b.deliveries, Delivery{Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, At: time.Now()})
 		b.mu.Unlock()
@@ -360,6 +381,10 @@ func NewBackend() *Backend {
 	}))
 	return b
 }
+
+// SetDown starts (true) or ends (false) an outage: while down the backend answers 503
+// and records nothing.
+func (b *Backend) SetDown(down bool) { b.down.Store(down) }
 
 // Deliveries returns a copy of everything received so far.
 func (b *Backend) Deliveries() []Delivery {
