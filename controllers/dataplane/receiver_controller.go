@@ -44,6 +44,9 @@ const (
 	EventScaledDown = "ScaledDown"
 	// EventMigrated: the Deployment of a previous version was drained and deleted.
 	EventMigrated = "Migrated"
+	// EventSpoolFixed: spool.embedded's size or storage class differs from the running
+	// StatefulSet's claims, which cannot change; the claims keep theirs.
+	EventSpoolFixed = "SpoolFixed"
 )
 
 // +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackreceivers,verbs=get;list;watch
@@ -110,6 +113,7 @@ func (r *ReceiverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	r.keepClaimTemplate(recv, s, in.sts)
 	plan := planScale(in)
 	s.WorkloadReplicas, s.SelectServing = plan.replicas, plan.selectServing
 	if err := r.apply(ctx, s); err != nil {
@@ -229,6 +233,32 @@ func (r *ReceiverReconciler) carryOut(ctx context.Context, recv *v1alpha1.Callba
 			"The Deployment of a previous version was drained and deleted; the StatefulSet "+s.Name+" runs the receiver")
 	}
 	return nil
+}
+
+// keepClaimTemplate keeps the running StatefulSet's claim size and storage class when the
+// spec asks for others: a StatefulSet's volumeClaimTemplates cannot change, and refusing
+// the whole StatefulSet would stop scaling and rollouts too. A Warning event says so.
+func (r *ReceiverReconciler) keepClaimTemplate(recv *v1alpha1.CallbackReceiver, s *ReceiverSettings, sts *appsv1.StatefulSet) {
+	if sts == nil || len(sts.Spec.VolumeClaimTemplates) != 1 {
+		return
+	}
+	vct := sts.Spec.VolumeClaimTemplates[0].Spec
+	size, class := vct.Resources.Requests[corev1.ResourceStorage], vct.StorageClassName
+	sameClass := (class == nil) == (s.StorageClassName == nil) && (class == nil || *class == *s.StorageClassName)
+	if size.Cmp(s.SpoolSize) == 0 && sameClass {
+		return
+	}
+	r.event(recv, corev1.EventTypeWarning, EventSpoolFixed, "Apply", fmt.Sprintf(
+		"spool.embedded cannot change on a running receiver (a StatefulSet's volumeClaimTemplates are immutable): its claims keep size %s and storage class %s; expand the claims themselves, or create a new CallbackReceiver",
+		size.String(), ptrString(class)))
+	s.SpoolSize, s.StorageClassName = size, class
+}
+
+func ptrString(p *string) string {
+	if p == nil {
+		return "(cluster default)"
+	}
+	return *p
 }
 
 func (r *ReceiverReconciler) event(recv *v1alpha1.CallbackReceiver, typ, reason, action, msg string) {

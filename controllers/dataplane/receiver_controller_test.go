@@ -414,3 +414,32 @@ func TestSeveralReceivers(t *testing.T) {
 		return apierrors.IsNotFound(err)
 	}, 2*time.Second, 200*time.Millisecond).Should(BeTrue(), "a receiver outside the receiver namespaces must not run")
 }
+
+// TestReceiverSpoolSizeKeptOnceRunning changes spool.embedded.size on a running receiver:
+// the StatefulSet's claim template cannot change, so the manager keeps it (and the
+// receiver's --spool-max-bytes with it), says so in a Warning event, and the receiver is
+// not Stalled: its other fields still apply.
+func TestReceiverSpoolSizeKeptOnceRunning(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	recv := newReceiver(t, receiverNS, "delta", v1alpha1.CallbackReceiverSpec{
+		Spool: &v1alpha1.Spool{Embedded: &v1alpha1.EmbeddedSpool{Size: ptr.To(resource.MustParse("1Gi"))}}})
+	key := types.NamespacedName{Namespace: receiverNS, Name: "delta-receiver"}
+	g.Eventually(func() error { return k8s.Get(ctx, key, &appsv1.StatefulSet{}) }, waitTimeout, pollInterval).Should(Succeed())
+
+	g.Eventually(func() error {
+		r := getReceiver(g, client.ObjectKeyFromObject(recv))
+		r.Spec.Spool.Embedded.Size = ptr.To(resource.MustParse("4Gi"))
+		r.Spec.Replicas = ptr.To[int32](4)
+		return k8s.Update(ctx, r)
+	}, waitTimeout, pollInterval).Should(Succeed())
+	expectEvent(g, recv, EventSpoolFixed)
+	g.Eventually(func(g Gomega) {
+		d := &appsv1.StatefulSet{}
+		g.Expect(k8s.Get(ctx, key, d)).To(Succeed())
+		g.Expect(d.Spec.Replicas).To(Equal(ptr.To[int32](4)), "the rest of the spec still applies")
+		g.Expect(d.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String()).To(Equal("1Gi"))
+		g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--spool-max-bytes", "536870912"))
+		g.Expect(condition(getReceiver(g, client.ObjectKeyFromObject(recv)), v1alpha1.ConditionStalled)).To(BeNil())
+	}, waitTimeout, pollInterval).Should(Succeed())
+}
