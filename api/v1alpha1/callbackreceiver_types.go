@@ -161,9 +161,9 @@ type CallbackReceiverStatus struct {
 	Address string `json:"address,omitempty"`
 
 	// conditions: Ready (True once the workload runs the current spec with every desired
-	// replica available), Progressing (True while it rolls out or scales), and Stalled
-	// (True only when the receiver cannot run as specified: an invalid or unsupported
-	// spec, or a rollout past its progress deadline). Ready and Stalled follow the
+	// replica available), Progressing (True while it rolls out or scales; reason Draining
+	// while a scale-down waits for leaving pods to deliver), and Stalled (True only when
+	// the receiver cannot run as specified: an invalid or unsupported spec). Ready and Stalled follow the
 	// kstatus conventions that Flux, Argo CD and `kubectl wait` read.
 	// +optional
 	// +listType=map
