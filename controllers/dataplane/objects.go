@@ -241,8 +241,12 @@ func DesiredService(s *ReceiverSettings) *corev1ac.ServiceApplyConfiguration {
 // DesiredHeadlessService gives the StatefulSet's pods their stable DNS names, serving or
 // not (publishNotReadyAddresses), for identity rather than load balancing.
 func DesiredHeadlessService(s *ReceiverSettings) *corev1ac.ServiceApplyConfiguration {
+	// Its own name label, so that whatever selects the receiver Service's labels (a
+	// ServiceMonitor) does not select it too and scrape every pod twice.
+	l := receiverLabels(s)
+	l[LabelName] = s.Headless
 	return corev1ac.Service(s.Headless, s.Receiver.Namespace).
-		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
+		WithLabels(l).WithOwnerReferences(ownerReference(s)).
 		WithSpec(corev1ac.ServiceSpec().
 			WithType(corev1.ServiceTypeClusterIP).
 			WithClusterIP(corev1.ClusterIPNone).

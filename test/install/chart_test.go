@@ -304,7 +304,7 @@ func TestChartInstall(t *testing.T) {
 				t.Errorf("manager may not %s", a)
 			}
 		}
-		for _, a := range managerMustNot(routeNS) {
+		for _, a := range managerMustNot(ns, routeNS) {
 			if cl.allowed(t, user, groups, a) {
 				t.Errorf("manager may %s: more than least privilege", a)
 			}
@@ -323,7 +323,7 @@ func TestChartInstall(t *testing.T) {
 		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cr-callback-router-manager"}, d); err != nil {
 			t.Fatal(err)
 		}
-		createPodFromTemplate(t, cl, ns, d)
+		createPodFromTemplate(t, cl, ns, d.Name, d.Spec.Template, nil)
 		receiver := cl.checkManagerWorks(t, d, "default", routeNS)
 		cl.checkReceiverCompanions(t, receiver, rendered)
 	})
@@ -392,7 +392,7 @@ var crdNames = []string{
 }
 
 // waitGone waits until the CallbackReceiver named receiver and everything it owned (its
-// Deployment, Service, ServiceAccount, Role, RoleBinding and routing table Secrets) are
+// StatefulSet, Services, ServiceAccount, Role, RoleBinding and routing table Secrets) are
 // gone: deleted by the manager or the garbage collector, nothing left for anyone to clean.
 func (cl *cluster) waitGone(t *testing.T, ns, receiver string) {
 	t.Helper()
@@ -402,7 +402,7 @@ func (cl *cluster) waitGone(t *testing.T, ns, receiver string) {
 		left = nil
 		for _, k := range []struct{ apiVersion, kind, name string }{
 			{"callbacks.callback-router.dev/v1alpha1", "CallbackReceiver", receiver},
-			{"apps/v1", "Deployment", name}, {"v1", "Service", name}, {"v1", "ServiceAccount", name},
+			{"apps/v1", "StatefulSet", name}, {"v1", "Service", name}, {"v1", "Service", dataplane.HeadlessName(receiver)}, {"v1", "ServiceAccount", name},
 			{"rbac.authorization.k8s.io/v1", "Role", name}, {"rbac.authorization.k8s.io/v1", "RoleBinding", name},
 		} {
 			if cl.exists(t, k.apiVersion, k.kind, ns, k.name) {
@@ -423,17 +423,22 @@ func (cl *cluster) waitGone(t *testing.T, ns, receiver string) {
 	}
 }
 
-// createPodFromTemplate creates a Pod from a Deployment's template in a namespace that
-// enforces the restricted Pod Security Standard: admission rejects it otherwise. No
-// kubelet runs it; acceptance is what is tested.
-func createPodFromTemplate(t *testing.T, cl *cluster, ns string, d *appsv1.Deployment) {
+// createPodFromTemplate creates a Pod from a workload's template (with a volume per claim
+// template, as the statefulset controller adds) in a namespace that enforces the
+// restricted Pod Security Standard: admission rejects it otherwise. No kubelet runs it;
+// acceptance is what is tested.
+func createPodFromTemplate(t *testing.T, cl *cluster, ns, name string, tmpl corev1.PodTemplateSpec, claims []corev1.PersistentVolumeClaim) {
 	t.Helper()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: d.Name + "-", Labels: d.Spec.Template.Labels},
-		Spec:       d.Spec.Template.Spec,
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: name + "-", Labels: tmpl.Labels},
+		Spec:       *tmpl.Spec.DeepCopy(),
+	}
+	for _, c := range claims {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: c.Name, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name + "-" + name + "-0"}}})
 	}
 	if err := cl.c.Create(context.Background(), pod); err != nil {
-		t.Fatalf("a pod of %s is refused in a restricted namespace: %v", d.Name, err)
+		t.Fatalf("a pod of %s is refused in a restricted namespace: %v", name, err)
 	}
 }
 
