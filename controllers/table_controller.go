@@ -267,24 +267,20 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 	}
 	for i := range apps {
 		a, st := &apps[i], &out.Apps[i]
-		want := appStatus(a.Generation, st)
-		if appStatusUpToDate(&a.Status, &want) {
+		if appStatusUpToDate(&a.Status, a.Generation, st) {
 			continue
 		}
 		updated := a.DeepCopy()
-		setConditions(&updated.Status.Conditions, want.Conditions)
-		updated.Status.ObservedGeneration, updated.Status.URL, updated.Status.AttachedRoutes = want.ObservedGeneration, want.URL, want.AttachedRoutes
+		setAppStatus(&updated.Status, a.Generation, st)
 		patch(a, updated, "CallbackApp")
 	}
 	for i := range routes {
 		rt, st := &routes[i], &out.Routes[i]
-		want := routeStatus(rt.Generation, st)
-		if routeStatusUpToDate(&rt.Status, &want) {
+		if routeStatusUpToDate(&rt.Status, rt.Generation, st) {
 			continue
 		}
 		updated := rt.DeepCopy()
-		setConditions(&updated.Status.Conditions, want.Conditions)
-		updated.Status.ObservedGeneration, updated.Status.URL = want.ObservedGeneration, want.URL
+		setRouteStatus(&updated.Status, rt.Generation, st)
 		patch(rt, updated, "CallbackRoute")
 	}
 	err := g.Wait()
@@ -316,9 +312,17 @@ var stalledReasons = map[string]bool{
 	v1alpha1.ReasonConflict:             true,
 }
 
-// conditions are the conditions of an outcome (without times): Accepted, ResolvedRefs and
-// Ready, and Stalled when refused for a stalledReasons reason.
-func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Condition {
+// conditionSet is an outcome's conditions (without times): Accepted, ResolvedRefs and
+// Ready, and, when n is 4, Stalled. An array, not a slice: the up-to-date check runs for
+// every object on every pass and must not allocate.
+type conditionSet struct {
+	c [4]metav1.Condition
+	n int
+}
+
+// conditions are the conditions of an outcome: Stalled=True is added when the app or route
+// is refused for one of the stalledReasons.
+func conditions(gen int64, accepted, refs, ready routing.Cond) conditionSet {
 	c := func(t string, x routing.Cond) metav1.Condition {
 		s := metav1.ConditionFalse
 		if x.True {
@@ -326,14 +330,15 @@ func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Conditio
 		}
 		return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
 	}
-	out := []metav1.Condition{
-		c(v1alpha1.ConditionAccepted, accepted),
-		c(v1alpha1.ConditionResolvedRefs, refs),
-		c(v1alpha1.ConditionReady, ready),
-	}
-	for _, x := range []routing.Cond{accepted, refs} {
+	out := conditionSet{n: 3}
+	out.c[0] = c(v1alpha1.ConditionAccepted, accepted)
+	out.c[1] = c(v1alpha1.ConditionResolvedRefs, refs)
+	out.c[2] = c(v1alpha1.ConditionReady, ready)
+	for _, x := range [2]*routing.Cond{&accepted, &refs} {
 		if !x.True && stalledReasons[x.Reason] {
-			return append(out, c(v1alpha1.ConditionStalled, routing.Cond{True: true, Reason: x.Reason, Message: x.Message}))
+			out.c[3] = c(v1alpha1.ConditionStalled, routing.Cond{True: true, Reason: x.Reason, Message: x.Message})
+			out.n = 4
+			break
 		}
 	}
 	return out
@@ -349,28 +354,26 @@ func truncate(s string) string {
 	return s[:maxConditionMessage-3] + "..."
 }
 
-func appStatus(gen int64, st *routing.AppStatus) v1alpha1.CallbackAppStatus {
-	return v1alpha1.CallbackAppStatus{
-		ObservedGeneration: gen, URL: st.URL, AttachedRoutes: st.AttachedRoutes,
-		Conditions: conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready),
-	}
+// setAppStatus writes an app's status for a compile outcome.
+func setAppStatus(s *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatus) {
+	setConditions(&s.Conditions, conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready))
+	s.ObservedGeneration, s.URL, s.AttachedRoutes = gen, st.URL, st.AttachedRoutes
 }
 
-func routeStatus(gen int64, st *routing.RouteStatus) v1alpha1.CallbackRouteStatus {
-	return v1alpha1.CallbackRouteStatus{
-		ObservedGeneration: gen, URL: st.URL,
-		Conditions: conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready),
-	}
+// setRouteStatus writes a route's status for a compile outcome.
+func setRouteStatus(s *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) {
+	setConditions(&s.Conditions, conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready))
+	s.ObservedGeneration, s.URL = gen, st.URL
 }
 
 // conditionsUpToDate reports whether have already says what want says, ignoring times;
 // it runs for every object on every pass, so it neither copies nor allocates.
-func conditionsUpToDate(have, want []metav1.Condition) bool {
-	if len(want) == 3 && meta.FindStatusCondition(have, v1alpha1.ConditionStalled) != nil {
+func conditionsUpToDate(have []metav1.Condition, want *conditionSet) bool {
+	if want.n == 3 && meta.FindStatusCondition(have, v1alpha1.ConditionStalled) != nil {
 		return false // Stalled is set only while true: it must go
 	}
-	for i := range want {
-		w := &want[i]
+	for i := 0; i < want.n; i++ {
+		w := &want.c[i]
 		h := meta.FindStatusCondition(have, w.Type)
 		if h == nil || h.Status != w.Status || h.Reason != w.Reason || h.Message != w.Message || h.ObservedGeneration != w.ObservedGeneration {
 			return false
@@ -379,25 +382,29 @@ func conditionsUpToDate(have, want []metav1.Condition) bool {
 	return true
 }
 
-func appStatusUpToDate(have, want *v1alpha1.CallbackAppStatus) bool {
-	return have.ObservedGeneration == want.ObservedGeneration && have.URL == want.URL &&
-		have.AttachedRoutes == want.AttachedRoutes && conditionsUpToDate(have.Conditions, want.Conditions)
+func appStatusUpToDate(have *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatus) bool {
+	if have.ObservedGeneration != gen || have.URL != st.URL || have.AttachedRoutes != st.AttachedRoutes {
+		return false
+	}
+	want := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	return conditionsUpToDate(have.Conditions, &want)
 }
 
-func routeStatusUpToDate(have, want *v1alpha1.CallbackRouteStatus) bool {
-	return have.ObservedGeneration == want.ObservedGeneration && have.URL == want.URL &&
-		conditionsUpToDate(have.Conditions, want.Conditions)
+func routeStatusUpToDate(have *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) bool {
+	if have.ObservedGeneration != gen || have.URL != st.URL {
+		return false
+	}
+	want := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	return conditionsUpToDate(have.Conditions, &want)
 }
 
 // setConditions sets each condition; a condition's lastTransitionTime changes only when
 // its status does.
-func setConditions(have *[]metav1.Condition, want []metav1.Condition) {
-	stalled := false
-	for _, c := range want {
-		meta.SetStatusCondition(have, c)
-		stalled = stalled || c.Type == v1alpha1.ConditionStalled
+func setConditions(have *[]metav1.Condition, want conditionSet) {
+	for i := 0; i < want.n; i++ {
+		meta.SetStatusCondition(have, want.c[i])
 	}
-	if !stalled {
+	if want.n == 3 {
 		meta.RemoveStatusCondition(have, v1alpha1.ConditionStalled)
 	}
 }

@@ -451,8 +451,11 @@ func TestReceiversScopeApps(t *testing.T) {
 	foreign.Spec.ReceiverRef.Namespace = internal
 	lost := newApp(team, "lost", grantAll)
 	lost.Spec.ReceiverRef = v1alpha1.ObjectReference{Name: "missing"}
-	create(t, recv, own, foreign, lost, newRoute(team, "r", own, v1alpha1.ModeAsync, "*"))
+	route := newRoute(team, "r", own, v1alpha1.ModeAsync, "*")
+	create(t, recv, own, foreign, lost, route)
 	expectCondition(t, own, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonRouted, internal+"/internal")
+	// The route may come a pass after its app.
+	expectCondition(t, route, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonRouted)
 	expectCondition(t, foreign, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonNotAllowedByReceiver, "namespace "+team)
 	expectCondition(t, lost, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonReceiverNotFound, team+"/missing")
 

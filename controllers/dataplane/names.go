@@ -9,8 +9,6 @@ package dataplane
 
 import (
 	"strconv"
-
-	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Labels and values shared by every object the manager owns in a receiver namespace.
@@ -56,18 +54,18 @@ const (
 // Naming and fixed paths of a receiver's objects.
 const (
 	// ObjectSuffix is appended to a CallbackReceiver's name to name its objects: receiver
-	// "default" runs as Deployment and Service "default-receiver".
+	// "default" runs as StatefulSet and Service "default-receiver".
 	ObjectSuffix = "-receiver"
-	// MaxNameLength keeps "<name>-receiver" a valid Service name (a DNS-1035 label of at
-	// most 63 characters); the CRD enforces it too.
-	MaxNameLength = validation.DNS1035LabelMaxLength - len(ObjectSuffix)
+	// MaxStatefulSetNameLength is the longest StatefulSet name whose pods can be created:
+	// the controller-revision-hash label, "<name>-<hash>", must fit a label value (63).
+	MaxStatefulSetNameLength = 52
+	// MaxNameLength keeps "<name>-receiver" a StatefulSet name whose pods can be created
+	// (and so a valid Service name); the CRD enforces it too.
+	MaxNameLength = MaxStatefulSetNameLength - len(ObjectSuffix)
 	// HeadlessSuffix is appended to a CallbackReceiver's name to name its headless
 	// Service, which gives the StatefulSet's pods their identity
 	// (<name>-receiver-0.<name>-pods.<namespace>.svc).
 	HeadlessSuffix = "-pods"
-	// MaxStatefulSetNameLength is the longest StatefulSet name whose pods can be created:
-	// the controller-revision-hash label, "<name>-<hash>", must fit a label value (63).
-	MaxStatefulSetNameLength = 52
 	// SpoolVolume names the spool's volumeClaimTemplate; the claims are
 	// spool-<name>-receiver-<ordinal>.
 	SpoolVolume = "spool"

@@ -83,7 +83,7 @@ func (e errUnsupported) Error() string { return string(e) }
 // is terminal: only a change of the spec can fix it.
 func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*ReceiverSettings, error) {
 	if len(r.Name) > MaxNameLength {
-		return nil, errUnsupported(fmt.Sprintf("name %q is longer than %d characters: its objects' names (%q) would not be valid Service names",
+		return nil, errUnsupported(fmt.Sprintf("name %q is longer than %d characters: its StatefulSet %q could not create pods (the controller-revision-hash label would exceed 63 characters)",
 			r.Name, MaxNameLength, ObjectName(r.Name)))
 	}
 	s := &ReceiverSettings{
@@ -104,10 +104,6 @@ func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*Receiv
 	}
 	if svc := r.Spec.Service; svc != nil && svc.Type != "" {
 		s.ServiceType = svc.Type
-	}
-	if len(s.Name) > MaxStatefulSetNameLength {
-		return nil, errUnsupported(fmt.Sprintf("name %q is longer than %d characters: its StatefulSet %q could not create pods (the controller-revision-hash label would exceed 63 characters)",
-			r.Name, MaxStatefulSetNameLength-len(ObjectSuffix), s.Name))
 	}
 	s.WorkloadReplicas = s.Replicas
 	if s.Port == MetricsPort {

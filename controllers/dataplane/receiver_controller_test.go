@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -442,4 +443,34 @@ func TestReceiverSpoolSizeKeptOnceRunning(t *testing.T) {
 		g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--spool-max-bytes", "536870912"))
 		g.Expect(condition(getReceiver(g, client.ObjectKeyFromObject(recv)), v1alpha1.ConditionStalled)).To(BeNil())
 	}, waitTimeout, pollInterval).Should(Succeed())
+}
+
+// TestReceiverNameValidated: the API server refuses names whose objects ("<name>-receiver")
+// could not be a StatefulSet whose pods can be created, so no new receiver is ever stalled
+// by its name.
+func TestReceiverNameValidated(t *testing.T) {
+	tests := map[string]struct {
+		name string
+		// ok says whether the API server accepts it.
+		ok bool
+	}{
+		"43 characters":             {name: strings.Repeat("a", MaxNameLength), ok: true},
+		"44 characters":             {name: strings.Repeat("a", MaxNameLength+1)},
+		"starts with a digit":       {name: "1public"},
+		"a dot (a DNS subdomain)":   {name: "public.tencent"},
+		"dashes and digits, inside": {name: "public-2", ok: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			r := &v1alpha1.CallbackReceiver{ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace(t), Name: tc.name}}
+			err := k8s.Create(context.Background(), r)
+			if tc.ok {
+				g.Expect(err).NotTo(HaveOccurred())
+				return
+			}
+			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%v", err)
+			g.Expect(err.Error()).To(ContainSubstring("at most 43 characters"))
+		})
+	}
 }

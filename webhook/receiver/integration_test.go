@@ -192,8 +192,8 @@ func TestSyncForwarding(t *testing.T) {
 	}
 }
 
-// tableWith compiles manifests like table and lets mutate change the compiled routes (for
-// fields the API does not set yet).
+// tableWith builds a table like table and lets mutate change the compiled routes (the
+// field an app's verify.forwardSignature compiles into, set directly).
 func tableWith(t testing.TB, manifests string, mutate func(*routing.CompiledRoute)) *routing.Table {
 	t.Helper()
 	snap, err := snapshotFromSpec(manifests)

@@ -153,8 +153,9 @@ type CompiledRoute struct {
 	BasicAuth     *BasicAuth    `json:"basicAuth,omitempty"`
 	// SourceCIDRs are canonical prefixes ("203.0.113.0/24").
 	SourceCIDRs []string `json:"sourceCIDRs,omitempty"`
-	// ForwardSignature is the app's verify.forwardSignature: when false (the default) the
-	// receiver strips Tencent's Sign and RequestTime from what backends receive.
+	// ForwardSignature is the app's verify.forwardSignature: it sends Tencent IM's Sign and
+	// RequestTime on to the backend in the query. False (the default) leaves them out: the
+	// receiver has verified them, and a backend does not need the platform's credentials.
 	ForwardSignature bool          `json:"forwardSignature,omitempty"`
 	MaxAttempts      int           `json:"maxAttempts,omitempty"`
 	InitialBackoff   time.Duration `json:"initialBackoff,omitempty"`
@@ -191,6 +192,8 @@ type app struct {
 	live     bool // Accepted and ResolvedRefs: its routes may enter the table
 	grants   []grant
 	verify   verification
+	// url, accepted and routed are the texts every route of the app shares, built once.
+	url, accepted, routed string
 }
 
 // verification is an app's compiled checks, copied into each of its routes.
@@ -204,9 +207,9 @@ type verification struct {
 
 // candidate is a route that is admitted, resolved, and whose app is live.
 type candidate struct {
-	idx      int
-	receiver types.NamespacedName
-	route    CompiledRoute
+	idx   int
+	app   *app
+	route CompiledRoute
 }
 
 // Compile compiles every app and route; one bad object never affects the others. In
@@ -294,7 +297,8 @@ func (c *compiler) compileApps() {
 			c.invalidApps[key] = err.Error()
 			continue
 		}
-		ap := &app{idx: i, key: key, spec: &a.Spec, created: a.CreationTimestamp.UTC(), grants: grants}
+		ap := &app{idx: i, key: key, spec: &a.Spec, created: a.CreationTimestamp.UTC(), grants: grants, url: st.URL,
+			accepted: "The route is valid and admitted by CallbackApp " + key.String()}
 		c.apps[key] = ap
 		if !c.bind(a, ap, st) {
 			st.Ready = notRouted("Not routed: " + st.Accepted.Message)
@@ -334,6 +338,7 @@ func (c *compiler) compileApps() {
 			continue
 		}
 		ap.live = true
+		ap.routed = "The route is in the routing table of receiver " + c.receiverName(ap.receiver)
 		st.Ready = Cond{True: true, Reason: v1alpha1.ReasonRouted, Message: "The app is in the routing table of receiver " + c.receiverName(ap.receiver)}
 		t := c.out.Tables[ap.receiver]
 		t.Apps = append(t.Apps, CompiledApp{Namespace: ap.key.Namespace, Name: ap.key.Name, Provider: ap.spec.Provider, AppID: ap.spec.AppID})
@@ -456,7 +461,7 @@ func (c *compiler) compileRoutes() []candidate {
 			}
 			continue
 		}
-		st.URL = StatusURL(ap.spec.Provider, ap.spec.AppID)
+		st.URL = ap.url
 		if err := validateRouteForProvider(r, ap.spec.Provider); err != nil {
 			reject(v1alpha1.ReasonInvalid, err.Error())
 			continue
@@ -465,7 +470,7 @@ func (c *compiler) compileRoutes() []candidate {
 			reject(v1alpha1.ReasonNotAllowedByApp, msg)
 			continue
 		}
-		st.Accepted = Cond{True: true, Reason: v1alpha1.ReasonAccepted, Message: "The route is valid and admitted by CallbackApp " + appKey.String()}
+		st.Accepted = Cond{True: true, Reason: v1alpha1.ReasonAccepted, Message: ap.accepted}
 		cr, reason, err := c.resolveBackend(r, ap, resolve)
 		if err != nil {
 			st.ResolvedRefs = Cond{Reason: reason, Message: err.Error()}
@@ -482,7 +487,7 @@ func (c *compiler) compileRoutes() []candidate {
 			st.Ready = Cond{Reason: v1alpha1.ReasonAppNotReady, Message: fmt.Sprintf("CallbackApp %s is not in a routing table: %s", appKey, why)}
 			continue
 		}
-		cands = append(cands, candidate{idx: i, receiver: ap.receiver, route: cr})
+		cands = append(cands, candidate{idx: i, app: ap, route: cr})
 	}
 	return cands
 }
@@ -634,16 +639,21 @@ func permittedURL(allowed []string, raw string) error {
 // command pattern of a provider+appID on a receiver, the oldest route wins.
 func (c *compiler) resolveSyncConflicts(cands []candidate) {
 	sort.SliceStable(cands, func(a, b int) bool { return olderThan(&cands[a].route, &cands[b].route) })
-	owner := map[string]string{} // receiver \x00 provider \x00 appID \x00 pattern -> winner ns/name
+	// Only one app per provider+appID is live on a receiver, so the app identifies the
+	// (receiver, provider, appID) a pattern belongs to.
+	type claim struct {
+		app     *app
+		pattern string
+	}
+	owner := map[claim]string{} // -> winner ns/name
 	for _, cd := range cands {
 		cr := cd.route
 		st := &c.out.Routes[cd.idx]
-		prefix := cd.receiver.String() + "\x00" + string(cr.Provider) + "\x00" + cr.AppID + "\x00"
 		if cr.Mode == v1alpha1.ModeSync {
 			var lost []string
 			var winner string
 			for _, cmd := range cr.Commands {
-				if w, ok := owner[prefix+cmd]; ok {
+				if w, ok := owner[claim{cd.app, cmd}]; ok {
 					lost, winner = append(lost, cmd), w
 				}
 			}
@@ -655,14 +665,14 @@ func (c *compiler) resolveSyncConflicts(cands []candidate) {
 				continue
 			}
 			for _, cmd := range cr.Commands {
-				owner[prefix+cmd] = cr.Key()
+				owner[claim{cd.app, cmd}] = cr.Key()
 			}
 		}
-		st.Ready = Cond{True: true, Reason: v1alpha1.ReasonRouted, Message: "The route is in the routing table of receiver " + c.receiverName(cd.receiver)}
-		st.Receiver = cd.receiver
-		t := c.out.Tables[cd.receiver]
+		st.Ready = Cond{True: true, Reason: v1alpha1.ReasonRouted, Message: cd.app.routed}
+		st.Receiver = cd.app.receiver
+		t := c.out.Tables[cd.app.receiver]
 		t.Routes = append(t.Routes, cr)
-		c.out.Apps[c.apps[types.NamespacedName{Namespace: st.App.Namespace, Name: st.App.Name}].idx].AttachedRoutes++
+		c.out.Apps[cd.app.idx].AttachedRoutes++
 	}
 }
 
