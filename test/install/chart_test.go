@@ -67,7 +67,7 @@ func TestChartLint(t *testing.T) {
 		"TLS without secret":            "ingress.enabled=true,ingress.tls.enabled=true,ingress.host=im.example.com",
 		"HPA without a metric":          "receiver.autoscaling.enabled=true,receiver.autoscaling.targetCPUUtilizationPercentage=0",
 		"receiver name not a DNS label": "receiver.name=Receiver_1",
-		"receiver name over 54 chars":   "receiver.name=" + strings.Repeat("r", 55),
+		"receiver name over 43 chars":   "receiver.name=" + strings.Repeat("r", 44),
 		"Selector without a selector":   "receiver.allowedApps.namespaces.from=Selector",
 		"extra receiver without a name": "extraReceivers[0].spec.replicas=1",
 		"Kubernetes older than 1.31":    "",
