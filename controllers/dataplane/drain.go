@@ -116,136 +116,161 @@ type planInput struct {
 // StatefulSet's pods are ready the Service selects the serving label, which its pods lack,
 // and the Deployment is deleted when they have drained.
 func planScale(in planInput) *scalePlan {
-	s := in.s
-	desired := s.Replicas
-	p := &scalePlan{current: desired, replicas: desired, selectServing: true}
+	desired := in.s.Replicas
+	pl := &planner{in: in, leaving: map[string]bool{}, byOrdinal: map[int]*corev1.Pod{},
+		p: &scalePlan{current: desired, replicas: desired, selectServing: true}}
 	if in.sts != nil && in.sts.Spec.Replicas != nil {
-		p.current = *in.sts.Spec.Replicas
+		pl.p.current = *in.sts.Spec.Replicas
 	}
-	byOrdinal := map[int]*corev1.Pod{}
-	var depPods []*corev1.Pod
 	for _, pod := range in.pods {
-		if n := ordinal(s.Name, pod); n >= 0 {
-			byOrdinal[n] = pod
+		if n := ordinal(in.s.Name, pod); n >= 0 {
+			pl.byOrdinal[n] = pod
 		} else {
-			depPods = append(depPods, pod)
+			pl.depPods = append(pl.depPods, pod)
 		}
 	}
-
-	leaving := map[string]bool{}
-	drained := func(pod *corev1.Pod) (bool, string) {
-		rd := in.readings[pod.Name]
-		switch {
-		case pod.Labels[LabelServing] == "true":
-			return false, pod.Name + ": leaving the Service"
-		case rd.err != nil:
-			return false, pod.Name + ": pending unknown (" + rd.err.Error() + ")"
-		case rd.Pending > 0:
-			return false, fmt.Sprintf("%s: %d", pod.Name, rd.Pending)
-		}
-		since, err := time.Parse(time.RFC3339, pod.Annotations[AnnotationDrainingSince])
-		if err != nil || in.now.Sub(since) < in.settle {
-			return false, pod.Name + ": 0, settling"
-		}
-		return true, ""
-	}
-	wait := func(pod *corev1.Pod, why string) {
-		p.leaving = append(p.leaving, pod.Name)
-		p.waitingFor = append(p.waitingFor, why)
-		if rd := in.readings[pod.Name]; rd.err == nil {
-			p.leavingPending += rd.Pending
-		}
-	}
-
-	// Scale-down: every pod from the desired count up leaves the Service; the replicas
-	// come down from the top ordinal as long as the pods there have drained.
-	if p.current > desired {
-		blocked := false
-		replicas := p.current
-		for n := int(p.current) - 1; n >= int(desired); n-- {
-			pod := byOrdinal[n]
-			claim := in.claims[ClaimName(s.Receiver.Name, n)]
-			if pod == nil || !pod.DeletionTimestamp.IsZero() {
-				if pod == nil && claim == nil && !blocked {
-					replicas = int32(n) // never created: nothing to drain
-					continue
-				}
-				p.leaving = append(p.leaving, fmt.Sprintf("%s-%d", s.Name, n))
-				p.waitingFor = append(p.waitingFor, fmt.Sprintf("%s-%d: not running, its claim holds its spool", s.Name, n))
-				blocked = true
-				continue
-			}
-			leaving[pod.Name] = true
-			if ok, why := drained(pod); !ok {
-				wait(pod, why)
-				blocked = true
-				continue
-			}
-			if blocked {
-				continue
-			}
-			replicas = int32(n)
-			value := SpoolEmpty
-			if in.readings[pod.Name].Bytes > 0 {
-				value = SpoolRetained
-			}
-			if claim != nil && claim.Labels[LabelSpool] != value {
-				p.claims = append(p.claims, claimChange{name: claim.Name, value: value})
-			}
-		}
-		p.replicas = replicas
+	if pl.p.current > desired {
+		pl.scaleDown()
 	}
 	// Claims of pods that are (back) in the StatefulSet lose the label.
-	for n := range int(p.replicas) {
-		if c := in.claims[ClaimName(s.Receiver.Name, n)]; c != nil && c.Labels[LabelSpool] != "" {
-			p.claims = append(p.claims, claimChange{name: c.Name})
+	for n := range int(pl.p.replicas) {
+		if c := in.claims[ClaimName(in.s.Receiver.Name, n)]; c != nil && c.Labels[LabelSpool] != "" {
+			pl.p.claims = append(pl.p.claims, claimChange{name: c.Name})
 		}
 	}
-
-	// Migration from the Deployment of a previous version.
 	if in.dep != nil {
-		p.migrating = true
-		ready := in.sts != nil && in.sts.Status.ReadyReplicas >= desired && in.sts.Status.ObservedGeneration >= in.sts.Generation
-		p.selectServing = ready
-		if ready {
-			all := true
-			for _, pod := range depPods {
-				leaving[pod.Name] = true
-				if ok, why := drained(pod); !ok {
-					wait(pod, why)
-					all = false
-				}
-			}
-			p.deleteDeployment = all
-		}
+		pl.migrate()
 	}
-
 	for _, pod := range in.pods {
-		serving := pod.Labels[LabelServing] == "true"
-		_, draining := pod.Annotations[AnnotationDrainingSince]
-		switch {
-		case leaving[pod.Name] && (serving || !draining):
-			p.podChanges = append(p.podChanges, podChange{pod: pod, serving: false})
-		case !leaving[pod.Name] && ordinal(s.Name, pod) >= 0 && ordinal(s.Name, pod) < int(p.replicas) &&
-			pod.DeletionTimestamp.IsZero() && (!serving || draining):
-			p.podChanges = append(p.podChanges, podChange{pod: pod, serving: true})
-		}
-		st := v1alpha1.ReceiverPodStatus{Name: pod.Name, Serving: serving && !leaving[pod.Name], Leaving: leaving[pod.Name]}
-		if ordinal(s.Name, pod) < 0 && !p.selectServing {
-			st.Serving = true // the Service still selects every pod while the StatefulSet starts
-		}
-		if rd, ok := in.readings[pod.Name]; ok {
-			if rd.err != nil {
-				st.Error = truncate(rd.err.Error(), 1024)
-			} else {
-				st.Pending, st.SpoolBytes = ptrTo(rd.Pending), ptrTo(rd.Bytes)
-				p.pending += rd.Pending
-			}
-		}
-		p.pods = append(p.pods, st)
+		pl.podStatus(pod)
 	}
-	slices.SortFunc(p.pods, func(a, b v1alpha1.ReceiverPodStatus) int { return strings.Compare(a.Name, b.Name) })
-	return p
+	slices.SortFunc(pl.p.pods, func(a, b v1alpha1.ReceiverPodStatus) int { return strings.Compare(a.Name, b.Name) })
+	return pl.p
+}
+
+// planner holds planScale's working state.
+type planner struct {
+	in        planInput
+	p         *scalePlan
+	byOrdinal map[int]*corev1.Pod
+	depPods   []*corev1.Pod
+	leaving   map[string]bool
+}
+
+// drained says whether a leaving pod may go, or why not.
+func (pl *planner) drained(pod *corev1.Pod) (bool, string) {
+	rd := pl.in.readings[pod.Name]
+	switch {
+	case pod.Labels[LabelServing] == ServingValue:
+		return false, pod.Name + ": leaving the Service"
+	case rd.err != nil:
+		return false, pod.Name + ": pending unknown (" + rd.err.Error() + ")"
+	case rd.Pending > 0:
+		return false, fmt.Sprintf("%s: %d", pod.Name, rd.Pending)
+	}
+	since, err := time.Parse(time.RFC3339, pod.Annotations[AnnotationDrainingSince])
+	if err != nil || pl.in.now.Sub(since) < pl.in.settle {
+		return false, pod.Name + ": 0, settling"
+	}
+	return true, ""
+}
+
+// wait records a leaving pod that is not drained yet.
+func (pl *planner) wait(name, why string) {
+	pl.p.leaving = append(pl.p.leaving, name)
+	pl.p.waitingFor = append(pl.p.waitingFor, why)
+	if rd, ok := pl.in.readings[name]; ok && rd.err == nil {
+		pl.p.leavingPending += rd.Pending
+	}
+}
+
+// scaleDown: every pod from the desired count up leaves the Service; the replicas come
+// down from the top ordinal as long as the pods there have drained.
+func (pl *planner) scaleDown() {
+	s := pl.in.s
+	blocked := false
+	replicas := pl.p.current
+	for n := int(pl.p.current) - 1; n >= int(s.Replicas); n-- {
+		pod := pl.byOrdinal[n]
+		claim := pl.in.claims[ClaimName(s.Receiver.Name, n)]
+		if pod == nil || !pod.DeletionTimestamp.IsZero() {
+			if pod == nil && claim == nil && !blocked {
+				replicas = int32(n) // never created: nothing to drain
+				continue
+			}
+			name := fmt.Sprintf("%s-%d", s.Name, n)
+			pl.wait(name, name+": not running, its claim holds its spool")
+			blocked = true
+			continue
+		}
+		pl.leaving[pod.Name] = true
+		if ok, why := pl.drained(pod); !ok {
+			pl.wait(pod.Name, why)
+			blocked = true
+			continue
+		}
+		if blocked {
+			continue
+		}
+		replicas = int32(n)
+		value := SpoolEmpty
+		if pl.in.readings[pod.Name].Bytes > 0 {
+			value = SpoolRetained
+		}
+		if claim != nil && claim.Labels[LabelSpool] != value {
+			pl.p.claims = append(pl.p.claims, claimChange{name: claim.Name, value: value})
+		}
+	}
+	pl.p.replicas = replicas
+}
+
+// migrate handles the Deployment of a previous version: once the StatefulSet's pods are
+// ready the Service selects serving pods only, and the Deployment goes once its pods
+// have drained.
+func (pl *planner) migrate() {
+	sts := pl.in.sts
+	pl.p.migrating = true
+	ready := sts != nil && sts.Status.ReadyReplicas >= pl.in.s.Replicas && sts.Status.ObservedGeneration >= sts.Generation
+	pl.p.selectServing = ready
+	if !ready {
+		return
+	}
+	all := true
+	for _, pod := range pl.depPods {
+		pl.leaving[pod.Name] = true
+		if ok, why := pl.drained(pod); !ok {
+			pl.wait(pod.Name, why)
+			all = false
+		}
+	}
+	pl.p.deleteDeployment = all
+}
+
+// podStatus decides a pod's label change and its status entry.
+func (pl *planner) podStatus(pod *corev1.Pod) {
+	p, leaving := pl.p, pl.leaving[pod.Name]
+	serving := pod.Labels[LabelServing] == ServingValue
+	_, draining := pod.Annotations[AnnotationDrainingSince]
+	n := ordinal(pl.in.s.Name, pod)
+	switch {
+	case leaving && (serving || !draining):
+		p.podChanges = append(p.podChanges, podChange{pod: pod, serving: false})
+	case !leaving && n >= 0 && n < int(p.replicas) && pod.DeletionTimestamp.IsZero() && (!serving || draining):
+		p.podChanges = append(p.podChanges, podChange{pod: pod, serving: true})
+	}
+	st := v1alpha1.ReceiverPodStatus{Name: pod.Name, Serving: serving && !leaving, Leaving: leaving}
+	if n < 0 && !p.selectServing {
+		st.Serving = true // the Service still selects every pod while the StatefulSet starts
+	}
+	if rd, ok := pl.in.readings[pod.Name]; ok {
+		if rd.err != nil {
+			st.Error = truncate(rd.err.Error(), 1024)
+		} else {
+			st.Pending, st.SpoolBytes = ptrTo(rd.Pending), ptrTo(rd.Bytes)
+			p.pending += rd.Pending
+		}
+	}
+	p.pods = append(p.pods, st)
 }
 
 // isDeploymentPod says whether pod belongs to the Deployment dep (through a ReplicaSet

@@ -68,11 +68,10 @@ func TestPodMetricsAddress(t *testing.T) {
 // planFixture is a receiver "p" scaled from 3 to desired, with pods whose serving label,
 // draining-since annotation and readings the cases set.
 type planFixture struct {
-	desired  int32
-	current  int32
-	pods     map[int]podState
-	claims   []int
-	migrated bool
+	desired int32
+	current int32
+	pods    map[int]podState
+	claims  []int
 }
 
 type podState struct {

@@ -35,6 +35,8 @@ const (
 	// removes it from a pod it drains before a scale-down, so the pod gets no new callbacks
 	// while it delivers what it holds. The StatefulSet's selector does not include it.
 	LabelServing = "callbacks.callback-router.dev/serving"
+	// ServingValue is LabelServing's value.
+	ServingValue = "true"
 	// LabelSpool is on the PersistentVolumeClaim of a receiver pod that a scale-down
 	// removed: SpoolEmpty when its spool was empty (nothing pending, no dead letters) as
 	// the pod left, SpoolRetained when it still held data (dead letters). The manager

@@ -218,7 +218,7 @@ func DesiredRoleBinding(s *ReceiverSettings) *rbacv1ac.RoleBindingApplyConfigura
 func ServiceSelector(s *ReceiverSettings) map[string]string {
 	sel := ReceiverPodLabels(s)
 	if s.SelectServing {
-		sel[LabelServing] = "true"
+		sel[LabelServing] = ServingValue
 	}
 	return sel
 }
@@ -334,7 +334,7 @@ func DesiredStatefulSet(s *ReceiverSettings) *appsv1ac.StatefulSetApplyConfigura
 		)
 
 	podLabels := receiverLabels(s)
-	podLabels[LabelServing] = "true"
+	podLabels[LabelServing] = ServingValue
 	claim := corev1ac.PersistentVolumeClaimSpec().
 		WithAccessModes(corev1.ReadWriteOnce).
 		WithResources(corev1ac.VolumeResourceRequirements().

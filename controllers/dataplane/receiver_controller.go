@@ -193,7 +193,7 @@ func (r *ReceiverReconciler) carryOut(ctx context.Context, recv *v1alpha1.Callba
 			if pod.Labels == nil {
 				pod.Labels = map[string]string{}
 			}
-			pod.Labels[LabelServing] = "true"
+			pod.Labels[LabelServing] = ServingValue
 			delete(pod.Annotations, AnnotationDrainingSince)
 		} else {
 			delete(pod.Labels, LabelServing)

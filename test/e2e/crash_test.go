@@ -123,7 +123,7 @@ func startReceiverWith(t *testing.T, prefix []string, bin, routes, spoolDir stri
 	t.Helper()
 	p := &receiverProc{addr: freeAddr(t), logs: &syncBuffer{max: 1 << 20}}
 	argv := append(append(append([]string(nil), prefix...), bin, "receiver", "--routes", routes, "--listen", p.addr, "--spool-dir", spoolDir, "--drain-delay", "0s"), extra...)
-	p.cmd = exec.Command(argv[0], argv[1:]...) //nolint:gosec // the test's own binary and prefix
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
