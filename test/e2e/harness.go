@@ -1,6 +1,7 @@
 // Package e2e runs callback-router end to end against a real kube-apiserver (envtest):
-// the manager and a receiver run as processes of the freshly built binary, the receiver
-// with the arguments the manager put in its Deployment, and backends are loopback HTTP
+// the manager and receivers run as processes of the freshly built binary, a receiver with
+// the arguments the manager put in its StatefulSet (StatefulPods runs all of a
+// StatefulSet's pods, each on a directory as its claim), and backends are loopback HTTP
 // servers. The harness here is shared by the tests and by hack/bench/controller.
 package e2e
 
@@ -44,7 +45,7 @@ import (
 const (
 	// StopTimeout is how long a process gets after SIGTERM before it is killed.
 	StopTimeout = 15 * time.Second
-	// ReceiverImage is the image the harness's manager puts in the receiver Deployment.
+	// ReceiverImage is the image the harness's manager puts in the receiver StatefulSet.
 	ReceiverImage = "registry.example/callback-router:e2e"
 )
 
@@ -148,7 +149,7 @@ func (c *Cluster) start(name string, env []string, args ...string) (*Process, er
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(context.Background(), c.Bin, args...) //nolint:gosec // the binary the harness built, with the Deployment's args
+	cmd := exec.CommandContext(context.Background(), c.Bin, args...) //nolint:gosec // the binary the harness built, with the workload's args
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
