@@ -72,6 +72,10 @@ type planFixture struct {
 	current int32
 	pods    map[int]podState
 	claims  []int
+	// depPods are pods of the Deployment of a previous version (which exists when set).
+	depPods map[string]podState
+	// stsReady is the StatefulSet's readyReplicas; current when 0.
+	stsReady int32
 }
 
 type podState struct {
@@ -95,6 +99,20 @@ func (f planFixture) input() planInput {
 		claims: map[string]*corev1.PersistentVolumeClaim{},
 		sts: &appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{Replicas: ptr.To(f.current)},
 			Status: appsv1.StatefulSetStatus{ReadyReplicas: f.current}}}
+	if f.stsReady > 0 {
+		in.sts.Status.ReadyReplicas = f.stsReady
+	}
+	if f.depPods != nil {
+		in.dep = &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: "ns"}}
+	}
+	for name, st := range f.depPods {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Annotations: map[string]string{}}}
+		if st.since > 0 {
+			pod.Annotations[AnnotationDrainingSince] = planNow.Add(-st.since).Format(time.RFC3339)
+		}
+		in.pods = append(in.pods, pod)
+		in.readings[name] = podReading{SpoolReading: SpoolReading{Pending: st.pending, Bytes: st.bytes}, err: st.err}
+	}
 	for n, st := range f.pods {
 		name := s.Name + "-" + string(rune('0'+n))
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns",
@@ -128,7 +146,38 @@ func TestPlanScale(t *testing.T) {
 		claimLabels  map[string]string
 		message      string
 		drainingWant bool
+		// selectServing and deleteDeployment are the migration's decisions.
+		selectServing    *bool
+		deleteDeployment bool
 	}{
+		{
+			name: "migration: the StatefulSet not ready yet, the Service selects every pod",
+			f: planFixture{desired: 2, current: 2, stsReady: 1, pods: map[int]podState{0: {serving: true}, 1: {serving: true}},
+				depPods: map[string]podState{"p-receiver-5d8f-abcde": {pending: 4}}},
+			replicas:      2,
+			pending:       0,
+			selectServing: ptr.To(false),
+		},
+		{
+			name: "migration: the StatefulSet ready, the Deployment's pods drain",
+			f: planFixture{desired: 2, current: 2, pods: map[int]podState{0: {serving: true}, 1: {serving: true}},
+				depPods: map[string]podState{"p-receiver-5d8f-abcde": {pending: 4}, "p-receiver-5d8f-fghij": {since: settled}}},
+			replicas:      2,
+			leaving:       []string{"p-receiver-5d8f-abcde"},
+			pending:       4,
+			unserve:       []string{"p-receiver-5d8f-abcde"},
+			message:       "pod(s) of the Deployment the StatefulSet replaces: 4 callbacks pending (p-receiver-5d8f-abcde: 4)",
+			drainingWant:  true,
+			selectServing: ptr.To(true),
+		},
+		{
+			name: "migration: the Deployment's pods drained, it goes",
+			f: planFixture{desired: 2, current: 2, pods: map[int]podState{0: {serving: true}, 1: {serving: true}},
+				depPods: map[string]podState{"p-receiver-5d8f-abcde": {since: settled}}},
+			replicas:         2,
+			selectServing:    ptr.To(true),
+			deleteDeployment: true,
+		},
 		{
 			name:     "steady",
 			f:        planFixture{desired: 3, current: 3, pods: map[int]podState{0: {serving: true, pending: 4}, 1: {serving: true}, 2: {serving: true}}},
@@ -232,6 +281,10 @@ func TestPlanScale(t *testing.T) {
 			g.Expect(p.leaving).To(Equal(c.leaving))
 			g.Expect(p.leavingPending).To(Equal(c.pending))
 			g.Expect(p.draining()).To(Equal(c.drainingWant))
+			g.Expect(p.deleteDeployment).To(Equal(c.deleteDeployment))
+			if c.selectServing != nil {
+				g.Expect(p.selectServing).To(Equal(*c.selectServing))
+			}
 			var unserve, serve []string
 			for _, ch := range p.podChanges {
 				if ch.serving {
