@@ -596,15 +596,28 @@ func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Errorf("NetworkPolicy selects %v", sel)
 	}
 	rules, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
-	if len(rules) != 2 {
-		t.Fatalf("NetworkPolicy has %d ingress rules, want the callback port's and the metrics port's", len(rules))
+	if len(rules) != 3 {
+		t.Fatalf("NetworkPolicy has %d ingress rules, want the callback port's, the manager's to the metrics port and monitoring's", len(rules))
 	}
 	callbackPeers, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "from")
-	metricsPeers, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "from")
-	metricsPorts, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "ports")
+	managerPeers, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "from")
+	managerPorts, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "ports")
+	managerSel, _, _ := unstructured.NestedStringMap(managerPeers[0].(map[string]any), "podSelector", "matchLabels")
+	metricsPeers, _, _ := unstructured.NestedSlice(rules[2].(map[string]any), "from")
+	metricsPorts, _, _ := unstructured.NestedSlice(rules[2].(map[string]any), "ports")
 	if len(callbackPeers) != 2 || len(metricsPeers) != 1 || fmt.Sprint(metricsPorts[0].(map[string]any)["port"]) != "9090" {
 		t.Errorf("NetworkPolicy admits %d peers to callbacks (want ingress controller and OpenIM) and %d to metrics port %v (want monitoring to 9090)",
 			len(callbackPeers), len(metricsPeers), metricsPorts)
+	}
+	// The manager reads each pod's pending count from its /metrics (drain before scale-down).
+	mgrPod := managerDeployment(t, objs).Spec.Template.Labels
+	for k, v := range managerSel {
+		if mgrPod[k] != v {
+			t.Errorf("NetworkPolicy admits pods %v to the metrics port; the manager's pods are %v", managerSel, mgrPod)
+		}
+	}
+	if len(managerPeers) != 1 || len(managerSel) == 0 || fmt.Sprint(managerPorts[0].(map[string]any)["port"]) != "9090" {
+		t.Errorf("NetworkPolicy admits %v on %v, want the manager's pods on 9090", managerPeers, managerPorts)
 	}
 	ing := one(t, objs, "Ingress")
 	ingRules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
