@@ -252,7 +252,7 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 	}
 	g.SetLimit(workers)
 	patched := make(chan struct{}, len(apps)+len(routes))
-	patch := func(old, updated client.Object, kind string) {
+	patch := func(old, updated client.Object, kind string, warnings ...routing.Cond) {
 		g.Go(func() error {
 			if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(old)); err != nil {
 				if apierrors.IsNotFound(err) {
@@ -261,6 +261,7 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 				return fmt.Errorf("patching status of %s %s/%s: %w", kind, old.GetNamespace(), old.GetName(), err)
 			}
 			r.emitEvents(updated, conditionsOf(old), conditionsOf(updated))
+			r.emitWarnings(updated, conditionsOf(old), conditionsOf(updated), warnings)
 			patched <- struct{}{}
 			return nil
 		})
@@ -281,7 +282,7 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 		}
 		updated := rt.DeepCopy()
 		setRouteStatus(&updated.Status, rt.Generation, st)
-		patch(rt, updated, "CallbackRoute")
+		patch(rt, updated, "CallbackRoute", st.Warnings...)
 	}
 	err := g.Wait()
 	return len(patched), err
@@ -313,11 +314,44 @@ var stalledReasons = map[string]bool{
 }
 
 // conditionSet is an outcome's conditions (without times): Accepted, ResolvedRefs and
-// Ready, and, when n is 4, Stalled. An array, not a slice: the up-to-date check runs for
-// every object on every pass and must not allocate.
+// Ready, then Stalled when refused, then OrderingGuaranteed on an ordered route. An
+// array, not a slice: the up-to-date check runs for every object on every pass and must
+// not allocate.
 type conditionSet struct {
-	c [4]metav1.Condition
+	c [5]metav1.Condition
 	n int
+}
+
+// optionalConditions are set only while they apply, and removed otherwise.
+var optionalConditions = [...]string{v1alpha1.ConditionStalled, v1alpha1.ConditionOrderingGuaranteed}
+
+// has reports whether the set holds a condition of type t.
+func (s *conditionSet) has(t string) bool {
+	for i := 0; i < s.n; i++ {
+		if s.c[i].Type == t {
+			return true
+		}
+	}
+	return false
+}
+
+func condition(gen int64, t string, x *routing.Cond) metav1.Condition {
+	s := metav1.ConditionFalse
+	if x.True {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
+}
+
+// routeConditions are a route's conditions: an app's, plus OrderingGuaranteed when the
+// route has spec.ordering.
+func routeConditions(gen int64, st *routing.RouteStatus) conditionSet {
+	out := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	if st.Ordering != nil {
+		out.c[out.n] = condition(gen, v1alpha1.ConditionOrderingGuaranteed, st.Ordering)
+		out.n++
+	}
+	return out
 }
 
 // conditions are the conditions of an outcome: Stalled=True is added when the app or route
@@ -360,17 +394,47 @@ func setAppStatus(s *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatu
 	s.ObservedGeneration, s.URL, s.AttachedRoutes = gen, st.URL, st.AttachedRoutes
 }
 
+// unknownCommandsCondition is a route's UnknownCommands condition (the command catalogue's
+// verdict), without time.
+func unknownCommandsCondition(gen int64, st *routing.RouteStatus) metav1.Condition {
+	u := &st.UnknownCommands
+	s := metav1.ConditionFalse
+	if u.True {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: v1alpha1.ConditionUnknownCommands, Status: s, Reason: u.Reason, Message: truncate(u.Message), ObservedGeneration: gen}
+}
+
+// unknownCommandsUpToDate reports whether have already carries the route's UnknownCommands
+// verdict, or none when there is none (no app, no provider); it does not allocate.
+func unknownCommandsUpToDate(have []metav1.Condition, gen int64, st *routing.RouteStatus) bool {
+	h := meta.FindStatusCondition(have, v1alpha1.ConditionUnknownCommands)
+	if !st.CommandsChecked {
+		return h == nil
+	}
+	u := &st.UnknownCommands
+	return h != nil && (h.Status == metav1.ConditionTrue) == u.True && h.Reason == u.Reason &&
+		h.Message == truncate(u.Message) && h.ObservedGeneration == gen
+}
+
 // setRouteStatus writes a route's status for a compile outcome.
 func setRouteStatus(s *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) {
-	setConditions(&s.Conditions, conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready))
+	setConditions(&s.Conditions, routeConditions(gen, st))
+	if st.CommandsChecked {
+		meta.SetStatusCondition(&s.Conditions, unknownCommandsCondition(gen, st))
+	} else {
+		meta.RemoveStatusCondition(&s.Conditions, v1alpha1.ConditionUnknownCommands)
+	}
 	s.ObservedGeneration, s.URL = gen, st.URL
 }
 
 // conditionsUpToDate reports whether have already says what want says, ignoring times;
 // it runs for every object on every pass, so it neither copies nor allocates.
 func conditionsUpToDate(have []metav1.Condition, want *conditionSet) bool {
-	if want.n == 3 && meta.FindStatusCondition(have, v1alpha1.ConditionStalled) != nil {
-		return false // Stalled is set only while true: it must go
+	for _, t := range optionalConditions {
+		if !want.has(t) && meta.FindStatusCondition(have, t) != nil {
+			return false // set only while it applies: it must go
+		}
 	}
 	for i := 0; i < want.n; i++ {
 		w := &want.c[i]
@@ -394,8 +458,8 @@ func routeStatusUpToDate(have *v1alpha1.CallbackRouteStatus, gen int64, st *rout
 	if have.ObservedGeneration != gen || have.URL != st.URL {
 		return false
 	}
-	want := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
-	return conditionsUpToDate(have.Conditions, &want)
+	want := routeConditions(gen, st)
+	return conditionsUpToDate(have.Conditions, &want) && unknownCommandsUpToDate(have.Conditions, gen, st)
 }
 
 // setConditions sets each condition; a condition's lastTransitionTime changes only when
@@ -404,8 +468,10 @@ func setConditions(have *[]metav1.Condition, want conditionSet) {
 	for i := 0; i < want.n; i++ {
 		meta.SetStatusCondition(have, want.c[i])
 	}
-	if want.n == 3 {
-		meta.RemoveStatusCondition(have, v1alpha1.ConditionStalled)
+	for _, t := range optionalConditions {
+		if !want.has(t) {
+			meta.RemoveStatusCondition(have, t)
+		}
 	}
 }
 
@@ -433,6 +499,31 @@ func (r *TableReconciler) emitEvents(obj client.Object, old, updated []metav1.Co
 			continue
 		}
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, n.Reason, "Compile", "%s", n.Message)
+	}
+}
+
+// emitWarnings sends the catalogue's Warning events about a route when they appear: its
+// UnknownCommands condition turning True or changing (reason UnknownCommands, with the
+// did-you-mean), and each compiler warning (SyncOnAfterCallback) when its Accepted
+// message, which carries the warnings, changed.
+func (r *TableReconciler) emitWarnings(obj client.Object, old, updated []metav1.Condition, warnings []routing.Cond) {
+	if r.Recorder == nil {
+		return
+	}
+	if n := meta.FindStatusCondition(updated, v1alpha1.ConditionUnknownCommands); n != nil && n.Status == metav1.ConditionTrue {
+		if o := meta.FindStatusCondition(old, v1alpha1.ConditionUnknownCommands); o == nil || o.Status != n.Status || o.Message != n.Message {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, n.Reason, "Compile", "%s", n.Message)
+		}
+	}
+	if len(warnings) == 0 {
+		return
+	}
+	n, o := meta.FindStatusCondition(updated, v1alpha1.ConditionAccepted), meta.FindStatusCondition(old, v1alpha1.ConditionAccepted)
+	if n == nil || (o != nil && o.Message == n.Message) {
+		return
+	}
+	for _, w := range warnings {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, w.Reason, "Compile", "%s", w.Message)
 	}
 }
 

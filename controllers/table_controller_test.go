@@ -24,7 +24,7 @@ import (
 // appIDs gives each test app its own SDKAppID, so tests never conflict with each other.
 var appIDs atomic.Int64
 
-func nextAppID() string { return fmt.Sprint(1400000000 + appIDs.Add(1)) }
+func nextAppID() string { return fmt.Sprint(1401000000 + appIDs.Add(1)) } // clear of 1400000001 (examples, docs)
 
 // loopbackBackends is the backendURLs of the tests' apps: their routes' url backends.
 const loopbackBackends = "http://127.0.0.1:9"

@@ -250,6 +250,8 @@ type Receiver struct {
 	URL string
 	// Port and MetricsPort are its callback and metrics ports on 127.0.0.1.
 	Port, MetricsPort int
+	// MetricsURL is the base URL of its --metrics-listen (the manager always sets one).
+	MetricsURL string
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -292,12 +294,14 @@ func (c *Cluster) startPod(d *appsv1.StatefulSet, podName, spoolDir, kubeconfig 
 		return nil, err
 	}
 	args := append([]string(nil), ctr.Args...)
+	metricsURL := ""
 	for i := 0; i+1 < len(args); i++ {
 		switch args[i] {
 		case "--listen":
 			args[i+1] = "127.0.0.1:" + strconv.Itoa(port)
 		case "--metrics-listen":
 			args[i+1] = "127.0.0.1:" + strconv.Itoa(metricsPort)
+			metricsURL = "http://" + args[i+1]
 		case "--spool-dir":
 			args[i+1] = spoolDir
 		}
@@ -319,7 +323,7 @@ func (c *Cluster) startPod(d *appsv1.StatefulSet, podName, spoolDir, kubeconfig 
 	if err != nil {
 		return nil, err
 	}
-	return &Receiver{Process: p, URL: "http://127.0.0.1:" + strconv.Itoa(port), Port: port, MetricsPort: metricsPort}, nil
+	return &Receiver{Process: p, URL: "http://127.0.0.1:" + strconv.Itoa(port), Port: port, MetricsPort: metricsPort, MetricsURL: metricsURL}, nil
 }
 
 // WaitReady waits until /readyz answers 200 (the first table loaded).

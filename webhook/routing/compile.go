@@ -88,10 +88,21 @@ type RouteStatus struct {
 	Ready Cond
 	// URL is the app's callback path.
 	URL string
+	// UnknownCommands is the UnknownCommands condition, valid when CommandsChecked: once the
+	// route's app (and so its provider) is known.
+	UnknownCommands Cond
+	// CommandsChecked says UnknownCommands is set.
+	CommandsChecked bool
+	// Warnings are said once, as Warning events, when they appear; their messages are also
+	// in the Accepted message (SyncOnAfterCallback).
+	Warnings []Cond
 	// App is the CallbackApp the route refers to.
 	App types.NamespacedName
 	// Receiver is the receiver whose table holds the route (zero when none).
 	Receiver types.NamespacedName
+	// Ordering is the OrderingGuaranteed condition of a route with spec.ordering (nil
+	// for a route without).
+	Ordering *Cond
 }
 
 // Routed reports whether the route is in a table.
@@ -160,6 +171,12 @@ type CompiledRoute struct {
 	MaxAttempts      int           `json:"maxAttempts,omitempty"`
 	InitialBackoff   time.Duration `json:"initialBackoff,omitempty"`
 	MaxBackoff       time.Duration `json:"maxBackoff,omitempty"`
+	// Ordered is spec.ordering.key Conversation: copies with the same conversation key are
+	// delivered one at a time, in arrival order.
+	Ordered bool `json:"ordered,omitempty"`
+	// MaxConcurrency and MaxPerSecond are spec.delivery (0: unset).
+	MaxConcurrency int `json:"maxConcurrency,omitempty"`
+	MaxPerSecond   int `json:"maxPerSecond,omitempty"`
 	// CreatedAt is the route's creationTimestamp, used to break Sync ties (oldest wins).
 	CreatedAt time.Time `json:"createdAt"`
 }
@@ -237,6 +254,7 @@ func Compile(in Input) *Output {
 	c.compileApps()
 	cands := c.compileRoutes()
 	c.resolveSyncConflicts(cands)
+	c.orderingGuarantees()
 	for _, s := range out.Tables {
 		sort.Slice(s.Routes, func(a, b int) bool { return s.Routes[a].Key() < s.Routes[b].Key() })
 		sort.Slice(s.Apps, func(a, b int) bool {
@@ -297,6 +315,7 @@ func (c *compiler) compileApps() {
 			c.invalidApps[key] = err.Error()
 			continue
 		}
+		expandGrants(a.Spec.Provider, grants)
 		ap := &app{idx: i, key: key, spec: &a.Spec, created: a.CreationTimestamp.UTC(), grants: grants, url: st.URL,
 			accepted: "The route is valid and admitted by CallbackApp " + key.String()}
 		c.apps[key] = ap
@@ -466,11 +485,17 @@ func (c *compiler) compileRoutes() []candidate {
 			reject(v1alpha1.ReasonInvalid, err.Error())
 			continue
 		}
+		unknown, warnings := checkCommands(ap.spec.Provider, r)
+		st.UnknownCommands, st.CommandsChecked, st.Warnings = unknown, true, warnings
+		r = withExpandedCommands(r, ap.spec.Provider)
 		if msg := admit(ap, r); msg != "" {
 			reject(v1alpha1.ReasonNotAllowedByApp, msg)
 			continue
 		}
 		st.Accepted = Cond{True: true, Reason: v1alpha1.ReasonAccepted, Message: ap.accepted}
+		for _, w := range warnings {
+			st.Accepted.Message += "; warning: " + w.Message
+		}
 		cr, reason, err := c.resolveBackend(r, ap, resolve)
 		if err != nil {
 			st.ResolvedRefs = Cond{Reason: reason, Message: err.Error()}
@@ -593,6 +618,8 @@ func (c *compiler) resolveBackend(r *v1alpha1.CallbackRoute, ap *app, resolve Se
 	}
 	if cr.Mode == v1alpha1.ModeAsync {
 		cr.MaxAttempts, cr.InitialBackoff, cr.MaxBackoff = s.EffectiveRetry()
+		cr.Ordered = s.Ordered()
+		cr.MaxConcurrency, cr.MaxPerSecond = s.EffectiveDelivery()
 	}
 	v := &ap.verify
 	cr.Tokens, cr.MaxRequestAge, cr.BasicAuth = v.tokens, v.maxRequestAge, v.basicAuth
@@ -712,4 +739,43 @@ func dedupSorted(in []string) []string {
 		}
 	}
 	return out[:n]
+}
+
+// orderingGuarantees sets the OrderingGuaranteed condition of every route with
+// spec.ordering: whether its receiver can keep the promise. JetStream orders each key
+// across every receiver pod; an embedded spool orders within one pod, so only a receiver
+// of one replica keeps it (the IM platform spreads one conversation's callbacks over
+// every pod behind the Service). Standalone mode is one process, so it keeps it.
+func (c *compiler) orderingGuarantees() {
+	recv := map[types.NamespacedName]*v1alpha1.CallbackReceiver{}
+	for i := range c.in.Receivers {
+		r := &c.in.Receivers[i]
+		recv[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}] = r
+	}
+	for i := range c.in.Routes {
+		if !c.in.Routes[i].Spec.Ordered() {
+			continue
+		}
+		st := &c.out.Routes[i]
+		var cond Cond
+		switch r := recv[st.Receiver]; {
+		case !st.Ready.True:
+			cond = Cond{Reason: v1alpha1.ReasonNotRouted, Message: "The route is not in a routing table"}
+		case c.in.Standalone:
+			cond = Cond{True: true, Reason: v1alpha1.ReasonSingleReplica, Message: "A standalone receiver is one process: copies of one conversation are delivered in order"}
+		case r == nil:
+			cond = Cond{Reason: v1alpha1.ReasonNotRouted, Message: "The route's receiver is unknown"}
+		case r.Spec.Spool != nil && r.Spec.Spool.JetStream != nil:
+			cond = Cond{True: true, Reason: v1alpha1.ReasonJetStream, Message: fmt.Sprintf(
+				"Receiver %s spools to JetStream, which delivers the copies of one conversation in order across all its pods", c.receiverName(st.Receiver))}
+		case r.Spec.EffectiveReplicas() <= 1:
+			cond = Cond{True: true, Reason: v1alpha1.ReasonSingleReplica, Message: fmt.Sprintf(
+				"Receiver %s runs one pod with an embedded spool: copies of one conversation are delivered in order", c.receiverName(st.Receiver))}
+		default:
+			cond = Cond{Reason: v1alpha1.ReasonMultipleReplicas, Message: fmt.Sprintf(
+				"Receiver %s runs %d pods with embedded spools: each pod orders only the callbacks it received, so one conversation's callbacks may be delivered out of order across pods; use spool.jetStream, or one replica",
+				c.receiverName(st.Receiver), r.Spec.EffectiveReplicas())}
+		}
+		st.Ordering = &cond
+	}
 }

@@ -11,7 +11,9 @@
 //     sends them, whatever the spool's speed; latency is measured from each callback's
 //     scheduled arrival, so a stall shows in full (no coordinated omission).
 //
-// Every case is bounded by -duration and -max. The result is a markdown table:
+// Every case is bounded by -duration and -max. The delivery cases (order.go) then time the
+// delivery of a stored backlog, unordered against ordered by conversation. The result is
+// markdown tables:
 //
 //	go run ./hack/bench/spool [-duration 5s] [-concurrency 32,128] [-rate 5000] [-deliver=true]
 package main
@@ -195,7 +197,7 @@ func run() error {
 			float64(r.acks)/secs, ms(r.p50), ms(r.p99), commits, ms(r.commitP99), perCommit, r.delivered/secs, r.errors,
 			float64(r.logical)/(1<<20), float64(r.file)/(1<<20))
 	}
-	return nil
+	return runOrderCases(base, *perRoute)
 }
 
 func newCallback(i int64) *callback.Callback {
