@@ -144,6 +144,7 @@ type CallbackReceiverStatus struct {
 	// pending is the number of acknowledged Async deliveries the receiver's pods hold
 	// (waiting or in flight), summed over the pods whose count could be read; see pods.
 	// +optional
+	// +kubebuilder:default=0
 	Pending int64 `json:"pending"`
 
 	// pods is each receiver pod's spool: its pending deliveries, whether the receiver's
