@@ -112,7 +112,8 @@ type planInput struct {
 // ordinals) out of the Service, then lowers the replicas one pod at a time, from the top,
 // as each leaving pod has been out of the Service for settle and its spool holds nothing
 // pending. A pod whose count cannot be read, or that does not run while its claim exists,
-// is waited for. The Deployment of a previous version is handled alike: once the
+// is waited for. A Stateless receiver (its spool elsewhere) scales down at once. The
+// Deployment of a previous version is handled alike: once the
 // StatefulSet's pods are ready the Service selects the serving label, which its pods lack,
 // and the Deployment is deleted when they have drained.
 func planScale(in planInput) *scalePlan {
@@ -129,7 +130,7 @@ func planScale(in planInput) *scalePlan {
 			pl.depPods = append(pl.depPods, pod)
 		}
 	}
-	if pl.p.current > desired {
+	if pl.p.current > desired && !in.s.Stateless {
 		pl.scaleDown()
 	}
 	// Claims of pods that are (back) in the StatefulSet lose the label.

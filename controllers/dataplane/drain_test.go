@@ -319,3 +319,26 @@ func TestPlanScale(t *testing.T) {
 		})
 	}
 }
+
+// TestStatelessReceiver: a receiver whose spool is not on its pods (JetStream) gets no
+// claims, and a scale-down lowers the replicas at once, without draining.
+func TestStatelessReceiver(t *testing.T) {
+	g := NewWithT(t)
+	in := planFixture{desired: 1, current: 3, pods: map[int]podState{0: {serving: true}, 1: {serving: true, pending: 5}, 2: {serving: true}}}.input()
+	in.s.Stateless = true
+	p := planScale(in)
+	g.Expect(p.replicas).To(Equal(int32(1)))
+	g.Expect(p.draining()).To(BeFalse())
+	g.Expect(p.podChanges).To(BeEmpty())
+
+	sts := DesiredStatefulSet(in.s)
+	g.Expect(sts.Spec.VolumeClaimTemplates).To(BeEmpty())
+	var spool *corev1.Volume
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if *v.Name == SpoolVolume {
+			spool = &corev1.Volume{Name: *v.Name}
+			g.Expect(v.EmptyDir).NotTo(BeNil())
+		}
+	}
+	g.Expect(spool).NotTo(BeNil(), "the spool mount needs a volume")
+}

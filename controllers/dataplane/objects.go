@@ -65,6 +65,9 @@ type ReceiverSettings struct {
 	SpoolSize resource.Quantity
 	// StorageClassName of the spool claims; nil for the cluster's default class.
 	StorageClassName *string
+	// Stateless: the spool is not on the pods (spool.jetStream), so they get no claims and
+	// a scale-down needs no drain. ResolveReceiver sets it with the JetStream spool.
+	Stateless bool
 	// ServiceType is the Service's type.
 	ServiceType corev1.ServiceType
 	// Port is the callback port of the pods and the Service.
@@ -332,6 +335,11 @@ func DesiredStatefulSet(s *ReceiverSettings) *appsv1ac.StatefulSetApplyConfigura
 			corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().
 				WithSizeLimit(resource.MustParse(receiverTmpSize))),
 		)
+	if s.Stateless {
+		// Nothing durable on the pod: the spool mount is scratch space.
+		pod.WithVolumes(corev1ac.Volume().WithName(SpoolVolume).WithEmptyDir(corev1ac.EmptyDirVolumeSource().
+			WithSizeLimit(resource.MustParse(receiverTmpSize))))
+	}
 
 	podLabels := receiverLabels(s)
 	podLabels[LabelServing] = ServingValue
@@ -352,12 +360,14 @@ func DesiredStatefulSet(s *ReceiverSettings) *appsv1ac.StatefulSetApplyConfigura
 		WithPersistentVolumeClaimRetentionPolicy(appsv1ac.StatefulSetPersistentVolumeClaimRetentionPolicy().
 			WithWhenScaled(appsv1.RetainPersistentVolumeClaimRetentionPolicyType).
 			WithWhenDeleted(appsv1.RetainPersistentVolumeClaimRetentionPolicyType)).
-		WithVolumeClaimTemplates(corev1ac.PersistentVolumeClaim(SpoolVolume, "").
-			WithLabels(receiverLabels(s)).
-			WithSpec(claim)).
 		WithTemplate(corev1ac.PodTemplateSpec().
 			WithLabels(podLabels).
 			WithSpec(pod))
+	if !s.Stateless {
+		spec.WithVolumeClaimTemplates(corev1ac.PersistentVolumeClaim(SpoolVolume, "").
+			WithLabels(receiverLabels(s)).
+			WithSpec(claim))
+	}
 	return appsv1ac.StatefulSet(s.Name, s.Receiver.Namespace).
 		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
 		WithSpec(spec)

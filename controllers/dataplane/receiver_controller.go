@@ -239,7 +239,7 @@ func (r *ReceiverReconciler) carryOut(ctx context.Context, recv *v1alpha1.Callba
 // spec asks for others: a StatefulSet's volumeClaimTemplates cannot change, and refusing
 // the whole StatefulSet would stop scaling and rollouts too. A Warning event says so.
 func (r *ReceiverReconciler) keepClaimTemplate(recv *v1alpha1.CallbackReceiver, s *ReceiverSettings, sts *appsv1.StatefulSet) {
-	if sts == nil || len(sts.Spec.VolumeClaimTemplates) != 1 {
+	if sts == nil || len(sts.Spec.VolumeClaimTemplates) != 1 || s.Stateless {
 		return
 	}
 	vct := sts.Spec.VolumeClaimTemplates[0].Spec
