@@ -186,8 +186,8 @@ func (m *managerRun) exited() (bool, error) {
 // ready, has won the leader election, runs the installation's CallbackReceiver (its
 // objects, owned by it, and its routing table), and has routed an app and a route of
 // another namespace (both Ready=True): the whole operator path under the installation's
-// RBAC. It returns the receiver Deployment the manager created.
-func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, receiverName, routeNS string) *appsv1.Deployment {
+// RBAC. It returns the receiver StatefulSet the manager created.
+func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, receiverName, routeNS string) *appsv1.StatefulSet {
 	t.Helper()
 	ctx := context.Background()
 	ns := d.Namespace
@@ -229,7 +229,7 @@ spec:
 	}
 
 	m := cl.startManager(t, d)
-	var receiver appsv1.Deployment
+	var receiver appsv1.StatefulSet
 	var last string
 	ready := func(o *unstructured.Unstructured) (bool, error) {
 		got := &unstructured.Unstructured{}
@@ -262,7 +262,7 @@ spec:
 			return false, nil
 		}
 		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: objectName}, &receiver); err != nil {
-			last = "receiver Deployment: " + err.Error()
+			last = "receiver StatefulSet: " + err.Error()
 			return false, nil
 		}
 		for _, o := range []client.Object{&receiver, &corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
@@ -301,9 +301,9 @@ spec:
 }
 
 // checkReceiverCompanions checks that the installation's companions select the pods of the
-// receiver Deployment the manager created, and that those pods meet the restricted Pod
+// receiver StatefulSet the manager created, and that those pods meet the restricted Pod
 // Security Standard.
-func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Deployment, companions []*unstructured.Unstructured) {
+func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.StatefulSet, companions []*unstructured.Unstructured) {
 	t.Helper()
 	podLabels := receiver.Spec.Template.Labels
 	matches := func(sel map[string]string) bool {
@@ -391,5 +391,5 @@ func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Deploy
 			t.Errorf("%s %s selects %v; the receiver pods are labelled %v", o.GetKind(), o.GetName(), sel, podLabels)
 		}
 	}
-	createPodFromTemplate(t, cl, receiver.Namespace, receiver)
+	createPodFromTemplate(t, cl, receiver.Namespace, receiver.Name, receiver.Spec.Template, receiver.Spec.VolumeClaimTemplates)
 }
