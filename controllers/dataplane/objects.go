@@ -244,22 +244,24 @@ func ServiceSelector(s *ReceiverSettings) map[string]string {
 	return sel
 }
 
-// DesiredService exposes the receiver's callback port and, on a port of its own, its
-// metrics (for a ServiceMonitor), on the serving pods only.
+// DesiredService exposes the receiver's callback port, on the serving pods only: the one
+// port meant for the IM platform, which may be a LoadBalancer's. Metrics are never on it.
 func DesiredService(s *ReceiverSettings) *corev1ac.ServiceApplyConfiguration {
 	return corev1ac.Service(s.Name, s.Receiver.Namespace).
 		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
 		WithSpec(corev1ac.ServiceSpec().
 			WithType(s.ServiceType).
 			WithSelector(ServiceSelector(s)).
-			WithPorts(servicePorts(s)...))
+			WithPorts(callbackPort(s)))
 }
 
 // DesiredHeadlessService gives the StatefulSet's pods their stable DNS names, serving or
-// not (publishNotReadyAddresses), for identity rather than load balancing.
+// not (publishNotReadyAddresses), for identity rather than load balancing. It also carries
+// the metrics port: it is never a LoadBalancer, and a ServiceMonitor selecting it scrapes
+// every pod once, draining ones included (their backlog is what an alert watches).
 func DesiredHeadlessService(s *ReceiverSettings) *corev1ac.ServiceApplyConfiguration {
-	// Its own name label, so that whatever selects the receiver Service's labels (a
-	// ServiceMonitor) does not select it too and scrape every pod twice.
+	// Its own name label, so that whatever selects the receiver Service's labels does not
+	// select it too.
 	l := receiverLabels(s)
 	l[LabelName] = s.Headless
 	return corev1ac.Service(s.Headless, s.Receiver.Namespace).
@@ -269,23 +271,21 @@ func DesiredHeadlessService(s *ReceiverSettings) *corev1ac.ServiceApplyConfigura
 			WithClusterIP(corev1.ClusterIPNone).
 			WithPublishNotReadyAddresses(true).
 			WithSelector(ReceiverPodLabels(s)).
-			WithPorts(servicePorts(s)...))
+			WithPorts(callbackPort(s),
+				corev1ac.ServicePort().
+					WithName(receiverMetricsPortName).
+					WithProtocol(corev1.ProtocolTCP).
+					WithPort(MetricsPort).
+					WithTargetPort(intstr.FromString(receiverMetricsPortName))))
 }
 
-// servicePorts are the callback and metrics ports of both Services.
-func servicePorts(s *ReceiverSettings) []*corev1ac.ServicePortApplyConfiguration {
-	return []*corev1ac.ServicePortApplyConfiguration{
-		corev1ac.ServicePort().
-			WithName(receiverPortName).
-			WithProtocol(corev1.ProtocolTCP).
-			WithPort(s.Port).
-			WithTargetPort(intstr.FromString(receiverPortName)),
-		corev1ac.ServicePort().
-			WithName(receiverMetricsPortName).
-			WithProtocol(corev1.ProtocolTCP).
-			WithPort(MetricsPort).
-			WithTargetPort(intstr.FromString(receiverMetricsPortName)),
-	}
+// callbackPort is the port the IM platform calls, on both Services.
+func callbackPort(s *ReceiverSettings) *corev1ac.ServicePortApplyConfiguration {
+	return corev1ac.ServicePort().
+		WithName(receiverPortName).
+		WithProtocol(corev1.ProtocolTCP).
+		WithPort(s.Port).
+		WithTargetPort(intstr.FromString(receiverPortName))
 }
 
 // DesiredStatefulSet runs the receiver in in-cluster mode with a restricted security

@@ -332,10 +332,11 @@ func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Statef
 			if o.GetName() != receiver.Name {
 				continue
 			}
-			// It scrapes the receiver's metrics Service (ClusterIP, metrics port only), whose
-			// selector picks the receiver pods; never the callback Service.
+			// It scrapes the receiver pods through the headless Service (never a
+			// LoadBalancer), whose selector picks every receiver pod; never the callback Service.
 			svc := &corev1.Service{}
-			if err := cl.c.Get(context.Background(), client.ObjectKey{Namespace: receiver.Namespace, Name: receiver.Name + "-metrics"}, svc); err != nil {
+			headless := dataplane.HeadlessName(receiver.OwnerReferences[0].Name)
+			if err := cl.c.Get(context.Background(), client.ObjectKey{Namespace: receiver.Namespace, Name: headless}, svc); err != nil {
 				t.Fatal(err)
 			}
 			endpoints, _, _ := unstructured.NestedSlice(o.Object, "spec", "endpoints")
