@@ -127,17 +127,20 @@ func TestReceiverObjectsOwnedAndShaped(t *testing.T) {
 	g.Expect(headless.Spec.ClusterIP).To(Equal(corev1.ClusterIPNone))
 	g.Expect(headless.Spec.PublishNotReadyAddresses).To(BeTrue())
 	g.Expect(headless.Spec.Selector).To(Equal(podLabels))
+	// The metrics port is on the headless Service only (never a LoadBalancer).
+	g.Expect(headless.Spec.Ports).To(HaveLen(2))
+	g.Expect(headless.Spec.Ports[1].Name).To(Equal("metrics"))
+	g.Expect(headless.Spec.Ports[1].Port).To(Equal(int32(MetricsPort)))
 
 	svc := &corev1.Service{}
 	g.Expect(k8s.Get(ctx, key, svc)).To(Succeed())
 	g.Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeNodePort))
 	g.Expect(svc.Spec.Selector).To(Equal(map[string]string{LabelName: "alpha-receiver", LabelInstance: "alpha",
 		LabelComponent: ComponentReceiver, LabelServing: "true"}))
-	g.Expect(svc.Spec.Ports).To(HaveLen(2))
+	// The callback Service (which may be a LoadBalancer's) has the callback port alone.
+	g.Expect(svc.Spec.Ports).To(HaveLen(1))
 	g.Expect(svc.Spec.Ports[0].Name).To(Equal("http"))
 	g.Expect(svc.Spec.Ports[0].Port).To(Equal(int32(8081)))
-	g.Expect(svc.Spec.Ports[1].Name).To(Equal("metrics"))
-	g.Expect(svc.Spec.Ports[1].Port).To(Equal(int32(MetricsPort)))
 
 	role := &rbacv1.Role{}
 	g.Expect(k8s.Get(ctx, key, role)).To(Succeed())

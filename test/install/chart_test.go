@@ -637,8 +637,10 @@ func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
 		if sm.GetName() != "im-callbacks-receiver" {
 			continue
 		}
-		if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
-			t.Errorf("receiver ServiceMonitor selects %v", sel)
+		// The headless Service, which alone carries the metrics port.
+		headlessSel := map[string]string{labelName: "im-callbacks-pods", labelComponent: "receiver"}
+		if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, headlessSel) {
+			t.Errorf("receiver ServiceMonitor selects %v, want the headless Service's %v", sel, headlessSel)
 		}
 	}
 }
