@@ -304,6 +304,13 @@ func (c *Cluster) startPod(d *appsv1.StatefulSet, podName, spoolDir, kubeconfig 
 			metricsURL = "http://" + args[i+1]
 		case "--spool-dir":
 			args[i+1] = spoolDir
+		case "--admin-listen":
+			// Loopback in every pod; here the pods share one loopback.
+			adminPort, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			args[i+1] = "127.0.0.1:" + strconv.Itoa(adminPort)
 		}
 	}
 	env := []string{"KUBECONFIG=" + kubeconfig}
@@ -523,36 +530,4 @@ func (c *Cluster) APIServerHostPort() (string, error) {
 		return "", err
 	}
 	return u.Host, nil
-}
-
-// RegisterPod creates the Pod object of a receiver run by StartReceiver, as the kubelet
-// would report it: the Deployment's pod labels, a container "receiver" whose port
-// "metrics" is the process's --metrics-listen port, Running and Ready on 127.0.0.1. The
-// manager finds the pod by its labels and reads its /metrics there (CallbackReplay
-// status). The Pod is deleted when ctx's test cleans up (call the returned func).
-func (c *Cluster) RegisterPod(ctx context.Context, d *appsv1.Deployment, r *Receiver) (func(), error) {
-	u, err := url.Parse(r.MetricsURL)
-	if err != nil || u.Port() == "" {
-		return nil, fmt.Errorf("receiver has no metrics URL (%q)", r.MetricsURL)
-	}
-	port, err := strconv.ParseInt(u.Port(), 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: d.Name + "-local", Labels: d.Spec.Template.Labels},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "receiver", Image: ReceiverImage,
-			Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: int32(port)}}}}},
-	}
-	if err := c.Client.Create(ctx, pod); err != nil {
-		return nil, fmt.Errorf("creating Pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-	if err := c.Client.Status().Update(ctx, pod); err != nil {
-		return nil, fmt.Errorf("setting the status of Pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	return func() {
-		_ = c.Client.Delete(context.Background(), pod, client.GracePeriodSeconds(0))
-	}, nil
 }

@@ -73,21 +73,27 @@ func TestCallbackReplay(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = cluster.KubectlRun(context.Background(), nil, "patch", "callbackreceiver", recvKey.Name, "-n", recvKey.Namespace, "--type=json", "-p", `[{"op":"remove","path":"/spec/retention"}]`)
 	})
-	deployName := dataplane.ObjectName(controllers.DefaultReceiverName)
+	stsName := dataplane.ObjectName(controllers.DefaultReceiverName)
 	g.Eventually(func(g Gomega) {
-		d, err := cluster.WaitForDeployment(ctx, receiverNamespace, deployName)
+		sts, err := cluster.WaitForStatefulSet(ctx, receiverNamespace, stsName)
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--retention"))
+		g.Expect(sts.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--retention"))
 	}, deliveryWait*2, 100*time.Millisecond).Should(Succeed())
-	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, deployName)
-	g.Expect(err).NotTo(HaveOccurred())
-	rx, err := cluster.StartReceiver(d, t.TempDir())
-	g.Expect(err).NotTo(HaveOccurred())
-	stopOnCleanup(t, "receiver", rx.Process)
+	// The StatefulSet's pods (two by default), each its own spool, run as local processes
+	// with Pod objects on 127.0.0.1: the manager reads each one's /metrics.
+	pods := cluster.RunStatefulSet(receiverNamespace, stsName, t.TempDir())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pods:\n%s\nsync errors: %v", pods.Logs(), pods.Errors())
+		}
+		pods.Stop()
+	})
+	var rx *Receiver
+	g.Eventually(func() bool {
+		rx = pods.Receiver(0)
+		return rx != nil && pods.Receiver(1) != nil
+	}, deliveryWait*4, 50*time.Millisecond).Should(BeTrue(), "sync errors: %v", pods.Errors())
 	g.Expect(rx.WaitReady(ctx)).To(Succeed())
-	unregister, err := cluster.RegisterPod(ctx, d, rx)
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(unregister)
 
 	for _, ns := range []string{"replay-team", "replay-other"} {
 		g.Expect(cluster.EnsureNamespace(ctx, ns)).To(Succeed())
@@ -206,8 +212,12 @@ spec:
 		g.Expect(meta.IsStatusConditionTrue(x.Status.Conditions, v1alpha1.ConditionFailed)).To(BeFalse())
 		g.Expect(x.Status.ObservedGeneration).To(Equal(x.Generation))
 		g.Expect(x.Status.Receiver).To(Equal(recvKey.String()))
-		g.Expect(x.Status.Pods).To(HaveLen(1))
-		g.Expect(x.Status.Pods[0].Name).To(Equal(deployName + "-local"))
+		// Both pods ran it; the callbacks went to pod 0, pod 1's spool has none of them.
+		g.Expect(x.Status.Pods).To(HaveLen(2))
+		g.Expect(x.Status.Pods[0].Name).To(Equal(pods.PodName(0)))
+		g.Expect(x.Status.Pods[1].Name).To(Equal(pods.PodName(1)))
+		g.Expect(x.Status.Pods[0].Matched).To(Equal(x.Status.Matched))
+		g.Expect(x.Status.Pods[1].Matched).To(BeZero())
 		return x
 	}
 	rfc := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
@@ -217,7 +227,6 @@ spec:
 	x := waitComplete("replay-team", "by-time")
 	g.Expect(x.Status.Matched).To(BeEquivalentTo(n))
 	g.Expect(x.Status.Replayed).To(BeEquivalentTo(n))
-	g.Expect(x.Status.Pods[0].Matched).To(BeEquivalentTo(n))
 	g.Eventually(func() int { return len(replays("/orders")) }, deliveryWait*2, 50*time.Millisecond).Should(Equal(n))
 	var got []string
 	for _, d := range replays("/orders") {
