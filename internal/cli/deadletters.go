@@ -31,7 +31,15 @@ var deadLettersOut io.Writer = os.Stdout
 // (JSON output shows all of it).
 const deadLettersLastErrorWidth = 80
 
-const deadLettersSynopsis = "list|redrive|purge --spool-dir DIR [--route ns/name] [--id ID] [--output table|json] [--all]"
+// deadletters actions and list formats.
+const (
+	actionList    = "list"
+	actionRedrive = "redrive"
+	actionPurge   = "purge"
+	outputJSON    = "json"
+)
+
+const deadLettersSynopsis = "list|redrive|purge (--spool-dir DIR | --admin URL) [--route ns/name] [--id ID] [--output table|json] [--all]"
 
 func runDeadLetters(args []string) error {
 	fs := newFlagSet("deadletters", deadLettersSynopsis)
@@ -41,6 +49,7 @@ func runDeadLetters(args []string) error {
 	output := fs.String("output", "table", "list format: table or json")
 	all := fs.Bool("all", false, "purge: allow purging every dead letter when no --route or --id is given")
 	lockTimeout := fs.Duration("lock-timeout", spool.DefaultLockTimeout, "how long to wait for a spool held by another process")
+	adminURL := fs.String("admin", "", "a running receiver's admin API (its --admin-listen), e.g. http://127.0.0.1:9091, instead of --spool-dir")
 	// The action may come before or after the flags.
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -54,12 +63,12 @@ func runDeadLetters(args []string) error {
 			return fmt.Errorf("deadletters: unexpected argument %q", fs.Arg(0))
 		}
 	}
-	if *output != "table" && *output != "json" {
+	if *output != "table" && *output != outputJSON {
 		return fmt.Errorf("deadletters: --output must be table or json, not %q", *output)
 	}
 	filter := spool.Filter{Route: *route, ID: *id}
 	switch action {
-	case "list", "redrive", "purge":
+	case actionList, actionRedrive, actionPurge:
 	case "":
 		fs.Usage()
 		return errors.New("deadletters: no action given (list, redrive or purge)")
@@ -68,6 +77,9 @@ func runDeadLetters(args []string) error {
 	}
 	if action == "purge" && filter == (spool.Filter{}) && !*all {
 		return errors.New("deadletters purge: give --route, --id or --all")
+	}
+	if *adminURL != "" {
+		return deadLettersAdmin(*adminURL, action, filter, *output)
 	}
 	// Never create a spool where there was none (a mistyped --spool-dir).
 	if _, err := os.Stat(filepath.Join(*dir, spool.FileName)); err != nil {
