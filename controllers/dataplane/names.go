@@ -41,6 +41,12 @@ const (
 	MaxNameLength = validation.DNS1035LabelMaxLength - len(ObjectSuffix)
 	// SpoolDir is where the receiver's spool volume is mounted.
 	SpoolDir = "/var/spool/callback-router"
+	// NATSCredsDir is where spec.spool.jetStream.credentialsSecretRef is mounted.
+	NATSCredsDir = "/etc/callback-router/nats"
+	// NATSCredsKey is the key of the NATS credentials file in that Secret.
+	NATSCredsKey = "creds"
+	// natsCredsVolume names the credentials volume.
+	natsCredsVolume = "nats-creds"
 	// TmpDir is a writable emptyDir for the read-only root filesystem.
 	TmpDir = "/tmp"
 	// MetricsPort serves the receiver pods' /metrics (--metrics-listen), apart from the

@@ -60,6 +60,9 @@ type ReceiverSettings struct {
 	Port int32
 	// TrustedProxies are CIDRs whose X-Forwarded-For the receiver trusts.
 	TrustedProxies []string
+	// JetStream, when set, is the receiver's JetStream spool (spec.spool.jetStream):
+	// the pods get --spool-url instead of --spool-dir.
+	JetStream *v1alpha1.JetStreamSpool
 }
 
 // errUnsupported marks a spec this manager accepts but cannot run: a terminal failure
@@ -97,9 +100,7 @@ func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*Receiv
 	}
 	if sp := r.Spec.Spool; sp != nil {
 		if sp.JetStream != nil {
-			// The receiver binary of this version has no --spool-url: refuse rather than run
-			// receivers that silently spool somewhere else than the spec says.
-			return nil, errUnsupported("spool.jetStream is not supported by this version of the receiver; use spool.embedded")
+			s.JetStream = sp.JetStream.DeepCopy()
 		}
 		if sp.Embedded != nil && sp.Embedded.Size != nil {
 			s.SpoolSize = *sp.Embedded.Size
@@ -153,14 +154,43 @@ func ReceiverArgs(s *ReceiverSettings) []string {
 		"receiver",
 		"--listen", ":" + strconv.Itoa(int(s.Port)),
 		"--metrics-listen", ":" + strconv.Itoa(MetricsPort),
-		"--spool-dir", SpoolDir,
 		"--namespace", s.Receiver.Namespace,
 		"--table", s.Table,
 	}
+	args = append(args, SpoolArgs(s)...)
 	if len(s.TrustedProxies) > 0 {
 		args = append(args, "--trusted-proxies", strings.Join(s.TrustedProxies, ","))
 	}
 	return args
+}
+
+// SpoolArgs are the receiver's spool arguments: --spool-dir on its volume, or the
+// JetStream spool of spec.spool.jetStream (a stream of its own per CallbackReceiver,
+// JetStreamStreamName, so that receivers sharing a NATS cluster keep apart).
+func SpoolArgs(s *ReceiverSettings) []string {
+	js := s.JetStream
+	if js == nil {
+		return []string{"--spool-dir", SpoolDir}
+	}
+	replicas := js.Replicas
+	if replicas <= 0 {
+		replicas = v1alpha1.DefaultJetStreamReplicas
+	}
+	args := []string{
+		"--spool-url", js.URL,
+		"--spool-stream", JetStreamStreamName(s.Receiver),
+		"--spool-replicas", strconv.Itoa(int(replicas)),
+	}
+	if js.CredentialsSecretRef != nil {
+		args = append(args, "--spool-creds", NATSCredsDir+"/"+NATSCredsKey)
+	}
+	return args
+}
+
+// JetStreamStreamName is the stream of a CallbackReceiver on a JetStream spool:
+// CALLBACKS_<namespace>_<name>, upper case, with '.' (not allowed in stream names) as '-'.
+func JetStreamStreamName(r *v1alpha1.CallbackReceiver) string {
+	return strings.ToUpper(strings.ReplaceAll("CALLBACKS_"+r.Namespace+"_"+r.Name, ".", "-"))
 }
 
 // DesiredServiceAccount is the receiver's identity.
@@ -250,6 +280,7 @@ func DesiredDeployment(s *ReceiverSettings) *appsv1ac.DeploymentApplyConfigurati
 			corev1ac.VolumeMount().WithName("spool").WithMountPath(SpoolDir),
 			corev1ac.VolumeMount().WithName("tmp").WithMountPath(TmpDir),
 		).
+		WithVolumeMounts(natsCredsMounts(s)...).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithAllowPrivilegeEscalation(false).
 			WithReadOnlyRootFilesystem(true).
@@ -272,7 +303,8 @@ func DesiredDeployment(s *ReceiverSettings) *appsv1ac.DeploymentApplyConfigurati
 			corev1ac.Volume().WithName("spool").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(s.SpoolSize)),
 			corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().
 				WithSizeLimit(resource.MustParse(receiverTmpSize))),
-		)
+		).
+		WithVolumes(natsCredsVolumes(s)...)
 
 	spec := appsv1ac.DeploymentSpec().
 		WithReplicas(s.Replicas).
@@ -288,4 +320,27 @@ func DesiredDeployment(s *ReceiverSettings) *appsv1ac.DeploymentApplyConfigurati
 	return appsv1ac.Deployment(s.Name, s.Receiver.Namespace).
 		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
 		WithSpec(spec)
+}
+
+// natsCredsMounts and natsCredsVolumes mount spec.spool.jetStream.credentialsSecretRef's
+// "creds" key at NATSCredsDir, read-only, when it is set.
+func natsCredsMounts(s *ReceiverSettings) []*corev1ac.VolumeMountApplyConfiguration {
+	if s.JetStream == nil || s.JetStream.CredentialsSecretRef == nil {
+		return nil
+	}
+	return []*corev1ac.VolumeMountApplyConfiguration{
+		corev1ac.VolumeMount().WithName(natsCredsVolume).WithMountPath(NATSCredsDir).WithReadOnly(true),
+	}
+}
+
+func natsCredsVolumes(s *ReceiverSettings) []*corev1ac.VolumeApplyConfiguration {
+	if s.JetStream == nil || s.JetStream.CredentialsSecretRef == nil {
+		return nil
+	}
+	return []*corev1ac.VolumeApplyConfiguration{
+		corev1ac.Volume().WithName(natsCredsVolume).WithSecret(corev1ac.SecretVolumeSource().
+			WithSecretName(s.JetStream.CredentialsSecretRef.Name).
+			WithItems(corev1ac.KeyToPath().WithKey(NATSCredsKey).WithPath(NATSCredsKey)).
+			WithDefaultMode(0o440)),
+	}
 }

@@ -33,7 +33,7 @@ var quiet = funcr.New(func(prefix, args string) {}, funcr.Options{})
 // hit is one request a backend got.
 type hit struct {
 	id, route, attempt, body string
-	at                      time.Time
+	at                       time.Time
 }
 
 // backend records requests and answers with answer(hit number for this callback ID).
