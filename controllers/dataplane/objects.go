@@ -154,10 +154,9 @@ func ReceiverArgs(s *ReceiverSettings) []string {
 		"receiver",
 		"--listen", ":" + strconv.Itoa(int(s.Port)),
 		"--metrics-listen", ":" + strconv.Itoa(MetricsPort),
-		"--namespace", s.Receiver.Namespace,
-		"--table", s.Table,
 	}
 	args = append(args, SpoolArgs(s)...)
+	args = append(args, "--namespace", s.Receiver.Namespace, "--table", s.Table)
 	if len(s.TrustedProxies) > 0 {
 		args = append(args, "--trusted-proxies", strings.Join(s.TrustedProxies, ","))
 	}

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,6 +169,37 @@ func setDeploymentStatus(g Gomega, key types.NamespacedName, replicas, ready int
 	}, waitTimeout, pollInterval).Should(Succeed())
 }
 
+// TestReceiverOnJetStream: spec.spool.jetStream reaches the receiver as --spool-url,
+// a stream of the receiver's own, the replicas and the credentials file mounted from
+// the named Secret.
+func TestReceiverOnJetStream(t *testing.T) {
+	g := NewWithT(t)
+	recv := newReceiver(t, receiverNS, "js-alpha", v1alpha1.CallbackReceiverSpec{
+		Spool: &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{
+			URL:                  "nats://127.0.0.1:4222,127.0.0.1:4223",
+			CredentialsSecretRef: &v1alpha1.LocalObjectReference{Name: "nats-creds"},
+		}},
+	})
+	key := types.NamespacedName{Namespace: receiverNS, Name: ObjectName(recv.Name)}
+	d := &appsv1.Deployment{}
+	g.Eventually(func() error { return k8s.Get(context.Background(), key, d) }, waitTimeout, pollInterval).Should(Succeed())
+	c := d.Spec.Template.Spec.Containers[0]
+	g.Expect(c.Args).To(Equal([]string{"receiver", "--listen", ":8080", "--metrics-listen", ":9090",
+		"--spool-url", "nats://127.0.0.1:4222,127.0.0.1:4223", "--spool-stream", "CALLBACKS_" + strings.ToUpper(receiverNS) + "_JS-ALPHA",
+		"--spool-replicas", "3", "--spool-creds", NATSCredsDir + "/creds",
+		"--namespace", receiverNS, "--table", TableName(recv.Name)}))
+	g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "nats-creds", MountPath: NATSCredsDir, ReadOnly: true}))
+	var found bool
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Name == "nats-creds" {
+			found = true
+			g.Expect(v.Secret.SecretName).To(Equal("nats-creds"))
+			g.Expect(v.Secret.Items).To(Equal([]corev1.KeyToPath{{Key: "creds", Path: "creds"}}))
+		}
+	}
+	g.Expect(found).To(BeTrue(), "no nats-creds volume")
+}
+
 func TestReceiverStatusFollowsWorkload(t *testing.T) {
 	g := NewWithT(t)
 	recv := newReceiver(t, receiverNS, "beta", v1alpha1.CallbackReceiverSpec{Replicas: ptr.To[int32](2)})
@@ -268,10 +300,6 @@ func TestReceiverThatCannotRunStalls(t *testing.T) {
 		// created says whether the Deployment exists (the refusal came from the API server).
 		created bool
 	}{
-		"JetStream spool, not supported by this receiver": {
-			spec:    v1alpha1.CallbackReceiverSpec{Spool: &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{URL: "nats://127.0.0.1:4222"}}},
-			message: "spool.jetStream is not supported",
-		},
 		"service port on the metrics port": {
 			spec:    v1alpha1.CallbackReceiverSpec{Service: &v1alpha1.ReceiverService{Port: MetricsPort}},
 			message: "is the receiver's metrics port",

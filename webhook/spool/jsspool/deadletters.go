@@ -122,7 +122,7 @@ func (s *Spool) Redrive(ctx context.Context, f spool.Filter) (int, error) {
 				h[k] = v
 			}
 		}
-		msg := nats.NewMsg(s.qSubj + tok + ".0")
+		msg := nats.NewMsg(s.qSubj + tok + "." + unorderedPartition)
 		msg.Header, msg.Data = h, m.raw.Data
 		pctx, cancel := context.WithTimeout(ctx, s.opts.PublishTimeout)
 		_, err = s.js.PublishMsg(pctx, msg, jetstream.WithMsgID(fmt.Sprintf("redrive %s %d", s.opts.Stream, m.seq)),

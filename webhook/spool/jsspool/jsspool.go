@@ -5,11 +5,11 @@
 //
 // Layout, for a stream named S (--spool-stream, default CALLBACKS):
 //   - stream S, work-queue retention, file storage, subjects "S.q.>": one message per
-//     (callback, route) on subject "S.q.<route token>.<partition>", its body the callback
+//     (callback, route) on subject "S.q.<route token>.u", its body the callback
 //     body, the callback and the route's delivery settings in headers. Its Nats-Msg-Id is
 //     the callback's ID and the route, so a callback the IM platform sends twice, to the
 //     same receiver or another, is stored once within the stream's duplicate window;
-//   - one durable pull consumer per route ("S_<route token>", filter "S.q.<route token>.>",
+//   - one durable pull consumer per route ("S_<route token>", filter "S.q.<route token>.u",
 //     explicit acks, MaxAckPending = the route's concurrency) that every receiver pulls
 //     from: the route's retry policy is applied with NakWithDelay (backoff with jitter,
 //     Retry-After), attempts are counted by JetStream (NumDelivered);
@@ -73,6 +73,20 @@ const (
 	// dead-letter operations).
 	DefaultRequestTimeout = 10 * time.Second
 )
+
+// pullExpiry is how long one pull request of a receiver waits at the server; a pull
+// lost on the way (a NATS server gone) is noticed and renewed within about half of it
+// (the client's missed-heartbeat check).
+const pullExpiry = 5 * time.Second
+
+// leaderPoll is how often a receiver checks whether a new consumer has its leader.
+const leaderPoll = 100 * time.Millisecond
+
+// unorderedPartition is the last subject token of a route's unordered copies:
+// "S.q.<route token>.u". Per-key ordered copies will take "p<n>" (see docs/delivery.md,
+// "The JetStream spool"), each partition with a consumer of its own and MaxAckPending 1,
+// so that the consumer of the unordered copies filters on "u" only.
+const unorderedPartition = "u"
 
 // ErrUnavailable is returned by Enqueue while the receiver is not connected to NATS.
 var ErrUnavailable = errors.New("NATS is not connected")
@@ -166,9 +180,11 @@ type Spool struct {
 
 	qSubj, deadSubj string
 
+	createMu sync.Mutex // serialises consumer creation
+
 	mu      sync.Mutex
 	closed  bool
-	routes  map[string]bool // route tokens whose consumer exists (and is pulled while running)
+	routes  map[string]*routeConsumer // by route token: consumers known to exist
 	runCtx  context.Context
 	cancel  context.CancelFunc
 	running sync.WaitGroup
@@ -212,7 +228,7 @@ func Open(ctx context.Context, opts Options) (*Spool, error) {
 		deadLog:  opts.DeadLetterLogger,
 		qSubj:    opts.Stream + ".q.",
 		deadSubj: opts.Stream + ".dead.",
-		routes:   map[string]bool{},
+		routes:   map[string]*routeConsumer{},
 		client:   opts.HTTPClient,
 	}
 	if s.deadLog.GetSink() == nil {
@@ -342,21 +358,46 @@ func (s *Spool) consumerName(tok string) string { return s.opts.Stream + "_" + t
 func (s *Spool) ensureConsumer(ctx context.Context, route string) (string, error) {
 	tok := routeToken(route)
 	s.mu.Lock()
-	known := s.routes[tok]
+	known := s.routes[tok] != nil
 	s.mu.Unlock()
 	if known {
 		return tok, nil
 	}
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.opts.Stream, jetstream.ConsumerConfig{
+	// One creation at a time: concurrent first callbacks of a route would otherwise each
+	// update the consumer, and an update drops the pull requests waiting on it.
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	s.mu.Lock()
+	known = s.routes[tok] != nil
+	s.mu.Unlock()
+	if known {
+		return tok, nil
+	}
+	cfg := jetstream.ConsumerConfig{
 		Durable:       s.consumerName(tok),
 		Description:   "callback-router deliveries of route " + route,
-		FilterSubject: s.qSubj + tok + ".>",
+		FilterSubject: s.qSubj + tok + "." + unorderedPartition,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.opts.AckWait,
 		MaxDeliver:    -1, // attempts are the route's, counted from NumDelivered
 		MaxAckPending: s.opts.MaxConcurrencyPerRoute,
 		Metadata:      map[string]string{"callback-router/route": route},
-	})
+	}
+	// Look up before writing: every receiver comes here for every route, and an update
+	// drops the pull requests the other receivers have waiting on the consumer. Only a
+	// change of the settings the receiver owns is written.
+	cons, err := s.js.Consumer(ctx, s.opts.Stream, cfg.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		cons, err = s.js.CreateConsumer(ctx, s.opts.Stream, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) { // another receiver won the race
+			cons, err = s.js.Consumer(ctx, s.opts.Stream, cfg.Durable)
+		}
+	case err == nil:
+		if got := cons.CachedInfo().Config; got.AckWait != cfg.AckWait || got.MaxAckPending != cfg.MaxAckPending {
+			cons, err = s.js.UpdateConsumer(ctx, s.opts.Stream, cfg)
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("creating the consumer of route %s: %w", route, err)
 	}
@@ -364,21 +405,37 @@ func (s *Spool) ensureConsumer(ctx context.Context, route string) (string, error
 	return tok, nil
 }
 
-// startRoute records tok and, while Run runs, starts pulling its consumer.
+// routeConsumer is a route's consumer and whether this receiver pulls from it.
+type routeConsumer struct {
+	route   string
+	cons    jetstream.Consumer
+	pulling bool
+}
+
+// startRoute records tok's consumer and, while Run runs, starts pulling it.
 func (s *Spool) startRoute(tok, route string, cons jetstream.Consumer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.routes[tok] {
+	rc := s.routes[tok]
+	if rc == nil {
+		rc = &routeConsumer{route: route, cons: cons}
+		s.routes[tok] = rc
+	}
+	s.startPullLocked(rc)
+}
+
+// startPullLocked starts pulling rc if Run runs and nobody pulls it yet; s.mu held.
+func (s *Spool) startPullLocked(rc *routeConsumer) {
+	if s.runCtx == nil || rc.pulling {
 		return
 	}
-	s.routes[tok] = true
-	if s.runCtx != nil {
-		s.running.Add(1)
-		go func() {
-			defer s.running.Done()
-			s.pull(s.runCtx, route, cons)
-		}()
-	}
+	rc.pulling = true
+	ctx := s.runCtx
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		s.pull(ctx, rc.route, rc.cons)
+	}()
 }
 
 // Enqueue publishes one message per target and returns nil only once JetStream has
@@ -409,7 +466,7 @@ func (s *Spool) Enqueue(ctx context.Context, cb *callback.Callback, targets []ca
 		t = spool.NormalizeTarget(t)
 		tok, err := s.ensureConsumer(ctx, t.Route)
 		if err == nil {
-			m := nats.NewMsg(s.qSubj + tok + ".0")
+			m := nats.NewMsg(s.qSubj + tok + "." + unorderedPartition)
 			m.Header = encodeHeaders(cb, &t)
 			m.Data = cb.Body
 			_, err = s.js.PublishMsg(ctx, m, jetstream.WithMsgID(cb.ID+" "+t.Route), jetstream.WithExpectStream(s.opts.Stream))
@@ -437,9 +494,9 @@ func (s *Spool) Run(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	s.runCtx, s.cancel = runCtx, cancel
-	// Consumers created before Run were recorded but not pulled: discover finds them
-	// again, with every other route's, and starts them.
-	s.routes = map[string]bool{}
+	for _, rc := range s.routes { // created by Enqueue before Run
+		s.startPullLocked(rc)
+	}
 	s.mu.Unlock()
 	defer cancel()
 
@@ -451,10 +508,13 @@ func (s *Spool) Run(ctx context.Context) error {
 		}
 		select {
 		case <-runCtx.Done():
+			s.running.Wait()
 			s.mu.Lock()
 			s.runCtx, s.cancel = nil, nil
+			for _, rc := range s.routes {
+				rc.pulling = false
+			}
 			s.mu.Unlock()
-			s.running.Wait()
 			return nil
 		case <-t.C:
 		}
@@ -476,7 +536,7 @@ func (s *Spool) discover(ctx context.Context) error {
 			continue
 		}
 		s.mu.Lock()
-		known := s.routes[routeToken(route)]
+		known := s.routes[routeToken(route)] != nil
 		s.mu.Unlock()
 		if known {
 			continue
@@ -490,12 +550,40 @@ func (s *Spool) discover(ctx context.Context) error {
 	return l.Err()
 }
 
+// waitLeader returns once cons has a leader (at once for a stream without replicas).
+func waitLeader(ctx context.Context, cons jetstream.Consumer) error {
+	for {
+		ictx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(leaderPoll):
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // pull delivers route's messages, at most MaxConcurrencyPerRoute at a time from this
 // receiver (and from all receivers together: the consumer's MaxAckPending).
 func (s *Spool) pull(ctx context.Context, route string, cons jetstream.Consumer) {
 	n := s.opts.MaxConcurrencyPerRoute
 	for ctx.Err() == nil {
-		it, err := cons.Messages(jetstream.PullMaxMessages(n))
+		// A pull sent to a replicated consumer that has no leader yet (just created) is
+		// lost, and the client would notice only at the pull's expiry: wait for one.
+		if err := waitLeader(ctx, cons); err != nil {
+			if ctx.Err() == nil {
+				s.log.Error(err, "The route's JetStream consumer has no leader; retrying", "route", route)
+			}
+			continue
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(n), jetstream.PullExpiry(pullExpiry))
 		if err != nil {
 			s.log.Error(err, "Failed to pull from the route's JetStream consumer; retrying", "route", route)
 			select {
