@@ -225,6 +225,9 @@ func run() error {
 			float64(r.acks)/secs, ms(r.p50), ms(r.p99), commits, ms(r.commitP99), perCommit, r.delivered/secs, r.errors,
 			float64(r.logical)/(1<<20), float64(r.file)/(1<<20))
 	}
+	if e := firstErr.Load(); e != nil {
+		fmt.Printf("\nFirst Enqueue error: %s\n", e)
+	}
 	return nil
 }
 
@@ -352,6 +355,7 @@ func closedLoop(ctx context.Context, s spool.Queue, targets []callback.Target, n
 				cb := newCallback(i)
 				t0 := time.Now()
 				if err := s.Enqueue(ctx, cb, targets); err != nil {
+					noteErr(err)
 					errs.Add(1)
 					if errors.Is(err, spool.ErrClosed) {
 						return
@@ -395,6 +399,7 @@ func openLoop(ctx context.Context, s spool.Queue, targets []callback.Target, rat
 		wg.Go(func() {
 			defer func() { <-sem }()
 			if err := s.Enqueue(ctx, newCallback(i), targets); err != nil {
+				noteErr(err)
 				errs.Add(1)
 				return
 			}
@@ -405,6 +410,11 @@ func openLoop(ctx context.Context, s spool.Queue, targets []callback.Target, rat
 	close(lat)
 	<-collected
 }
+
+// firstErr keeps the first Enqueue error of the run, printed under the table.
+var firstErr atomic.Value
+
+func noteErr(err error) { firstErr.CompareAndSwap(nil, err.Error()) }
 
 func ms(d time.Duration) string {
 	return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000)
