@@ -1,6 +1,6 @@
 # callback-router Makefile. `make help` lists the targets.
 
-# Every tool (controller-gen, golangci-lint, helm, kustomize, helm-docs, kube-apiserver) is
+# Every tool (controller-gen, golangci-lint, helm, kustomize, helm-docs, kube-apiserver, promtool) is
 # pinned by a committed tools module under hack/tools/<name> (go.mod + go.sum) and built
 # read-only by hack/tool.sh into a cache outside the checkout, so a fresh machine needs only Go
 # and the module proxy, and the go command can never pick another version.
@@ -81,7 +81,7 @@ test: tools-check verify vet lint ## Run all tests against a real kube-apiserver
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) -v ./api/... | grep -v -E '^\s*=== (RUN|PAUSE|CONT)'
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$($(TOOL) helm)" KUSTOMIZE="$$($(TOOL) kustomize)" \
 	  HELM_DOCS="$$($(TOOL) helm-docs)" KUBE_CONTROLLER_MANAGER="$$($(TOOL) kube-controller-manager)" \
-	  go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/api/')
+	  PROMTOOL="$$($(TOOL) promtool)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v '/api/')
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: fuzz
@@ -127,6 +127,11 @@ chart: ## Sync the chart's CRD copy from config/crd/bases and regenerate its REA
 	cp config/crd/bases/*.yaml charts/callback-router/files/crds/
 	"$$($(TOOL) helm-docs)" --chart-search-root charts --template-files README.md.gotmpl --log-level warning
 
+.PHONY: test-monitoring
+test-monitoring: ## Run only the dashboard and alert tests (test/monitoring: helm, promtool, a real receiver).
+	HELM="$$($(TOOL) helm)" PROMTOOL="$$($(TOOL) promtool)" KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" \
+	  go test $(GO_TEST_FLAGS) ./test/monitoring/...
+
 .PHONY: test-install
 test-install: ## Run only the chart and kustomize install tests (test/install) against envtest.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$$($(TOOL) helm)" KUSTOMIZE="$$($(TOOL) kustomize)" \
@@ -137,4 +142,4 @@ test-install: ## Run only the chart and kustomize install tests (test/install) a
 
 .PHONY: tools
 tools: ## Build every pinned tool into the cache (hack/tool.sh; prints their paths).
-	@for t in controller-gen golangci-lint helm kustomize helm-docs kube-apiserver; do $(TOOL) $$t; done
+	@for t in controller-gen golangci-lint helm kustomize helm-docs kube-apiserver promtool; do $(TOOL) $$t; done

@@ -71,6 +71,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o ManagerOptions) error {
 	if err := table.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the table controller: %w", err)
 	}
+	if err := RegisterStatusMetrics(mgr); err != nil {
+		return fmt.Errorf("registering the status metrics: %w", err)
+	}
 	return SetupDataPlane(mgr, o, recorder)
 }
 

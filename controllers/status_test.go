@@ -44,15 +44,8 @@ func TestSetStatusAndUpToDate(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			g := NewWithT(t)
 			var s v1alpha1.CallbackRouteStatus
-			set := func(gen int64, st routing.RouteStatus) {
-				want := routeStatus(gen, &st)
-				setConditions(&s.Conditions, want.Conditions)
-				s.ObservedGeneration, s.URL = want.ObservedGeneration, want.URL
-			}
-			upToDate := func(gen int64, st routing.RouteStatus) bool {
-				want := routeStatus(gen, &st)
-				return routeStatusUpToDate(&s, &want)
-			}
+			set := func(gen int64, st routing.RouteStatus) { setRouteStatus(&s, gen, &st) }
+			upToDate := func(gen int64, st routing.RouteStatus) bool { return routeStatusUpToDate(&s, gen, &st) }
 			set(tc.genFrom, tc.from)
 			g.Expect(upToDate(tc.genFrom, tc.from)).To(BeTrue())
 			// Accepted, ResolvedRefs and Ready, and Stalled while refused (Conflict).

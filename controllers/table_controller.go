@@ -252,7 +252,7 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 	}
 	g.SetLimit(workers)
 	patched := make(chan struct{}, len(apps)+len(routes))
-	patch := func(old, updated client.Object, kind string) {
+	patch := func(old, updated client.Object, kind string, warnings ...routing.Cond) {
 		g.Go(func() error {
 			if err := r.Client.Status().Patch(ctx, updated, client.MergeFrom(old)); err != nil {
 				if apierrors.IsNotFound(err) {
@@ -261,31 +261,28 @@ func (r *TableReconciler) updateStatuses(ctx context.Context, apps []v1alpha1.Ca
 				return fmt.Errorf("patching status of %s %s/%s: %w", kind, old.GetNamespace(), old.GetName(), err)
 			}
 			r.emitEvents(updated, conditionsOf(old), conditionsOf(updated))
+			r.emitWarnings(updated, conditionsOf(old), conditionsOf(updated), warnings)
 			patched <- struct{}{}
 			return nil
 		})
 	}
 	for i := range apps {
 		a, st := &apps[i], &out.Apps[i]
-		want := appStatus(a.Generation, st)
-		if appStatusUpToDate(&a.Status, &want) {
+		if appStatusUpToDate(&a.Status, a.Generation, st) {
 			continue
 		}
 		updated := a.DeepCopy()
-		setConditions(&updated.Status.Conditions, want.Conditions)
-		updated.Status.ObservedGeneration, updated.Status.URL, updated.Status.AttachedRoutes = want.ObservedGeneration, want.URL, want.AttachedRoutes
+		setAppStatus(&updated.Status, a.Generation, st)
 		patch(a, updated, "CallbackApp")
 	}
 	for i := range routes {
 		rt, st := &routes[i], &out.Routes[i]
-		want := routeStatus(rt.Generation, st)
-		if routeStatusUpToDate(&rt.Status, &want) {
+		if routeStatusUpToDate(&rt.Status, rt.Generation, st) {
 			continue
 		}
 		updated := rt.DeepCopy()
-		setConditions(&updated.Status.Conditions, want.Conditions)
-		updated.Status.ObservedGeneration, updated.Status.URL = want.ObservedGeneration, want.URL
-		patch(rt, updated, "CallbackRoute")
+		setRouteStatus(&updated.Status, rt.Generation, st)
+		patch(rt, updated, "CallbackRoute", st.Warnings...)
 	}
 	err := g.Wait()
 	return len(patched), err
@@ -316,9 +313,50 @@ var stalledReasons = map[string]bool{
 	v1alpha1.ReasonConflict:             true,
 }
 
-// conditions are the conditions of an outcome (without times): Accepted, ResolvedRefs and
-// Ready, and Stalled when refused for a stalledReasons reason.
-func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Condition {
+// conditionSet is an outcome's conditions (without times): Accepted, ResolvedRefs and
+// Ready, then Stalled when refused, then OrderingGuaranteed on an ordered route. An
+// array, not a slice: the up-to-date check runs for every object on every pass and must
+// not allocate.
+type conditionSet struct {
+	c [5]metav1.Condition
+	n int
+}
+
+// optionalConditions are set only while they apply, and removed otherwise.
+var optionalConditions = [...]string{v1alpha1.ConditionStalled, v1alpha1.ConditionOrderingGuaranteed}
+
+// has reports whether the set holds a condition of type t.
+func (s *conditionSet) has(t string) bool {
+	for i := 0; i < s.n; i++ {
+		if s.c[i].Type == t {
+			return true
+		}
+	}
+	return false
+}
+
+func condition(gen int64, t string, x *routing.Cond) metav1.Condition {
+	s := metav1.ConditionFalse
+	if x.True {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
+}
+
+// routeConditions are a route's conditions: an app's, plus OrderingGuaranteed when the
+// route has spec.ordering.
+func routeConditions(gen int64, st *routing.RouteStatus) conditionSet {
+	out := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	if st.Ordering != nil {
+		out.c[out.n] = condition(gen, v1alpha1.ConditionOrderingGuaranteed, st.Ordering)
+		out.n++
+	}
+	return out
+}
+
+// conditions are the conditions of an outcome: Stalled=True is added when the app or route
+// is refused for one of the stalledReasons.
+func conditions(gen int64, accepted, refs, ready routing.Cond) conditionSet {
 	c := func(t string, x routing.Cond) metav1.Condition {
 		s := metav1.ConditionFalse
 		if x.True {
@@ -326,14 +364,15 @@ func conditions(gen int64, accepted, refs, ready routing.Cond) []metav1.Conditio
 		}
 		return metav1.Condition{Type: t, Status: s, Reason: x.Reason, Message: truncate(x.Message), ObservedGeneration: gen}
 	}
-	out := []metav1.Condition{
-		c(v1alpha1.ConditionAccepted, accepted),
-		c(v1alpha1.ConditionResolvedRefs, refs),
-		c(v1alpha1.ConditionReady, ready),
-	}
-	for _, x := range []routing.Cond{accepted, refs} {
+	out := conditionSet{n: 3}
+	out.c[0] = c(v1alpha1.ConditionAccepted, accepted)
+	out.c[1] = c(v1alpha1.ConditionResolvedRefs, refs)
+	out.c[2] = c(v1alpha1.ConditionReady, ready)
+	for _, x := range [2]*routing.Cond{&accepted, &refs} {
 		if !x.True && stalledReasons[x.Reason] {
-			return append(out, c(v1alpha1.ConditionStalled, routing.Cond{True: true, Reason: x.Reason, Message: x.Message}))
+			out.c[3] = c(v1alpha1.ConditionStalled, routing.Cond{True: true, Reason: x.Reason, Message: x.Message})
+			out.n = 4
+			break
 		}
 	}
 	return out
@@ -349,28 +388,56 @@ func truncate(s string) string {
 	return s[:maxConditionMessage-3] + "..."
 }
 
-func appStatus(gen int64, st *routing.AppStatus) v1alpha1.CallbackAppStatus {
-	return v1alpha1.CallbackAppStatus{
-		ObservedGeneration: gen, URL: st.URL, AttachedRoutes: st.AttachedRoutes,
-		Conditions: conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready),
-	}
+// setAppStatus writes an app's status for a compile outcome.
+func setAppStatus(s *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatus) {
+	setConditions(&s.Conditions, conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready))
+	s.ObservedGeneration, s.URL, s.AttachedRoutes = gen, st.URL, st.AttachedRoutes
 }
 
-func routeStatus(gen int64, st *routing.RouteStatus) v1alpha1.CallbackRouteStatus {
-	return v1alpha1.CallbackRouteStatus{
-		ObservedGeneration: gen, URL: st.URL,
-		Conditions: conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready),
+// unknownCommandsCondition is a route's UnknownCommands condition (the command catalogue's
+// verdict), without time.
+func unknownCommandsCondition(gen int64, st *routing.RouteStatus) metav1.Condition {
+	u := &st.UnknownCommands
+	s := metav1.ConditionFalse
+	if u.True {
+		s = metav1.ConditionTrue
 	}
+	return metav1.Condition{Type: v1alpha1.ConditionUnknownCommands, Status: s, Reason: u.Reason, Message: truncate(u.Message), ObservedGeneration: gen}
+}
+
+// unknownCommandsUpToDate reports whether have already carries the route's UnknownCommands
+// verdict, or none when there is none (no app, no provider); it does not allocate.
+func unknownCommandsUpToDate(have []metav1.Condition, gen int64, st *routing.RouteStatus) bool {
+	h := meta.FindStatusCondition(have, v1alpha1.ConditionUnknownCommands)
+	if !st.CommandsChecked {
+		return h == nil
+	}
+	u := &st.UnknownCommands
+	return h != nil && (h.Status == metav1.ConditionTrue) == u.True && h.Reason == u.Reason &&
+		h.Message == truncate(u.Message) && h.ObservedGeneration == gen
+}
+
+// setRouteStatus writes a route's status for a compile outcome.
+func setRouteStatus(s *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) {
+	setConditions(&s.Conditions, routeConditions(gen, st))
+	if st.CommandsChecked {
+		meta.SetStatusCondition(&s.Conditions, unknownCommandsCondition(gen, st))
+	} else {
+		meta.RemoveStatusCondition(&s.Conditions, v1alpha1.ConditionUnknownCommands)
+	}
+	s.ObservedGeneration, s.URL = gen, st.URL
 }
 
 // conditionsUpToDate reports whether have already says what want says, ignoring times;
 // it runs for every object on every pass, so it neither copies nor allocates.
-func conditionsUpToDate(have, want []metav1.Condition) bool {
-	if len(want) == 3 && meta.FindStatusCondition(have, v1alpha1.ConditionStalled) != nil {
-		return false // Stalled is set only while true: it must go
+func conditionsUpToDate(have []metav1.Condition, want *conditionSet) bool {
+	for _, t := range optionalConditions {
+		if !want.has(t) && meta.FindStatusCondition(have, t) != nil {
+			return false // set only while it applies: it must go
+		}
 	}
-	for i := range want {
-		w := &want[i]
+	for i := 0; i < want.n; i++ {
+		w := &want.c[i]
 		h := meta.FindStatusCondition(have, w.Type)
 		if h == nil || h.Status != w.Status || h.Reason != w.Reason || h.Message != w.Message || h.ObservedGeneration != w.ObservedGeneration {
 			return false
@@ -379,26 +446,32 @@ func conditionsUpToDate(have, want []metav1.Condition) bool {
 	return true
 }
 
-func appStatusUpToDate(have, want *v1alpha1.CallbackAppStatus) bool {
-	return have.ObservedGeneration == want.ObservedGeneration && have.URL == want.URL &&
-		have.AttachedRoutes == want.AttachedRoutes && conditionsUpToDate(have.Conditions, want.Conditions)
+func appStatusUpToDate(have *v1alpha1.CallbackAppStatus, gen int64, st *routing.AppStatus) bool {
+	if have.ObservedGeneration != gen || have.URL != st.URL || have.AttachedRoutes != st.AttachedRoutes {
+		return false
+	}
+	want := conditions(gen, st.Accepted, st.ResolvedRefs, st.Ready)
+	return conditionsUpToDate(have.Conditions, &want)
 }
 
-func routeStatusUpToDate(have, want *v1alpha1.CallbackRouteStatus) bool {
-	return have.ObservedGeneration == want.ObservedGeneration && have.URL == want.URL &&
-		conditionsUpToDate(have.Conditions, want.Conditions)
+func routeStatusUpToDate(have *v1alpha1.CallbackRouteStatus, gen int64, st *routing.RouteStatus) bool {
+	if have.ObservedGeneration != gen || have.URL != st.URL {
+		return false
+	}
+	want := routeConditions(gen, st)
+	return conditionsUpToDate(have.Conditions, &want) && unknownCommandsUpToDate(have.Conditions, gen, st)
 }
 
 // setConditions sets each condition; a condition's lastTransitionTime changes only when
 // its status does.
-func setConditions(have *[]metav1.Condition, want []metav1.Condition) {
-	stalled := false
-	for _, c := range want {
-		meta.SetStatusCondition(have, c)
-		stalled = stalled || c.Type == v1alpha1.ConditionStalled
+func setConditions(have *[]metav1.Condition, want conditionSet) {
+	for i := 0; i < want.n; i++ {
+		meta.SetStatusCondition(have, want.c[i])
 	}
-	if !stalled {
-		meta.RemoveStatusCondition(have, v1alpha1.ConditionStalled)
+	for _, t := range optionalConditions {
+		if !want.has(t) {
+			meta.RemoveStatusCondition(have, t)
+		}
 	}
 }
 
@@ -426,6 +499,31 @@ func (r *TableReconciler) emitEvents(obj client.Object, old, updated []metav1.Co
 			continue
 		}
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, n.Reason, "Compile", "%s", n.Message)
+	}
+}
+
+// emitWarnings sends the catalogue's Warning events about a route when they appear: its
+// UnknownCommands condition turning True or changing (reason UnknownCommands, with the
+// did-you-mean), and each compiler warning (SyncOnAfterCallback) when its Accepted
+// message, which carries the warnings, changed.
+func (r *TableReconciler) emitWarnings(obj client.Object, old, updated []metav1.Condition, warnings []routing.Cond) {
+	if r.Recorder == nil {
+		return
+	}
+	if n := meta.FindStatusCondition(updated, v1alpha1.ConditionUnknownCommands); n != nil && n.Status == metav1.ConditionTrue {
+		if o := meta.FindStatusCondition(old, v1alpha1.ConditionUnknownCommands); o == nil || o.Status != n.Status || o.Message != n.Message {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, n.Reason, "Compile", "%s", n.Message)
+		}
+	}
+	if len(warnings) == 0 {
+		return
+	}
+	n, o := meta.FindStatusCondition(updated, v1alpha1.ConditionAccepted), meta.FindStatusCondition(old, v1alpha1.ConditionAccepted)
+	if n == nil || (o != nil && o.Message == n.Message) {
+		return
+	}
+	for _, w := range warnings {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, w.Reason, "Compile", "%s", w.Message)
 	}
 }
 

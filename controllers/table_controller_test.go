@@ -24,7 +24,7 @@ import (
 // appIDs gives each test app its own SDKAppID, so tests never conflict with each other.
 var appIDs atomic.Int64
 
-func nextAppID() string { return fmt.Sprint(1400000000 + appIDs.Add(1)) }
+func nextAppID() string { return fmt.Sprint(1401000000 + appIDs.Add(1)) } // clear of 1400000001 (examples, docs)
 
 // loopbackBackends is the backendURLs of the tests' apps: their routes' url backends.
 const loopbackBackends = "http://127.0.0.1:9"
@@ -451,8 +451,11 @@ func TestReceiversScopeApps(t *testing.T) {
 	foreign.Spec.ReceiverRef.Namespace = internal
 	lost := newApp(team, "lost", grantAll)
 	lost.Spec.ReceiverRef = v1alpha1.ObjectReference{Name: "missing"}
-	create(t, recv, own, foreign, lost, newRoute(team, "r", own, v1alpha1.ModeAsync, "*"))
+	route := newRoute(team, "r", own, v1alpha1.ModeAsync, "*")
+	create(t, recv, own, foreign, lost, route)
 	expectCondition(t, own, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonRouted, internal+"/internal")
+	// The route may come a pass after its app.
+	expectCondition(t, route, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonRouted)
 	expectCondition(t, foreign, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonNotAllowedByReceiver, "namespace "+team)
 	expectCondition(t, lost, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonReceiverNotFound, team+"/missing")
 

@@ -13,7 +13,7 @@
 #
 # NAME is one of: controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl
 # kube-controller-manager (run beside envtest by the tests that need the garbage collector or
-# the ClusterRole aggregation controller).
+# the ClusterRole aggregation controller) promtool (chart alert and dashboard tests).
 # Builds go to a private temporary directory and are renamed into place, so concurrent runs
 # sharing the cache never see a half-written binary or each other's files.
 set -euo pipefail
@@ -21,7 +21,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE_ROOT="${CALLBACK_ROUTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/callback-router}"
 BIN="${CACHE_ROOT}/bin"
-TOOLS=(controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl kube-controller-manager)
+TOOLS=(controller-gen golangci-lint helm kustomize helm-docs kube-apiserver kubectl kube-controller-manager promtool)
 
 log() { echo "tool: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -36,7 +36,8 @@ describe() {
     helm-docs)      dir=helm-docs;      module=github.com/norwoodj/helm-docs; pkg=${module}/cmd/helm-docs ;;
     kube-apiserver) dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-apiserver ;;
     kubectl)        dir=kubernetes;     module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kubectl ;;
-    kube-controller-manager) dir=kube-controller-manager; module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-controller-manager ;;
+    kube-controller-manager) dir=kubernetes; module=k8s.io/kubernetes; pkg=k8s.io/kubernetes/cmd/kube-controller-manager ;;
+    promtool)       dir=promtool;       module=github.com/prometheus/prometheus; pkg=${module}/cmd/promtool ;;
     *) die "unknown tool '$1' (one of: ${TOOLS[*]})" ;;
   esac
   dir="${ROOT}/hack/tools/${dir}"
@@ -144,11 +145,9 @@ pin() { # NAME VERSION: rewrite the tools module (needs the module proxy; commit
       echo "module callback-router.dev/tools/${dir##*/}"; echo
       echo "go $(sed -n 's/^go //p' "${mod}")"; echo
       sed -n '/^godebug /p' "${mod}"; echo
-      if [[ "${dir##*/}" == kube-controller-manager ]]; then
-        echo "tool k8s.io/kubernetes/cmd/kube-controller-manager"; echo
-      else
-        echo "tool ("; echo "	k8s.io/kubernetes/cmd/kube-apiserver"; echo "	k8s.io/kubernetes/cmd/kubectl"; echo ")"; echo
-      fi
+      echo "tool ("
+      for c in kube-apiserver kube-controller-manager kubectl; do echo "	k8s.io/kubernetes/cmd/${c}"; done
+      echo ")"; echo
       echo "require ${module} ${v}"; echo
       sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 v0'"${v#v1}"'#p' "${mod}"
     } > "${tmp}/go.mod"

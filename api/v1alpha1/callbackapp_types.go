@@ -72,14 +72,16 @@ type RouteGrant struct {
 	Modes []Mode `json:"modes,omitempty"`
 
 	// commands, when set, are the only commands admitted routes may subscribe to: exact
-	// names, or prefixes ending in "*". A route's exact command must match one of them;
-	// a route's prefix must lie within a granted prefix ("Group.Callback*" within "Group.*").
+	// names, or prefixes ending in "*", or "@before" / "@after" (every before- or
+	// after-callback the catalogue knows for the app's provider). A route's exact command
+	// must match one of them; a route's prefix must lie within a granted prefix
+	// ("Group.Callback*" within "Group.*"); a route's selector is checked name by name.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=256
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=128
-	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_.-]*\*?$`
+	// +kubebuilder:validation:items:Pattern=`^(@before|@after|[A-Za-z0-9_.-]*\*?)$`
 	Commands []string `json:"commands,omitempty"`
 }
 
@@ -183,7 +185,10 @@ type CallbackApp struct {
 
 	// +required
 	Spec CallbackAppSpec `json:"spec"`
+	// status defaults to observedGeneration 0, so that an object the manager has not yet
+	// seen reads as in progress (kstatus, Argo CD), not as current.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CallbackAppStatus `json:"status,omitempty"`
 }
 

@@ -178,7 +178,10 @@ type CallbackReceiver struct {
 
 	// +optional
 	Spec CallbackReceiverSpec `json:"spec,omitempty"`
+	// status defaults to observedGeneration 0, so that an object the manager has not yet
+	// seen reads as in progress (kstatus, Argo CD), not as current.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CallbackReceiverStatus `json:"status,omitempty"`
 }
 

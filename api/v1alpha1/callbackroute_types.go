@@ -20,8 +20,10 @@ const (
 // allowedRoutes decide whether it may.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.retry) || self.mode == 'Async'",message="retry applies only to Async routes; a Sync route answers once, inside the platform's deadline"
+// +kubebuilder:validation:XValidation:rule="!has(self.ordering) || self.mode == 'Async'",message="ordering applies only to Async routes; a Sync route answers each callback as it comes"
+// +kubebuilder:validation:XValidation:rule="!has(self.delivery) || self.mode == 'Async'",message="delivery applies only to Async routes; a Sync route's rate is the IM platform's"
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Sync' || self.failurePolicy == 'Allow'",message="failurePolicy Reject applies only to Sync routes; Async routes are acknowledged before delivery"
-// +kubebuilder:validation:XValidation:rule="self.mode != 'Sync' || !has(self.backend.timeout) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync route must be at most 15s: OpenIM's HTTP client gives up after 15s (and Tencent IM's after 2s)"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'Sync' || !has(self.backend.timeout) || duration(self.backend.timeout) <= duration('15s')",message="backend.timeout of a Sync route must be at most 15s, the most OpenIM ever waits; OpenIM waits only its webhooks.yml timeout (default 5s) and Tencent IM 2s, and the receiver answers within its --openim-timeout or --sync-budget whatever this says"
 type CallbackRouteSpec struct {
 	// appRef names the CallbackApp whose callbacks the route subscribes to; its namespace
 	// defaults to the route's own.
@@ -29,14 +31,18 @@ type CallbackRouteSpec struct {
 	AppRef ObjectReference `json:"appRef"`
 
 	// commands are the callback commands routed here: exact names
-	// ("C2C.CallbackAfterSendMsg") or prefixes ending in "*" ("Group.*", "*").
+	// ("C2C.CallbackAfterSendMsg"), prefixes ending in "*" ("Group.*", "*"), or the
+	// selectors "@before" and "@after": every before- (after-) callback the command
+	// catalogue knows for the app's provider, whatever its name (OpenIM's revoke
+	// after-callback is callbackBeforeAfterMsgCommand). A name the provider is not known
+	// to send is routed all the same, and reported by the UnknownCommands condition.
 	// +required
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=256
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=128
-	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_.-]*\*?$`
+	// +kubebuilder:validation:items:Pattern=`^(@before|@after|[A-Za-z0-9_.-]*\*?)$`
 	Commands []string `json:"commands"`
 
 	// mode is Async (acknowledged at once, stored durably, delivered with retries) or
@@ -58,6 +64,55 @@ type CallbackRouteSpec struct {
 	// +optional
 	// +kubebuilder:default=Allow
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// ordering delivers the copies of an Async route that share a key one at a time, in
+	// arrival order (different keys in parallel). Within one receiver pod for the
+	// embedded spool, across all receivers with JetStream; the OrderingGuaranteed
+	// condition says whether the route's receiver can keep that promise.
+	// +optional
+	Ordering *Ordering `json:"ordering,omitempty"`
+
+	// delivery protects the backend of an Async route: at most maxConcurrency attempts in
+	// flight and maxPerSecond started per second, per receiver pod.
+	// +optional
+	Delivery *DeliveryLimits `json:"delivery,omitempty"`
+}
+
+// OrderingKey names what the copies of an ordered route are ordered by.
+// +kubebuilder:validation:Enum=Conversation
+type OrderingKey string
+
+const (
+	// OrderingKeyConversation orders by conversation: a C2C message by its unordered
+	// account pair, a group message by GroupId, an official-account message by the
+	// account, an OpenIM message by its session (see docs/delivery.md).
+	OrderingKeyConversation OrderingKey = "Conversation"
+)
+
+// Ordering is the delivery order of an Async route.
+type Ordering struct {
+	// key is what copies are ordered by: Conversation.
+	// +required
+	Key OrderingKey `json:"key"`
+}
+
+// DeliveryLimits bound the deliveries of an Async route to its backend.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.maxConcurrency) || has(self.maxPerSecond)",message="delivery needs maxConcurrency, maxPerSecond or both"
+type DeliveryLimits struct {
+	// maxConcurrency is the most delivery attempts in flight at once, per receiver pod.
+	// Unset: the receiver's --spool-max-concurrency-per-route (default 16).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1024
+	MaxConcurrency *int32 `json:"maxConcurrency,omitempty"`
+
+	// maxPerSecond is the most delivery attempts started per second, per receiver pod
+	// (a token bucket with a burst of one second's worth). Unset: no rate limit.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	MaxPerSecond *int32 `json:"maxPerSecond,omitempty"`
 }
 
 // Backend is a Service in the route's namespace or a URL.
@@ -138,7 +193,9 @@ type CallbackRouteStatus struct {
 
 	// conditions: Accepted (False: AppNotFound, NotAllowedByApp, Conflict, Invalid),
 	// ResolvedRefs (False: BackendNotFound, RefNotPermitted), Ready (in the receiver's
-	// table; False AppNotReady when the app itself is not). Each carries observedGeneration.
+	// table; False AppNotReady when the app itself is not), and for a route with
+	// spec.ordering OrderingGuaranteed (False: MultipleReplicas, NotRouted). Each carries
+	// observedGeneration.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -167,7 +224,10 @@ type CallbackRoute struct {
 
 	// +required
 	Spec CallbackRouteSpec `json:"spec"`
+	// status defaults to observedGeneration 0, so that an object the manager has not yet
+	// seen reads as in progress (kstatus, Argo CD), not as current.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CallbackRouteStatus `json:"status,omitempty"`
 }
 

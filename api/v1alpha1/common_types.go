@@ -95,11 +95,21 @@ const (
 	// ConditionProgressing: a CallbackReceiver is rolling out or scaling (reason Draining
 	// while a scale-down waits for the leaving pods' backlog).
 	ConditionProgressing = "Progressing"
+	// ConditionUnknownCommands (routes): True when the route names commands the app's
+	// provider is not known to send (the command catalogue; `callback-router send --list`),
+	// most likely a typo; the message suggests the known name. Platforms add commands, so
+	// such a route stays Accepted and routes them if they come. False when every command
+	// is known. Absent while the route's app is not found.
+	ConditionUnknownCommands = "UnknownCommands"
 	// ConditionStalled: the object cannot work as written until it (or an object it
 	// depends on) is changed: a CallbackReceiver that cannot run as specified, an app or
 	// route refused (Invalid, NotAllowedByApp, NotAllowedByReceiver, RefNotPermitted,
 	// Conflict). Set only while True, as kstatus reads it (Flux, Argo CD: Failed).
 	ConditionStalled = "Stalled"
+	// ConditionOrderingGuaranteed: on a route with spec.ordering, whether its receiver can
+	// deliver copies of one key in order (True: JetStream, SingleReplica; False:
+	// MultipleReplicas, NotRouted).
+	ConditionOrderingGuaranteed = "OrderingGuaranteed"
 )
 
 // Condition reasons. Gateway API's names are used where one fits.
@@ -137,9 +147,26 @@ const (
 	ReasonRouted = "Routed"
 	// ReasonNotRouted (Ready=False): not in the table; Accepted or ResolvedRefs says why.
 	ReasonNotRouted = "NotRouted"
+	// ReasonJetStream (OrderingGuaranteed=True): the receiver's spool is JetStream, which
+	// orders each key across every receiver pod.
+	ReasonJetStream = "JetStream"
+	// ReasonSingleReplica (OrderingGuaranteed=True): an embedded spool in one receiver pod.
+	ReasonSingleReplica = "SingleReplica"
+	// ReasonMultipleReplicas (OrderingGuaranteed=False): an embedded spool in several pods;
+	// each pod orders only the callbacks it received.
+	ReasonMultipleReplicas = "MultipleReplicas"
 	// ReasonAppNotReady (Ready=False on a route): the route is admitted, but its app is not
 	// in the table (Conflict, missing Secret, ...), so neither is the route.
 	ReasonAppNotReady = "AppNotReady"
+
+	// ReasonUnknownCommands (UnknownCommands=True): see ConditionUnknownCommands.
+	ReasonUnknownCommands = "UnknownCommands"
+	// ReasonCommandsKnown (UnknownCommands=False): every command is in the catalogue.
+	ReasonCommandsKnown = "CommandsKnown"
+	// ReasonSyncOnAfterCallback is the reason of the Warning event (and the note in the
+	// Accepted message) of a Sync route on commands the catalogue knows are
+	// after-callbacks, whose answer the platform ignores: use mode Async for them.
+	ReasonSyncOnAfterCallback = "SyncOnAfterCallback"
 
 	// ReasonAvailable (Ready=True on a receiver): every desired replica is ready.
 	ReasonAvailable = "Available"

@@ -145,3 +145,22 @@ func (r *TokenSecretReference) EffectiveTokenKey() string {
 	}
 	return r.Key
 }
+
+// EffectiveDelivery is spec.delivery: the route's maxConcurrency (0: the receiver's
+// per-route default) and maxPerSecond (0: no rate limit).
+func (s *CallbackRouteSpec) EffectiveDelivery() (maxConcurrency, maxPerSecond int) {
+	if d := s.Delivery; d != nil {
+		if d.MaxConcurrency != nil {
+			maxConcurrency = int(*d.MaxConcurrency)
+		}
+		if d.MaxPerSecond != nil {
+			maxPerSecond = int(*d.MaxPerSecond)
+		}
+	}
+	return maxConcurrency, maxPerSecond
+}
+
+// Ordered reports whether the route orders its copies by conversation.
+func (s *CallbackRouteSpec) Ordered() bool {
+	return s.Ordering != nil && s.Ordering.Key == OrderingKeyConversation
+}

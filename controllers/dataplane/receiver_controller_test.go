@@ -438,3 +438,32 @@ func TestSeveralReceivers(t *testing.T) {
 		return apierrors.IsNotFound(err)
 	}, 2*time.Second, 200*time.Millisecond).Should(BeTrue(), "a receiver outside the receiver namespaces must not run")
 }
+
+// TestReceiverNameValidated: the API server refuses names whose objects ("<name>-receiver")
+// could not be Service names, so no receiver is ever stalled by its name.
+func TestReceiverNameValidated(t *testing.T) {
+	tests := map[string]struct {
+		name string
+		// ok says whether the API server accepts it.
+		ok bool
+	}{
+		"54 characters":             {name: strings.Repeat("a", MaxNameLength), ok: true},
+		"55 characters":             {name: strings.Repeat("a", MaxNameLength+1)},
+		"starts with a digit":       {name: "1public"},
+		"a dot (a DNS subdomain)":   {name: "public.tencent"},
+		"dashes and digits, inside": {name: "public-2", ok: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			r := &v1alpha1.CallbackReceiver{ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace(t), Name: tc.name}}
+			err := k8s.Create(context.Background(), r)
+			if tc.ok {
+				g.Expect(err).NotTo(HaveOccurred())
+				return
+			}
+			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%v", err)
+			g.Expect(err.Error()).To(ContainSubstring("at most 54 characters"))
+		})
+	}
+}

@@ -77,6 +77,8 @@ func ValidReceiver() *v1alpha1.CallbackReceiver {
 
 func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
 
+func i32(v int32) *int32 { return &v }
+
 func app(f func(a *v1alpha1.CallbackApp)) *v1alpha1.CallbackApp {
 	a := ValidApp()
 	f(a)
@@ -142,7 +144,7 @@ func Invalid() []Case {
 		}), `supported values: "Async", "Sync"`, "allowedRoutes[0].modes: \"Later\" is not Async or Sync"),
 		worded("app: star inside a granted command", app(func(a *v1alpha1.CallbackApp) {
 			a.Spec.AllowedRoutes = []v1alpha1.RouteGrant{{Commands: []string{"Group.*.Send"}}}
-		}), "spec.allowedRoutes[0].commands[0] in body should match", "allowedRoutes[0].commands: \"Group.*.Send\" must be a command name or a prefix ending in '*'"),
+		}), "spec.allowedRoutes[0].commands[0] in body should match", "allowedRoutes[0].commands: \"Group.*.Send\" must be a command name, a prefix ending in '*', @before or @after"),
 		both("app: duplicate granted commands", app(func(a *v1alpha1.CallbackApp) {
 			a.Spec.AllowedRoutes = []v1alpha1.RouteGrant{{Commands: []string{"Push.*", "Push.*"}}}
 		}), "Duplicate value"),
@@ -180,7 +182,9 @@ func Invalid() []Case {
 		worded("route: no commands", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{} }),
 			"spec.commands in body should have at least 1 items", "spec.commands must list 1 to 256 commands"),
 		worded("route: star inside a command", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"Group.*.Send"} }),
-			`spec.commands[0] in body should match '^[A-Za-z0-9_.-]*\*?$'`, "spec.commands: \"Group.*.Send\" must be a command name or a prefix ending in '*'"),
+			`spec.commands[0] in body should match '^(@before|@after|[A-Za-z0-9_.-]*\*?)$'`, "spec.commands: \"Group.*.Send\" must be a command name, a prefix ending in '*', @before or @after"),
+		worded("route: unknown selector", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"@aftr"} }),
+			`spec.commands[0] in body should match '^(@before|@after|[A-Za-z0-9_.-]*\*?)$'`, "spec.commands: \"@aftr\" must be a command name, a prefix ending in '*', @before or @after"),
 		both("route: duplicate commands", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Commands = []string{"Group.*", "Group.*"} }),
 			"Duplicate value"),
 		worded("route: unknown mode", route(func(r *v1alpha1.CallbackRoute) { r.Spec.Mode = "Later" }),
@@ -193,7 +197,7 @@ func Invalid() []Case {
 		}), "failurePolicy Reject applies only to Sync routes"),
 		both("route: sync timeout above 15s", route(func(r *v1alpha1.CallbackRoute) {
 			r.Spec.Mode, r.Spec.Backend.Timeout = v1alpha1.ModeSync, dur(20*time.Second)
-		}), "backend.timeout of a Sync route must be at most 15s"),
+		}), "OpenIM waits only its webhooks.yml timeout (default 5s)"),
 		{
 			// The provider is the app's, which a route's CEL rules cannot see: the compiler
 			// checks the Tencent budget when the route attaches.
@@ -217,6 +221,25 @@ func Invalid() []Case {
 		worded("route: too many attempts", route(func(r *v1alpha1.CallbackRoute) {
 			r.Spec.Retry = &v1alpha1.RetryPolicy{MaxAttempts: 1000}
 		}), "spec.retry.maxAttempts in body should be less than or equal to 100", "retry.maxAttempts must be between 1 and 100"),
+
+		both("route: ordering on a sync route", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Mode, r.Spec.Ordering = v1alpha1.ModeSync, &v1alpha1.Ordering{Key: v1alpha1.OrderingKeyConversation}
+		}), "ordering applies only to Async routes"),
+		worded("route: unknown ordering key", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Ordering = &v1alpha1.Ordering{Key: "Sender"}
+		}), `supported values: "Conversation"`, "ordering.key must be Conversation"),
+		both("route: delivery limits on a sync route", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Mode, r.Spec.Delivery = v1alpha1.ModeSync, &v1alpha1.DeliveryLimits{MaxConcurrency: i32(4)}
+		}), "delivery applies only to Async routes"),
+		both("route: empty delivery limits", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Delivery = &v1alpha1.DeliveryLimits{}
+		}), "delivery needs maxConcurrency, maxPerSecond or both"),
+		worded("route: zero maxConcurrency", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Delivery = &v1alpha1.DeliveryLimits{MaxConcurrency: i32(0)}
+		}), "spec.delivery.maxConcurrency in body should be greater than or equal to 1", "delivery.maxConcurrency must be between 1 and 1024"),
+		worded("route: maxPerSecond too high", route(func(r *v1alpha1.CallbackRoute) {
+			r.Spec.Delivery = &v1alpha1.DeliveryLimits{MaxPerSecond: i32(1000000)}
+		}), "spec.delivery.maxPerSecond in body should be less than or equal to 100000", "delivery.maxPerSecond must be between 1 and 100000"),
 
 		// CallbackReceiver: only in a cluster (standalone mode ignores receivers; the
 		// receiver's settings are its flags there), so only the API server enforces these.

@@ -51,11 +51,13 @@ type receiverFlags struct {
 	maxBodyBytes   int64
 	maxInflight    int64
 	syncBudget     time.Duration
+	openIMTimeout  time.Duration
 	server         receiver.ServerConfig
 	drainDelay     time.Duration
 	pprofListen    string
 	namespace      string
 	table          string
+	tableStart     time.Duration
 	spool          spool.Options
 	jetStream      jsspool.Options
 }
@@ -74,6 +76,7 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.server.MaxConnections, "max-connections", receiver.DefaultMaxConnections,
 		"bound on connections the callback listener serves at once; more are answered 503 and closed")
 	fs.DurationVar(&f.syncBudget, "sync-budget", receiver.DefaultSyncBudget, "overall deadline of a Tencent IM Sync answer, from arrival (Tencent waits 2s)")
+	fs.DurationVar(&f.openIMTimeout, "openim-timeout", receiver.DefaultOpenIMTimeout, "OpenIM's webhooks.yml timeout (how long OpenIM waits for each callback); OpenIM Sync answers leave 500ms before it")
 	fs.DurationVar(&f.server.ReadHeaderTimeout, "read-header-timeout", receiver.DefaultReadHeaderTimeout, "bound on reading a request's headers")
 	fs.DurationVar(&f.server.ReadTimeout, "read-timeout", receiver.DefaultReadTimeout, "bound on reading a whole request")
 	fs.DurationVar(&f.server.WriteTimeout, "write-timeout", receiver.DefaultWriteTimeout, "callback listener: bound on writing an answer once it is ready; metrics/pprof listeners: bound from the end of the headers to the end of the answer")
@@ -84,6 +87,7 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.server.ShutdownTimeout, "shutdown-timeout", receiver.DefaultShutdownTimeout, "bound on waiting for callbacks in flight at shutdown")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
 	fs.StringVar(&f.table, "table", dataplane.TableName(controllers.DefaultReceiverName), "in-cluster mode: name of the table the manager writes for this receiver (<CallbackReceiver name>-receiver)")
+	fs.DurationVar(&f.tableStart, "table-start-timeout", DefaultTableStartTimeout, "in-cluster mode: exit with an error when the table Secrets cannot be listed within this (API server unreachable, no permission), so that Kubernetes restarts the receiver")
 	f.spool.BindFlags(fs)
 	f.jetStream.BindFlags(fs)
 }
@@ -144,6 +148,9 @@ func (f *receiverFlags) validate() ([]netip.Prefix, error) {
 	case f.spoolURL != "" && f.spoolDirSet:
 		return nil, errors.New("--spool-dir and --spool-url are exclusive: the spool is either a directory or a JetStream stream")
 	}
+	if err := receiver.ValidateOpenIMTimeout(f.openIMTimeout); err != nil {
+		return nil, fmt.Errorf("--openim-timeout: %w", err)
+	}
 	return trusted, nil
 }
 
@@ -184,6 +191,7 @@ func runReceiver(args []string) error {
 		MaxBodyBytes:         f.maxBodyBytes,
 		MaxInflightBodyBytes: f.maxInflight,
 		SyncBudget:           f.syncBudget,
+		OpenIMTimeout:        f.openIMTimeout,
 		TrustedProxies:       trusted,
 		Logger:               log,
 		Registry:             reg,
@@ -194,11 +202,12 @@ func runReceiver(args []string) error {
 	}
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
+	var watchErr <-chan error // in-cluster mode: the watch ended with an error
 	if f.routes != "" {
 		if err := loadRoutes(log, h, f.routes); err != nil {
 			return err
 		}
-	} else if err := watchTable(watchCtx, log, h, f.namespace, f.table); err != nil {
+	} else if watchErr, err = watchTable(watchCtx, log, h, f.namespace, f.table, f.tableStart); err != nil {
 		return err
 	}
 
@@ -259,15 +268,20 @@ func runReceiver(args []string) error {
 			}
 		case <-sigCtx.Done():
 			done = true
+		case err := <-watchErr:
+			// Exit non-zero so that Kubernetes restarts the receiver: alive but never
+			// ready, with /healthz answering OK, it would never be replaced.
+			log.Error(err, "Cannot watch the routing table; exiting")
+			stopAndWait(log, stopServing, serveErr)
+			stopSpool()
+			logSpoolEnd(log, <-spoolDone)
+			return err
 		case err := <-serveErr:
 			stopSpool()
 			logSpoolEnd(log, <-spoolDone)
 			return err
 		case err := <-spoolDone:
-			stopServing()
-			if serr := <-serveErr; serr != nil {
-				log.Error(serr, "Serving ended with an error")
-			}
+			stopAndWait(log, stopServing, serveErr)
 			return fmt.Errorf("spool delivery loop stopped unexpectedly: %w", err)
 		}
 	}
@@ -290,6 +304,14 @@ func runReceiver(args []string) error {
 	logSpoolEnd(log, <-spoolDone)
 	log.Info("Receiver stopped")
 	return err
+}
+
+// stopAndWait stops the servers and waits for them, logging the error they ended with.
+func stopAndWait(log logr.Logger, stopServing func(), serveErr <-chan error) {
+	stopServing()
+	if err := <-serveErr; err != nil {
+		log.Error(err, "Serving ended with an error")
+	}
 }
 
 // newLoggers returns the receiver's logger, built from the --zap-* flags, and the same
@@ -349,6 +371,12 @@ func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
 	}
 	for _, st := range out.Routes {
 		kv := []any{"route", st.Namespace + "/" + st.Name, "app", st.App.String()}
+		if u := st.UnknownCommands; st.CommandsChecked && u.True {
+			log.Info("Route names unknown commands", append(kv, "reason", u.Reason, "message", u.Message)...)
+		}
+		for _, w := range st.Warnings {
+			log.Info("Route warning", append(kv, "reason", w.Reason, "message", w.Message)...)
+		}
 		switch {
 		case st.Routed():
 			log.Info("Route loaded", kv...)
@@ -372,18 +400,28 @@ func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
 	return nil
 }
 
+// DefaultTableStartTimeout is --table-start-timeout: how long the receiver waits for the
+// first successful list of its table Secrets before it exits with an error.
+const DefaultTableStartTimeout = 60 * time.Second
+
 // watchTable starts in-cluster mode: it watches the table Secrets the manager writes and
 // swaps each new complete table in. The handler stays not ready until the first table
 // loads, and keeps serving the last good table while the API server is unreachable.
 // The config comes from KUBECONFIG when set, else the in-cluster service account.
-func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, namespace, name string) error {
+// The channel receives the error the watch ended with: it could not start within
+// startTimeout, or it stopped; the receiver then exits non-zero.
+func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, namespace, name string, startTimeout time.Duration) (<-chan error, error) {
+	if startTimeout <= 0 {
+		return nil, fmt.Errorf("--table-start-timeout must be positive, not %s", startTimeout)
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
-		return fmt.Errorf("in-cluster mode (no --routes): loading the API server config: %w", err)
+		return nil, fmt.Errorf("in-cluster mode (no --routes): loading the API server config: %w", err)
 	}
 	log = log.WithName("table")
+	errc := make(chan error, 1)
 	go func() {
-		err := tablestore.Watch(logr.NewContext(ctx, log), cfg, namespace, name, func(s *routing.Snapshot) {
+		err := tablestore.Watch(logr.NewContext(ctx, log), cfg, namespace, name, startTimeout, func(s *routing.Snapshot) {
 			t, err := routing.NewTable(s)
 			if err != nil {
 				log.Error(err, "Ignored a routing table that does not build; keeping the last good one")
@@ -391,10 +429,14 @@ func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, names
 			}
 			h.SetTable(t)
 		})
-		if err != nil {
-			log.Error(err, "Stopped watching the routing table")
+		if ctx.Err() != nil {
+			return // stopping
 		}
+		if err == nil {
+			err = errors.New("the routing table watch stopped")
+		}
+		errc <- fmt.Errorf("in-cluster mode, table %s/%s: %w", namespace, name, err)
 	}()
-	log.Info("Watching the routing table", "namespace", namespace, "table", name)
-	return nil
+	log.Info("Watching the routing table", "namespace", namespace, "table", name, "startTimeout", startTimeout)
+	return errc, nil
 }

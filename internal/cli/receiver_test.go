@@ -226,6 +226,8 @@ func TestReceiverFlagErrors(t *testing.T) {
 		{"--routes", "x.yaml", "--sync-budget", "2s"},
 		{"--routes", "x.yaml", "--max-body-bytes", "0"},
 		{"--routes", "x.yaml", "--trusted-proxies", "10.0.0.0/40"},
+		{"--routes", "x.yaml", "--openim-timeout", "16s"},
+		{"--routes", "x.yaml", "--openim-timeout", "500ms"},
 	} {
 		if err := runReceiver(append(args, "--spool-dir", t.TempDir())); err == nil {
 			t.Errorf("%v accepted", args)

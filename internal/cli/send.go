@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,10 +12,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/catalog"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/samples"
 )
@@ -51,9 +54,9 @@ func runSend(args []string) error {
 	fs := newFlagSet("send", "[--url URL] [--provider TencentIM|OpenIM] [--command CMD] [--token TOKEN] ...")
 	var o sendOptions
 	fs.StringVar(&o.url, "url", DefaultSendURL, "receiver base URL (the /tencent or /openim/<app>/<command> path is added when the URL has no path)")
-	fs.StringVar(&o.provider, "provider", string(v1alpha1.ProviderTencentIM), "TencentIM or OpenIM")
+	fs.StringVar(&o.provider, "provider", string(v1alpha1.ProviderTencentIM), "TencentIM or OpenIM (default TencentIM, or OpenIM for an OpenIM --command)")
 	fs.StringVar(&o.app, "app", "", "SDKAppID (TencentIM, default "+DefaultSendTencentApp+") or app name (OpenIM, default "+DefaultSendOpenIMApp+")")
-	fs.StringVar(&o.command, "command", "", "callback command (default: the sample's own); any command works, the body's command field is rewritten")
+	fs.StringVar(&o.command, "command", "", "callback command (default: the sample's own); each command of --list has a realistic sample body; any other command works too (a typo gets a did-you-mean), with a sample whose command field is rewritten")
 	fs.StringVar(&o.sample, "sample", "", "sample name (see --list; default: the sample of --command, else the provider's first)")
 	fs.StringVar(&o.bodyFile, "body", "", "send this JSON file instead of a sample ('-' reads stdin)")
 	fs.StringVar(&o.token, "token", "", "TencentIM callback token: adds Sign=hex(sha256(token+RequestTime)) and RequestTime")
@@ -63,19 +66,25 @@ func runSend(args []string) error {
 	fs.StringVar(&o.routes, "routes", "", "a routes file (as the receiver's --routes) to read --callback-app from")
 	fs.StringVar(&o.callbackApp, "callback-app", "", "[NAMESPACE/]NAME of a CallbackApp in --routes: send as its IM platform (its provider and appID), "+
 		"signed with its token or Basic auth from the file's Secret unless --token or --basic-auth is given")
-	fs.BoolVar(&o.list, "list", false, "list the samples and exit")
+	fs.BoolVar(&o.list, "list", false, "list every command of the catalogue (of --provider, when given) with its kind, idempotency key, answer fields and sample, and exit")
 	fs.BoolVar(&o.verbose, "v", false, "print the request too")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	providerSet := false
+	fs.Visit(func(f *flag.Flag) { providerSet = providerSet || f.Name == "provider" })
 	if o.list {
-		for _, s := range samples.All() {
-			fmt.Printf("%-38s %-10s %s\n", s.Name, s.Provider, s.Command)
+		only := v1alpha1.Provider("")
+		if providerSet {
+			only = v1alpha1.Provider(o.provider)
 		}
-		return nil
+		return listCommands(os.Stdout, only)
 	}
 	if err := o.fromCallbackApp(); err != nil {
 		return err
+	}
+	if note := resolveCommand(&o, providerSet || o.callbackApp != ""); note != "" {
+		fmt.Fprintln(os.Stderr, note)
 	}
 	// The timeout starts once the request is built: --body - may be typed by hand.
 	req, err := buildSendRequest(context.Background(), &o, time.Now())
@@ -107,6 +116,64 @@ func runSend(args []string) error {
 		return fmt.Errorf("the receiver answered %s", resp.Status)
 	}
 	return nil
+}
+
+// resolveCommand picks the provider of an OpenIM --command when --provider was not given,
+// and returns a note (with a did-you-mean) when the provider is not known to send --command.
+func resolveCommand(o *sendOptions, providerSet bool) string {
+	if o.command == "" {
+		return ""
+	}
+	if !providerSet {
+		if _, ok := catalog.Lookup(v1alpha1.ProviderOpenIM, o.command); ok {
+			o.provider = string(v1alpha1.ProviderOpenIM)
+		}
+	}
+	p := v1alpha1.Provider(o.provider)
+	if u := catalog.FindUnknown(p, []string{o.command}); len(u) > 0 {
+		return fmt.Sprintf("note: %s is not known to send %s; sending it anyway", p, u[0])
+	}
+	return ""
+}
+
+// maxListedAnswerFields is how many answer fields `send --list` names before "and N more".
+const maxListedAnswerFields = 4
+
+// listCommands prints the command catalogue of one provider, or of both when p is "".
+func listCommands(out io.Writer, p v1alpha1.Provider) error {
+	if p != "" && p != v1alpha1.ProviderTencentIM && p != v1alpha1.ProviderOpenIM {
+		return fmt.Errorf("--provider must be TencentIM or OpenIM, not %q", p)
+	}
+	sampleOf := map[v1alpha1.Provider]map[string]string{}
+	for _, pr := range catalog.Providers() {
+		sampleOf[pr] = map[string]string{}
+		for _, c := range catalog.Commands(pr) {
+			if s, exact := samples.ForCommand(pr, c.Name); exact {
+				sampleOf[pr][c.Name] = s.Name
+			}
+		}
+	}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "PROVIDER\tKIND\tCOMMAND\tID KEY\tSAMPLE\tANSWER MAY CARRY")
+	for _, pr := range catalog.Providers() {
+		if p != "" && pr != p {
+			continue
+		}
+		for _, c := range catalog.Commands(pr) {
+			answer := "-"
+			switch {
+			case len(c.AnswerFields) > maxListedAnswerFields:
+				answer = fmt.Sprintf("allow/reject, %s and %d more", strings.Join(c.AnswerFields[:maxListedAnswerFields], ","), len(c.AnswerFields)-maxListedAnswerFields)
+			case len(c.AnswerFields) > 0:
+				answer = "allow/reject, " + strings.Join(c.AnswerFields, ",")
+			case c.Answered():
+				answer = "allow/reject"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", pr, c.Kind, c.Name, c.IDKey, sampleOf[pr][c.Name], answer)
+		}
+	}
+	fmt.Fprintf(w, "\nIn a route, %s and %s select every before- or after-callback of the app's provider.\n", catalog.SelectBefore, catalog.SelectAfter)
+	return w.Flush()
 }
 
 // buildSendRequest builds the signed callback request the IM platform would send.

@@ -100,6 +100,14 @@ func TestApplyRouteDeliversSignedCallback(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(t, "receiver", rx.Process)
 	g.Expect(rx.WaitReady(ctx)).To(Succeed(), "the receiver loads the (empty) table the manager writes at start")
+	// The manager's arguments put /metrics on a port of its own, never on the callback port.
+	g.Expect(rx.MetricsURL).NotTo(BeEmpty(), "the manager did not set --metrics-listen")
+	for base, want := range map[string]int{rx.URL: http.StatusNotFound, rx.MetricsURL: http.StatusOK} {
+		resp, err := http.Get(base + "/metrics")
+		g.Expect(err).NotTo(HaveOccurred())
+		_ = resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(want), "GET %s/metrics", base)
+	}
 
 	// kubectl apply of the example manifests (they create the teams' labelled namespaces;
 	// the platform team's exists already), pointed at the loopback backend.

@@ -246,6 +246,8 @@ type Receiver struct {
 	*Process
 	// URL is the receiver's base URL, http://127.0.0.1:<port>.
 	URL string
+	// MetricsURL is the base URL of its --metrics-listen (the manager always sets one).
+	MetricsURL string
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -278,10 +280,18 @@ func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, ku
 		return nil, err
 	}
 	args := append([]string(nil), ctr.Args...)
+	metricsURL := ""
 	for i := 0; i+1 < len(args); i++ {
 		switch args[i] {
 		case "--listen":
 			args[i+1] = "127.0.0.1:" + strconv.Itoa(port)
+		case "--metrics-listen":
+			mport, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			args[i+1] = "127.0.0.1:" + strconv.Itoa(mport)
+			metricsURL = "http://" + args[i+1]
 		case "--spool-dir":
 			args[i+1] = spoolDir
 		}
@@ -303,7 +313,7 @@ func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, ku
 	if err != nil {
 		return nil, err
 	}
-	return &Receiver{Process: p, URL: "http://127.0.0.1:" + strconv.Itoa(port)}, nil
+	return &Receiver{Process: p, URL: "http://127.0.0.1:" + strconv.Itoa(port), MetricsURL: metricsURL}, nil
 }
 
 // WaitReady waits until /readyz answers 200 (the first table loaded).

@@ -22,10 +22,12 @@ import (
 const tenancyApp = "1400000555"
 
 // TestRouteInDisallowedNamespaceNeverReceives runs the real manager and receiver: an app
-// admits routes of its own namespace only (Same); a team in another namespace attaches an
-// Async catch-all and a Sync route for the app's appID and the right command. Neither ever
-// receives a callback, and the Sync one never answers, while the admitted route receives
-// every one of them.
+// admits routes of its own namespace (Same), and Async routes of namespaces labelled
+// im-callbacks=analytics. A team in another namespace attaches an Async catch-all and a
+// Sync route for the app's appID and the right command: neither ever receives a callback,
+// and the Sync one never answers. The analytics namespace's Async route receives its
+// copies, its Sync route never answers. The admitted routes receive every callback,
+// without Tencent's Sign until the app's owner sets verify.forwardSignature.
 func TestRouteInDisallowedNamespaceNeverReceives(t *testing.T) {
 	g := NewWithT(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -46,6 +48,8 @@ func TestRouteInDisallowedNamespaceNeverReceives(t *testing.T) {
 	for _, ns := range []string{"tenant-owner", "intruder"} {
 		g.Expect(cluster.EnsureNamespace(ctx, ns)).To(Succeed())
 	}
+	_, err = cluster.KubectlRun(ctx, []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: tenant-analytics, labels: {im-callbacks: analytics}}\n"), "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred())
 	manifests := fmt.Sprintf(`
 apiVersion: v1
 kind: Secret
@@ -60,7 +64,10 @@ spec:
   appID: "%[2]s"
   receiverRef: {name: %[4]s, namespace: %[5]s}
   verify: {tokenSecretRef: {name: tencent-im}}
-  allowedRoutes: [{namespaces: {from: Same}}]
+  allowedRoutes:
+    - namespaces: {from: Same}
+    - namespaces: {from: Selector, selector: {matchLabels: {im-callbacks: analytics}}}
+      modes: [Async]
   backendURLs: ["%[3]s"]
 ---
 apiVersion: callbacks.callback-router.dev/v1alpha1
@@ -88,6 +95,24 @@ spec:
   mode: Sync
   failurePolicy: Reject
   backend: {url: "%[3]s", path: /intruder-sync}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: copies, namespace: tenant-analytics}
+spec:
+  appRef: {name: chat, namespace: tenant-owner}
+  commands: ["C2C.*"]
+  backend: {url: "%[3]s", path: /analytics}
+---
+apiVersion: callbacks.callback-router.dev/v1alpha1
+kind: CallbackRoute
+metadata: {name: answer, namespace: tenant-analytics}
+spec:
+  appRef: {name: chat, namespace: tenant-owner}
+  commands: [C2C.CallbackBeforeSendMsg]
+  mode: Sync
+  failurePolicy: Reject
+  backend: {url: "%[3]s", path: /intruder-analytics-sync}
 `, exampleToken, tenancyApp, backend.URL, controllers.DefaultReceiverName, receiverNamespace)
 	_, err = cluster.KubectlRun(ctx, []byte(manifests), "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred())
@@ -95,18 +120,24 @@ spec:
 		_, _ = cluster.KubectlRun(context.Background(), []byte(manifests), "delete", "--ignore-not-found", "-f", "-")
 	})
 
-	// The intruder's routes say why they are out; `kubectl wait` sees the owner's Ready.
-	for _, name := range []string{"everything", "rewrite"} {
+	// The refused routes say why they are out; `kubectl wait` sees the admitted ones Ready.
+	for _, r := range []struct{ ns, name, msg string }{
+		{"intruder", "everything", "namespace intruder is not allowed by CallbackApp tenant-owner/chat"},
+		{"intruder", "rewrite", "namespace intruder is not allowed by CallbackApp tenant-owner/chat"},
+		{"tenant-analytics", "answer", "mode Sync is not allowed for namespace tenant-analytics"},
+	} {
 		g.Eventually(func(g Gomega) {
-			r := &v1alpha1.CallbackRoute{}
-			g.Expect(cluster.Client.Get(ctx, types.NamespacedName{Namespace: "intruder", Name: name}, r)).To(Succeed())
-			c := meta.FindStatusCondition(r.Status.Conditions, v1alpha1.ConditionAccepted)
+			route := &v1alpha1.CallbackRoute{}
+			g.Expect(cluster.Client.Get(ctx, types.NamespacedName{Namespace: r.ns, Name: r.name}, route)).To(Succeed())
+			c := meta.FindStatusCondition(route.Status.Conditions, v1alpha1.ConditionAccepted)
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonNotAllowedByApp))
-			g.Expect(c.Message).To(ContainSubstring("namespace intruder is not allowed by CallbackApp tenant-owner/chat"))
+			g.Expect(c.Message).To(ContainSubstring(r.msg))
 		}, deliveryWait*2, 50*time.Millisecond).Should(Succeed(), "manager log:\n%s", mgr.Tail())
 	}
 	_, err = cluster.KubectlRun(ctx, nil, "wait", "--for=condition=Ready", "--timeout=20s", "-n", "tenant-owner", "callbackroute/archive", "callbackapp/chat")
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = cluster.KubectlRun(ctx, nil, "wait", "--for=condition=Ready", "--timeout=20s", "-n", "tenant-analytics", "callbackroute/copies")
 	g.Expect(err).NotTo(HaveOccurred())
 
 	// The "before send" callback carries the same message body as the "after send" one.
@@ -138,6 +169,36 @@ spec:
 		}
 		return c
 	}, deliveryWait*2, 50*time.Millisecond).Should(BeNumerically(">=", n), "the admitted route receives every callback")
+	g.Eventually(func() int {
+		c := 0
+		for _, d := range backend.Deliveries() {
+			if d.Path == "/analytics" && (strings.Contains(d.RawQuery, "after=") || strings.Contains(d.RawQuery, "before=")) {
+				c++
+			}
+		}
+		return c
+	}, deliveryWait*2, 50*time.Millisecond).Should(BeNumerically(">=", 2*n), "the Async-only namespace gets copies of both commands")
+	for _, d := range backend.Deliveries() {
+		g.Expect(d.RawQuery).NotTo(ContainSubstring("Sign="), "the app does not forward the platform's signature")
+	}
+
+	// The app's owner lets its backends have Tencent's Sign and RequestTime.
+	_, err = cluster.KubectlRun(ctx, nil, "patch", "callbackapp", "chat", "-n", "tenant-owner", "--type=merge",
+		"-p", `{"spec":{"verify":{"forwardSignature":true}}}`)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(func(g Gomega) {
+		probe := fmt.Sprintf("forwarded=%d", time.Now().UnixNano())
+		status, _, err := SendTencent(ctx, rx.URL, tenancyApp, after.Command, exampleToken, probe, after.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(status).To(Equal(http.StatusOK))
+		wctx, wcancel := context.WithTimeout(ctx, deliveryWait)
+		defer wcancel()
+		d, err := backend.WaitFor(wctx, func(d Delivery) bool { return d.Path == "/owner" && strings.Contains(d.RawQuery, probe) })
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(d.RawQuery).To(ContainSubstring("Sign="))
+		g.Expect(d.RawQuery).To(ContainSubstring("RequestTime="))
+	}, deliveryWait*4, 100*time.Millisecond).Should(Succeed())
+
 	g.Consistently(func() []string {
 		var bad []string
 		for _, d := range backend.Deliveries() {
@@ -146,5 +207,5 @@ spec:
 			}
 		}
 		return bad
-	}, absentWait, 100*time.Millisecond).Should(BeEmpty(), "a route of a namespace the app does not admit received a callback")
+	}, absentWait, 100*time.Millisecond).Should(BeEmpty(), "a route the app does not admit received a callback")
 }

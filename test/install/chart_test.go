@@ -140,7 +140,7 @@ func TestChartReadmeDocumentsEveryValue(t *testing.T) {
 		// Maps that are passed through whole (resources, security contexts, selectors)
 		// are documented as one value.
 		if slices.Contains([]string{"manager.resources", "manager.podSecurityContext", "manager.securityContext",
-			"manager.livenessProbe", "manager.readinessProbe"}, prefix) || strings.HasSuffix(prefix, "Selector") {
+			"manager.livenessProbe", "manager.readinessProbe", "grafanaDashboard.labels"}, prefix) || strings.HasSuffix(prefix, "Selector") {
 			keys = append(keys, prefix)
 			return
 		}
@@ -329,7 +329,7 @@ func TestChartInstall(t *testing.T) {
 	})
 
 	// Upgrade to the production values, which rename the receiver to im-callbacks; the
-	// ServiceMonitor CRD stands in for prometheus-operator.
+	// ServiceMonitor and PrometheusRule CRDs stand in for prometheus-operator.
 	cl.applyAll(t, decode(t, readFile(t, serviceMonitorC)))
 	cl.warn.take()
 	mustRun(t, env, helm, helmArgs("upgrade", release, chartDir, "-f", productionValue)...)

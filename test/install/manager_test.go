@@ -332,9 +332,10 @@ func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Deploy
 			if o.GetName() != receiver.Name {
 				continue
 			}
-			path = []string{"spec", "selector", "matchLabels"}
+			// It scrapes the receiver's metrics Service (ClusterIP, metrics port only), whose
+			// selector picks the receiver pods; never the callback Service.
 			svc := &corev1.Service{}
-			if err := cl.c.Get(context.Background(), client.ObjectKey{Namespace: receiver.Namespace, Name: receiver.Name}, svc); err != nil {
+			if err := cl.c.Get(context.Background(), client.ObjectKey{Namespace: receiver.Namespace, Name: receiver.Name + "-metrics"}, svc); err != nil {
 				t.Fatal(err)
 			}
 			endpoints, _, _ := unstructured.NestedSlice(o.Object, "spec", "endpoints")
@@ -343,12 +344,29 @@ func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Deploy
 			for _, p := range svc.Spec.Ports {
 				found = found || p.Name == port
 			}
-			if !found {
-				t.Errorf("ServiceMonitor scrapes port %q; the receiver Service has %+v", port, svc.Spec.Ports)
+			if !found || svc.Spec.Type != corev1.ServiceTypeClusterIP {
+				t.Errorf("ServiceMonitor scrapes port %q; the receiver metrics Service (%s) has %+v", port, svc.Spec.Type, svc.Spec.Ports)
 			}
-			if !matches(svc.Labels) {
-				t.Errorf("receiver Service labels %v", svc.Labels)
+			if !matches(svc.Spec.Selector) {
+				t.Errorf("receiver metrics Service selects %v; the receiver pods are labelled %v", svc.Spec.Selector, podLabels)
 			}
+			sel, _, _ := unstructured.NestedStringMap(o.Object, "spec", "selector", "matchLabels")
+			for k, v := range sel {
+				if svc.Labels[k] != v {
+					t.Errorf("ServiceMonitor selects %v; the receiver metrics Service is labelled %v", sel, svc.Labels)
+					break
+				}
+			}
+			callbackSvc := &corev1.Service{}
+			if err := cl.c.Get(context.Background(), client.ObjectKey{Namespace: receiver.Namespace, Name: receiver.Name}, callbackSvc); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range callbackSvc.Spec.Ports {
+				if p.Name == port {
+					t.Errorf("the callback Service has the metrics port %q", port)
+				}
+			}
+			continue
 		case "Ingress":
 			rules, _, _ := unstructured.NestedSlice(o.Object, "spec", "rules")
 			paths, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "http", "paths")

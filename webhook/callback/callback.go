@@ -20,6 +20,9 @@ const (
 	HeaderRoute    = "X-Callback-Route"
 	HeaderAttempt  = "X-Callback-Attempt"
 	HeaderID       = "X-Callback-Id"
+	// HeaderOperationID is OpenIM's trace ID header, forwarded as received (OpenIM
+	// callbacks only; Callback.OperationID).
+	HeaderOperationID = "operationID"
 )
 
 // Callback is one request from an IM platform.
@@ -34,13 +37,20 @@ type Callback struct {
 	// Body is the request body, forwarded byte for byte.
 	Body       []byte
 	ReceivedAt time.Time
+	// OrderKey is the callback's conversation (ConversationKey), set at the door when an
+	// ordered Async route matched it, and stored with its ordered copies.
+	OrderKey string
+	// OperationID is OpenIM's operationID header (its trace ID), forwarded to backends
+	// as HeaderOperationID; empty when the callback had none.
+	OperationID string
 }
 
 // ContentTypeJSON is the Content-Type of every backend request.
 const ContentTypeJSON = "application/json"
 
 // VisitHeaders calls set with each header of a backend request for this callback: the
-// JSON content type and the X-Callback-* headers. Sync (fasthttp) and Async (net/http)
+// JSON content type, the X-Callback-* headers and, when the callback has one, OpenIM's
+// operationID. Sync (fasthttp) and Async (net/http)
 // requests both get their headers here, so they cannot drift apart.
 func (c *Callback) VisitHeaders(route string, attempt int, set func(key, value string)) {
 	set("Content-Type", ContentTypeJSON)
@@ -50,6 +60,9 @@ func (c *Callback) VisitHeaders(route string, attempt int, set func(key, value s
 	set(HeaderRoute, route)
 	set(HeaderAttempt, strconv.Itoa(attempt))
 	set(HeaderID, c.ID)
+	if c.OperationID != "" {
+		set(HeaderOperationID, c.OperationID)
+	}
 }
 
 // TencentSign returns the Sign that Tencent Cloud IM puts on a callback URL:
@@ -84,4 +97,12 @@ type Target struct {
 	// ForwardSignature keeps Tencent IM's Sign and RequestTime in the query sent to the
 	// backend; by default they are left out (see BackendQuery).
 	ForwardSignature bool
+	// Ordered: copies with the same Callback.OrderKey are delivered one at a time, in
+	// arrival order (the route's ordering: {key: Conversation}).
+	Ordered bool
+	// MaxConcurrency and MaxPerSecond are the route's delivery limits (0: the spool's
+	// default concurrency; no rate limit). The spool applies the limits of the route's
+	// most recently stored copy to all of its queue.
+	MaxConcurrency int
+	MaxPerSecond   int
 }

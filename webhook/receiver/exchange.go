@@ -46,6 +46,11 @@ func (x *exchange) basicAuth() (string, string, bool) {
 	return r.BasicAuth()
 }
 
+// header returns the first value of a request header, "" when absent.
+func (x *exchange) header(name string) string {
+	return string(x.ctx.Request.Header.Peek(name))
+}
+
 // forwardedFor returns the X-Forwarded-For header values, in order.
 func (x *exchange) forwardedFor() []string {
 	var out []string

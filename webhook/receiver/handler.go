@@ -56,6 +56,17 @@ const (
 	DefaultEnqueueTimeout = 5 * time.Second
 	// DefaultBackendIdleConnTimeout closes idle backend connections.
 	DefaultBackendIdleConnTimeout = 90 * time.Second
+	// DefaultOpenIMTimeout is OpenIM's own default webhooks.yml `timeout` (5 s): how long
+	// OpenIM waits for the answer to each callback before it gives up and, for a
+	// before-callback, refuses the action whatever failedContinue says.
+	DefaultOpenIMTimeout = 5 * time.Second
+	// OpenIMTimeoutMargin is kept free at the end of OpenIMTimeout: an OpenIM Sync answer
+	// leaves the receiver at most OpenIMTimeout - OpenIMTimeoutMargin after the handler
+	// started, so the failurePolicy answer reaches OpenIM before it gives up.
+	OpenIMTimeoutMargin = 500 * time.Millisecond
+	// MaxOpenIMTimeout is the longest OpenIM waits whatever its timeout says (its HTTP
+	// client's own cap).
+	MaxOpenIMTimeout = 15 * time.Second
 )
 
 // Paths of the receiver's HTTP contract.
@@ -76,11 +87,14 @@ type Options struct {
 	// MaxBodyBytes caps the callback body and a Sync backend's answer. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// SyncBudget is the overall deadline for a Tencent IM Sync answer. Default DefaultSyncBudget.
-	// OpenIM Sync routes use their own backend timeout (OpenIM waits up to 15s).
 	SyncBudget time.Duration
+	// OpenIMTimeout is OpenIM's webhooks.yml `timeout`: an OpenIM Sync answer leaves at
+	// most OpenIMTimeout - OpenIMTimeoutMargin after arrival (the OpenIM Sync budget),
+	// whatever the route's timeout. Default DefaultOpenIMTimeout.
+	OpenIMTimeout time.Duration
 	// EnqueueTimeout bounds storing the Async copies of a callback, counted from arrival,
-	// unless it also has a Tencent IM Sync route (then SyncBudget bounds it). Default
-	// DefaultEnqueueTimeout.
+	// unless it also has a Sync route (then that provider's Sync budget bounds it).
+	// Default DefaultEnqueueTimeout.
 	EnqueueTimeout time.Duration
 	// TrustedProxies are the peers whose X-Forwarded-For is believed for sourceCIDRs
 	// checks. Empty: X-Forwarded-For is ignored.
@@ -169,6 +183,12 @@ func New(opts Options) (*Handler, error) {
 	if opts.SyncBudget <= 0 {
 		opts.SyncBudget = DefaultSyncBudget
 	}
+	if opts.OpenIMTimeout <= 0 {
+		opts.OpenIMTimeout = DefaultOpenIMTimeout
+	}
+	if err := ValidateOpenIMTimeout(opts.OpenIMTimeout); err != nil {
+		return nil, err
+	}
 	if opts.EnqueueTimeout <= 0 {
 		opts.EnqueueTimeout = DefaultEnqueueTimeout
 	}
@@ -201,6 +221,9 @@ func New(opts Options) (*Handler, error) {
 		registry:    opts.Registry,
 		metricsH:    promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}),
 		bodyBudget:  semaphore.NewWeighted(opts.MaxInflightBodyBytes),
+	}
+	if err := m.registerReady(opts.Registry, hd.Ready); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	hd.fastMetricsH = fasthttpadaptor.NewFastHTTPHandler(hd.metricsH)
 	return hd, nil
@@ -334,12 +357,13 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 	syncRoute, asyncRoutes := sel.sync, sel.async
 
 	cb := &callback.Callback{
-		Provider:   provider,
-		AppID:      q.appID,
-		Command:    q.command,
-		RawQuery:   x.rawQuery(),
-		Body:       body,
-		ReceivedAt: q.received,
+		Provider:    provider,
+		AppID:       q.appID,
+		Command:     q.command,
+		RawQuery:    x.rawQuery(),
+		Body:        body,
+		ReceivedAt:  q.received,
+		OperationID: operationID(x, provider),
 	}
 	if syncRoute != nil || len(asyncRoutes) > 0 {
 		cb.ID = callback.ComputeID(provider, q.command, body)
@@ -347,11 +371,11 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 	if len(asyncRoutes) > 0 {
 		// Not cancelled by the server: fasthttp closes every RequestCtx's Done as soon as
 		// shutdown starts, and a callback in flight then must still be stored and answered.
-		// Bounded instead by its own deadline: a Tencent Sync answer must still leave
-		// within the budget, so its copies are stored within it too.
+		// Bounded instead by its own deadline: a Sync answer must still leave within
+		// its provider's budget, so its copies are stored within it too.
 		deadline := q.arrived.Add(h.opts.EnqueueTimeout)
-		if syncRoute != nil && provider == v1alpha1.ProviderTencentIM {
-			deadline = q.arrived.Add(h.opts.SyncBudget)
+		if syncRoute != nil {
+			deadline = q.arrived.Add(h.syncBudget(provider))
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		err := h.enqueue(ctx, cb, asyncRoutes)
@@ -383,6 +407,10 @@ func (h *Handler) enqueue(ctx context.Context, cb *callback.Callback, routes []*
 	targets := make([]callback.Target, len(routes))
 	for i, rt := range routes {
 		targets[i] = rt.Target
+		if rt.Target.Ordered && cb.OrderKey == "" {
+			// Computed once, here, and stored with the copies: order survives restarts.
+			cb.OrderKey = callback.ConversationKey(cb.Provider, cb.Body)
+		}
 	}
 	if err := h.opts.Sink.Enqueue(ctx, cb, targets); err != nil {
 		return fmt.Errorf("enqueueing %d copies: %w", len(targets), err)

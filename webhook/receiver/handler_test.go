@@ -319,7 +319,7 @@ func TestNotReadyAndDraining(t *testing.T) {
 // answered by a lower one.
 func TestSyncPrecedence(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `{"route":%q}`, r.Header.Get(callback.HeaderRoute))
+		fmt.Fprintf(w, `{"ActionStatus":"OK","ErrorCode":0,"route":%q}`, r.Header.Get(callback.HeaderRoute))
 	})
 	yaml := strings.ReplaceAll(`
 apiVersion: v1
@@ -372,7 +372,7 @@ spec:
 		{"token-b", "Group.X", "ns/all-b"},
 	} {
 		status, body, _ := post(t, tencentURL(f.url, "1", c.command, c.token, now), []byte(`{}`), nil)
-		if status != 200 || string(body) != fmt.Sprintf(`{"route":%q}`, c.route) {
+		if status != 200 || string(body) != fmt.Sprintf(`{"ActionStatus":"OK","ErrorCode":0,"route":%q}`, c.route) {
 			t.Errorf("%s with %s: %d %s, want %s", c.command, c.token, status, body, c.route)
 		}
 	}
@@ -392,7 +392,7 @@ spec:
 // gets its copy.
 func TestSyncNoFallThrough(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `{"route":%q}`, r.Header.Get(callback.HeaderRoute))
+		fmt.Fprintf(w, `{"ActionStatus":"OK","ErrorCode":0,"route":%q}`, r.Header.Get(callback.HeaderRoute))
 	})
 	yaml := strings.ReplaceAll(`
 apiVersion: v1
@@ -451,11 +451,11 @@ spec:
 		t.Errorf("a backend was called for an unsigned before-send: %v", got[0].header.Get(callback.HeaderRoute))
 	}
 	status, body, _ = post(t, tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", testToken, now), []byte(`{}`), nil)
-	if status != 200 || string(body) != `{"route":"ns/exact"}` {
+	if status != 200 || string(body) != `{"ActionStatus":"OK","ErrorCode":0,"route":"ns/exact"}` {
 		t.Errorf("signed before-send: %d %s, want the exact route's answer", status, body)
 	}
 	status, body, _ = post(t, tencentURL(f.url, "1", "C2C.CallbackFuture", "", now), []byte(`{}`), nil)
-	if status != 200 || string(body) != `{"route":"ns/catch-all"}` {
+	if status != 200 || string(body) != `{"ActionStatus":"OK","ErrorCode":0,"route":"ns/catch-all"}` {
 		t.Errorf("unsigned other C2C command: %d %s, want the catch-all's answer", status, body)
 	}
 	// App 2: the Sync route fails, the unverified Async route still gets its copy.

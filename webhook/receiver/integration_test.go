@@ -74,11 +74,13 @@ func TestSyncBackends(t *testing.T) {
 		outcome string
 		kind    string // of failure, as the Reject answer names it
 	}{
-		{"answers", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{"ErrorCode":2}`) }, false, false, `{"ErrorCode":2}`, 200, OutcomeSyncAnswered, ""},
+		{"answers", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, `{"ActionStatus":"OK","ErrorCode":2,"ErrorInfo":""}`)
+		}, false, false, `{"ActionStatus":"OK","ErrorCode":2,"ErrorInfo":""}`, 200, OutcomeSyncAnswered, ""},
 		{"4xx with JSON is an answer", func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(409)
-			_, _ = io.WriteString(w, `{"ErrorCode":120001}`)
-		}, false, false, `{"ErrorCode":120001}`, 409, OutcomeSyncAnswered, ""},
+			_, _ = io.WriteString(w, `{"ActionStatus":"FAIL","ErrorCode":120001,"ErrorInfo":"no"}`)
+		}, false, false, `{"ActionStatus":"FAIL","ErrorCode":120001,"ErrorInfo":"no"}`, 409, OutcomeSyncAnswered, ""},
 		{"slow", func(w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-time.After(2 * time.Second):
@@ -144,13 +146,13 @@ func TestSyncBackends(t *testing.T) {
 // TestSyncForwarding: the backend gets the body byte for byte, the original query
 // without Sign and RequestTime, the X-Callback-* headers; connections are reused.
 func TestSyncForwarding(t *testing.T) {
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{}`) })
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(tencentOK) })
 	f := newFixture(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", be.URL), nil)
 	body := []byte("{\"MsgKey\":\"1_2_3\",  \"odd spacing\" : [1,2,3]}\n")
 	u := tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", testToken, now)
 	const n = 50
 	for range n {
-		if status, b, _ := post(t, u, body, nil); status != 200 || string(b) != `{}` {
+		if status, b, _ := post(t, u, body, nil); status != 200 || !bytes.Equal(b, tencentOK) {
 			t.Fatalf("got %d %s", status, b)
 		}
 	}
@@ -192,8 +194,8 @@ func TestSyncForwarding(t *testing.T) {
 	}
 }
 
-// tableWith compiles manifests like table and lets mutate change the compiled routes (for
-// fields the API does not set yet).
+// tableWith builds a table like table and lets mutate change the compiled routes (the
+// field an app's verify.forwardSignature compiles into, set directly).
 func tableWith(t testing.TB, manifests string, mutate func(*routing.CompiledRoute)) *routing.Table {
 	t.Helper()
 	snap, err := snapshotFromSpec(manifests)
@@ -325,7 +327,7 @@ spec: {provider: TencentIM, appID: "1", commands: ["C2C.*"], backend: {url: BACK
 // table or the other, never a mix, and the race detector sees no shared state.
 func TestTableSwapUnderLoad(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `{"route":%q}`, r.Header.Get(callback.HeaderRoute))
+		fmt.Fprintf(w, `{"ActionStatus":"OK","ErrorCode":0,"route":%q}`, r.Header.Get(callback.HeaderRoute))
 	})
 	mk := func(name string) string {
 		return strings.NewReplacer("BACKEND", be.URL, "NAME", name).Replace(`
@@ -365,7 +367,7 @@ spec: {provider: OpenIM, appID: prod, commands: ["*"], mode: Sync, backend: {url
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if s := string(b); s != `{"route":"ns/one"}` && s != `{"route":"ns/two"}` {
+				if s := string(b); s != `{"ActionStatus":"OK","ErrorCode":0,"route":"ns/one"}` && s != `{"ActionStatus":"OK","ErrorCode":0,"route":"ns/two"}` {
 					t.Errorf("worker %d: %s", w, s)
 					return
 				}
@@ -385,7 +387,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		time.Sleep(300 * time.Millisecond)
-		_, _ = io.WriteString(w, `{"late":true}`)
+		_, _ = io.WriteString(w, `{"ActionStatus":"OK","ErrorCode":0,"late":true}`)
 	})
 	h, err := New(Options{Now: func() time.Time { return now }})
 	if err != nil {
@@ -410,7 +412,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatal(err)
 	}
-	if a := <-answer; a != `{"late":true}` {
+	if a := <-answer; a != `{"ActionStatus":"OK","ErrorCode":0,"late":true}` {
 		t.Errorf("in-flight callback got %q", a)
 	}
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
@@ -625,11 +627,11 @@ func TestSyncSentOnceOnReusedConnection(t *testing.T) {
 			}
 			return
 		}
-		_, _ = io.WriteString(w, `{"answeredBy":"backend"}`)
+		_, _ = io.WriteString(w, `{"ActionStatus":"OK","ErrorCode":0,"answeredBy":"backend"}`)
 	})
 	f := newFixture(t, strings.ReplaceAll(syncRouteYAML, "BACKEND", be.URL), nil)
 	u := tencentURL(f.url, "1", "C2C.CallbackBeforeSendMsg", testToken, now)
-	for i, want := range []string{`{"answeredBy":"backend"}`, string(tencentOK), `{"answeredBy":"backend"}`} {
+	for i, want := range []string{`{"ActionStatus":"OK","ErrorCode":0,"answeredBy":"backend"}`, string(tencentOK), `{"ActionStatus":"OK","ErrorCode":0,"answeredBy":"backend"}`} {
 		if status, body, _ := post(t, u, []byte(`{}`), nil); status != 200 || string(body) != want {
 			t.Errorf("callback %d: %d %s, want %s", i+1, status, body, want)
 		}

@@ -92,6 +92,19 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// registerReady registers callback_router_receiver_ready, read from ready when scraped.
+func (m *Metrics) registerReady(reg prometheus.Registerer, ready func() bool) error {
+	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "callback_router_receiver_ready",
+		Help: "1 while /readyz answers 200 (a routing table is loaded and the receiver is not draining), else 0.",
+	}, func() float64 {
+		if ready() {
+			return 1
+		}
+		return 0
+	}))
+}
+
 // request counts one callback. The counter of each label set is cached: WithLabelValues
 // hashes every label on each call, a sync.Map lookup of a comparable key does not allocate.
 func (m *Metrics) request(provider, app, command, outcome string) {

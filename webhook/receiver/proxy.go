@@ -18,17 +18,16 @@ import (
 var errBackendStatus = errors.New("backend failed")
 
 // proxy forwards a callback to its Sync route and passes the answer back. A transport
-// error, a timeout, a 5xx status, or a body that is not JSON (or is over the size limit)
-// is a failure: the IM platform then hears the route's failurePolicy answer, which always
+// error, a timeout, a body that is not JSON (or is over the size limit), or an answer
+// checkSyncAnswer refuses (the wrong shape for the provider, a Tencent 5xx) is a
+// failure: the IM platform then hears the route's failurePolicy answer, which always
 // leaves before the budget runs out.
 func (h *Handler) proxy(x *exchange, q *request, cb *callback.Callback, rt *routing.Route) {
 	deadline := time.Now().Add(rt.Timeout)
-	if q.provider == v1alpha1.ProviderTencentIM {
-		// The budget counts from the handler's start, so time spent storing Async
-		// copies is included (on fasthttp the body was read before the handler ran).
-		if b := q.arrived.Add(h.opts.SyncBudget); b.Before(deadline) {
-			deadline = b
-		}
+	// The budget counts from the handler's start, so time spent storing Async copies is
+	// included (on fasthttp the body was read before the handler ran).
+	if b := q.arrived.Add(h.syncBudget(q.provider)); b.Before(deadline) {
+		deadline = b
 	}
 	start := time.Now()
 	status, ctype, body, release, err := h.roundTrip(deadline, cb, rt)
@@ -71,7 +70,7 @@ const (
 func failureKind(err error) string {
 	var te interface{ Timeout() bool }
 	switch {
-	case errors.Is(err, errBackendStatus), errors.Is(err, fasthttp.ErrBodyTooLarge):
+	case errors.Is(err, errBackendStatus), errors.Is(err, errBadAnswer), errors.Is(err, fasthttp.ErrBodyTooLarge):
 		return failureBadAnswer
 	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout),
 		errors.As(err, &te) && te.Timeout():
@@ -103,11 +102,11 @@ func (h *Handler) roundTrip(deadline time.Time, cb *callback.Callback, rt *routi
 		return 0, "", nil, release, fmt.Errorf("sending: %w", err)
 	}
 	status, body = resp.StatusCode(), resp.Body()
-	if status >= 500 {
-		return 0, "", nil, release, fmt.Errorf("%w: status %d", errBackendStatus, status)
-	}
 	if !json.Valid(body) {
 		return 0, "", nil, release, fmt.Errorf("%w: status %d with a body that is not JSON", errBackendStatus, status)
+	}
+	if err := checkSyncAnswer(cb.Provider, status, body); err != nil {
+		return 0, "", nil, release, err
 	}
 	return status, string(resp.Header.ContentType()), body, release, nil
 }

@@ -125,7 +125,14 @@ func serveGracefully(ctx context.Context, ln net.Listener, timeout time.Duration
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := shutdown(sctx); err != nil {
+	err := shutdown(sctx)
+	// A serve that had not yet registered ln when shutdown ran would serve on forever:
+	// fasthttp's Shutdown closes only the listeners Serve has registered (none yet) and
+	// returns at once. Closing ln here too ends such a Serve (fasthttp treats a closed
+	// listener as a clean end); for one that did register it, this is a second, harmless
+	// Close.
+	_ = ln.Close()
+	if err != nil {
 		return fmt.Errorf("shutting down %s: %w", ln.Addr(), err)
 	}
 	if err := <-errc; err != nil && (closedErr == nil || !errors.Is(err, closedErr)) {

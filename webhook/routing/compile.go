@@ -88,10 +88,21 @@ type RouteStatus struct {
 	Ready Cond
 	// URL is the app's callback path.
 	URL string
+	// UnknownCommands is the UnknownCommands condition, valid when CommandsChecked: once the
+	// route's app (and so its provider) is known.
+	UnknownCommands Cond
+	// CommandsChecked says UnknownCommands is set.
+	CommandsChecked bool
+	// Warnings are said once, as Warning events, when they appear; their messages are also
+	// in the Accepted message (SyncOnAfterCallback).
+	Warnings []Cond
 	// App is the CallbackApp the route refers to.
 	App types.NamespacedName
 	// Receiver is the receiver whose table holds the route (zero when none).
 	Receiver types.NamespacedName
+	// Ordering is the OrderingGuaranteed condition of a route with spec.ordering (nil
+	// for a route without).
+	Ordering *Cond
 }
 
 // Routed reports whether the route is in a table.
@@ -153,12 +164,19 @@ type CompiledRoute struct {
 	BasicAuth     *BasicAuth    `json:"basicAuth,omitempty"`
 	// SourceCIDRs are canonical prefixes ("203.0.113.0/24").
 	SourceCIDRs []string `json:"sourceCIDRs,omitempty"`
-	// ForwardSignature is the app's verify.forwardSignature: when false (the default) the
-	// receiver strips Tencent's Sign and RequestTime from what backends receive.
+	// ForwardSignature is the app's verify.forwardSignature: it sends Tencent IM's Sign and
+	// RequestTime on to the backend in the query. False (the default) leaves them out: the
+	// receiver has verified them, and a backend does not need the platform's credentials.
 	ForwardSignature bool          `json:"forwardSignature,omitempty"`
 	MaxAttempts      int           `json:"maxAttempts,omitempty"`
 	InitialBackoff   time.Duration `json:"initialBackoff,omitempty"`
 	MaxBackoff       time.Duration `json:"maxBackoff,omitempty"`
+	// Ordered is spec.ordering.key Conversation: copies with the same conversation key are
+	// delivered one at a time, in arrival order.
+	Ordered bool `json:"ordered,omitempty"`
+	// MaxConcurrency and MaxPerSecond are spec.delivery (0: unset).
+	MaxConcurrency int `json:"maxConcurrency,omitempty"`
+	MaxPerSecond   int `json:"maxPerSecond,omitempty"`
 	// CreatedAt is the route's creationTimestamp, used to break Sync ties (oldest wins).
 	CreatedAt time.Time `json:"createdAt"`
 }
@@ -191,6 +209,8 @@ type app struct {
 	live     bool // Accepted and ResolvedRefs: its routes may enter the table
 	grants   []grant
 	verify   verification
+	// url, accepted and routed are the texts every route of the app shares, built once.
+	url, accepted, routed string
 }
 
 // verification is an app's compiled checks, copied into each of its routes.
@@ -204,9 +224,9 @@ type verification struct {
 
 // candidate is a route that is admitted, resolved, and whose app is live.
 type candidate struct {
-	idx      int
-	receiver types.NamespacedName
-	route    CompiledRoute
+	idx   int
+	app   *app
+	route CompiledRoute
 }
 
 // Compile compiles every app and route; one bad object never affects the others. In
@@ -234,6 +254,7 @@ func Compile(in Input) *Output {
 	c.compileApps()
 	cands := c.compileRoutes()
 	c.resolveSyncConflicts(cands)
+	c.orderingGuarantees()
 	for _, s := range out.Tables {
 		sort.Slice(s.Routes, func(a, b int) bool { return s.Routes[a].Key() < s.Routes[b].Key() })
 		sort.Slice(s.Apps, func(a, b int) bool {
@@ -294,7 +315,9 @@ func (c *compiler) compileApps() {
 			c.invalidApps[key] = err.Error()
 			continue
 		}
-		ap := &app{idx: i, key: key, spec: &a.Spec, created: a.CreationTimestamp.UTC(), grants: grants}
+		expandGrants(a.Spec.Provider, grants)
+		ap := &app{idx: i, key: key, spec: &a.Spec, created: a.CreationTimestamp.UTC(), grants: grants, url: st.URL,
+			accepted: "The route is valid and admitted by CallbackApp " + key.String()}
 		c.apps[key] = ap
 		if !c.bind(a, ap, st) {
 			st.Ready = notRouted("Not routed: " + st.Accepted.Message)
@@ -334,6 +357,7 @@ func (c *compiler) compileApps() {
 			continue
 		}
 		ap.live = true
+		ap.routed = "The route is in the routing table of receiver " + c.receiverName(ap.receiver)
 		st.Ready = Cond{True: true, Reason: v1alpha1.ReasonRouted, Message: "The app is in the routing table of receiver " + c.receiverName(ap.receiver)}
 		t := c.out.Tables[ap.receiver]
 		t.Apps = append(t.Apps, CompiledApp{Namespace: ap.key.Namespace, Name: ap.key.Name, Provider: ap.spec.Provider, AppID: ap.spec.AppID})
@@ -456,16 +480,22 @@ func (c *compiler) compileRoutes() []candidate {
 			}
 			continue
 		}
-		st.URL = StatusURL(ap.spec.Provider, ap.spec.AppID)
+		st.URL = ap.url
 		if err := validateRouteForProvider(r, ap.spec.Provider); err != nil {
 			reject(v1alpha1.ReasonInvalid, err.Error())
 			continue
 		}
+		unknown, warnings := checkCommands(ap.spec.Provider, r)
+		st.UnknownCommands, st.CommandsChecked, st.Warnings = unknown, true, warnings
+		r = withExpandedCommands(r, ap.spec.Provider)
 		if msg := admit(ap, r); msg != "" {
 			reject(v1alpha1.ReasonNotAllowedByApp, msg)
 			continue
 		}
-		st.Accepted = Cond{True: true, Reason: v1alpha1.ReasonAccepted, Message: "The route is valid and admitted by CallbackApp " + appKey.String()}
+		st.Accepted = Cond{True: true, Reason: v1alpha1.ReasonAccepted, Message: ap.accepted}
+		for _, w := range warnings {
+			st.Accepted.Message += "; warning: " + w.Message
+		}
 		cr, reason, err := c.resolveBackend(r, ap, resolve)
 		if err != nil {
 			st.ResolvedRefs = Cond{Reason: reason, Message: err.Error()}
@@ -482,7 +512,7 @@ func (c *compiler) compileRoutes() []candidate {
 			st.Ready = Cond{Reason: v1alpha1.ReasonAppNotReady, Message: fmt.Sprintf("CallbackApp %s is not in a routing table: %s", appKey, why)}
 			continue
 		}
-		cands = append(cands, candidate{idx: i, receiver: ap.receiver, route: cr})
+		cands = append(cands, candidate{idx: i, app: ap, route: cr})
 	}
 	return cands
 }
@@ -588,6 +618,8 @@ func (c *compiler) resolveBackend(r *v1alpha1.CallbackRoute, ap *app, resolve Se
 	}
 	if cr.Mode == v1alpha1.ModeAsync {
 		cr.MaxAttempts, cr.InitialBackoff, cr.MaxBackoff = s.EffectiveRetry()
+		cr.Ordered = s.Ordered()
+		cr.MaxConcurrency, cr.MaxPerSecond = s.EffectiveDelivery()
 	}
 	v := &ap.verify
 	cr.Tokens, cr.MaxRequestAge, cr.BasicAuth = v.tokens, v.maxRequestAge, v.basicAuth
@@ -634,16 +666,21 @@ func permittedURL(allowed []string, raw string) error {
 // command pattern of a provider+appID on a receiver, the oldest route wins.
 func (c *compiler) resolveSyncConflicts(cands []candidate) {
 	sort.SliceStable(cands, func(a, b int) bool { return olderThan(&cands[a].route, &cands[b].route) })
-	owner := map[string]string{} // receiver \x00 provider \x00 appID \x00 pattern -> winner ns/name
+	// Only one app per provider+appID is live on a receiver, so the app identifies the
+	// (receiver, provider, appID) a pattern belongs to.
+	type claim struct {
+		app     *app
+		pattern string
+	}
+	owner := map[claim]string{} // -> winner ns/name
 	for _, cd := range cands {
 		cr := cd.route
 		st := &c.out.Routes[cd.idx]
-		prefix := cd.receiver.String() + "\x00" + string(cr.Provider) + "\x00" + cr.AppID + "\x00"
 		if cr.Mode == v1alpha1.ModeSync {
 			var lost []string
 			var winner string
 			for _, cmd := range cr.Commands {
-				if w, ok := owner[prefix+cmd]; ok {
+				if w, ok := owner[claim{cd.app, cmd}]; ok {
 					lost, winner = append(lost, cmd), w
 				}
 			}
@@ -655,14 +692,14 @@ func (c *compiler) resolveSyncConflicts(cands []candidate) {
 				continue
 			}
 			for _, cmd := range cr.Commands {
-				owner[prefix+cmd] = cr.Key()
+				owner[claim{cd.app, cmd}] = cr.Key()
 			}
 		}
-		st.Ready = Cond{True: true, Reason: v1alpha1.ReasonRouted, Message: "The route is in the routing table of receiver " + c.receiverName(cd.receiver)}
-		st.Receiver = cd.receiver
-		t := c.out.Tables[cd.receiver]
+		st.Ready = Cond{True: true, Reason: v1alpha1.ReasonRouted, Message: cd.app.routed}
+		st.Receiver = cd.app.receiver
+		t := c.out.Tables[cd.app.receiver]
 		t.Routes = append(t.Routes, cr)
-		c.out.Apps[c.apps[types.NamespacedName{Namespace: st.App.Namespace, Name: st.App.Name}].idx].AttachedRoutes++
+		c.out.Apps[cd.app.idx].AttachedRoutes++
 	}
 }
 
@@ -702,4 +739,43 @@ func dedupSorted(in []string) []string {
 		}
 	}
 	return out[:n]
+}
+
+// orderingGuarantees sets the OrderingGuaranteed condition of every route with
+// spec.ordering: whether its receiver can keep the promise. JetStream orders each key
+// across every receiver pod; an embedded spool orders within one pod, so only a receiver
+// of one replica keeps it (the IM platform spreads one conversation's callbacks over
+// every pod behind the Service). Standalone mode is one process, so it keeps it.
+func (c *compiler) orderingGuarantees() {
+	recv := map[types.NamespacedName]*v1alpha1.CallbackReceiver{}
+	for i := range c.in.Receivers {
+		r := &c.in.Receivers[i]
+		recv[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}] = r
+	}
+	for i := range c.in.Routes {
+		if !c.in.Routes[i].Spec.Ordered() {
+			continue
+		}
+		st := &c.out.Routes[i]
+		var cond Cond
+		switch r := recv[st.Receiver]; {
+		case !st.Ready.True:
+			cond = Cond{Reason: v1alpha1.ReasonNotRouted, Message: "The route is not in a routing table"}
+		case c.in.Standalone:
+			cond = Cond{True: true, Reason: v1alpha1.ReasonSingleReplica, Message: "A standalone receiver is one process: copies of one conversation are delivered in order"}
+		case r == nil:
+			cond = Cond{Reason: v1alpha1.ReasonNotRouted, Message: "The route's receiver is unknown"}
+		case r.Spec.Spool != nil && r.Spec.Spool.JetStream != nil:
+			cond = Cond{True: true, Reason: v1alpha1.ReasonJetStream, Message: fmt.Sprintf(
+				"Receiver %s spools to JetStream, which delivers the copies of one conversation in order across all its pods", c.receiverName(st.Receiver))}
+		case r.Spec.EffectiveReplicas() <= 1:
+			cond = Cond{True: true, Reason: v1alpha1.ReasonSingleReplica, Message: fmt.Sprintf(
+				"Receiver %s runs one pod with an embedded spool: copies of one conversation are delivered in order", c.receiverName(st.Receiver))}
+		default:
+			cond = Cond{Reason: v1alpha1.ReasonMultipleReplicas, Message: fmt.Sprintf(
+				"Receiver %s runs %d pods with embedded spools: each pod orders only the callbacks it received, so one conversation's callbacks may be delivered out of order across pods; use spool.jetStream, or one replica",
+				c.receiverName(st.Receiver), r.Spec.EffectiveReplicas())}
+		}
+		st.Ordering = &cond
+	}
 }

@@ -136,6 +136,9 @@ func newRoute(cr CompiledRoute) (*Route, error) {
 		MaxBackoff:     cr.MaxBackoff,
 
 		ForwardSignature: cr.ForwardSignature,
+		Ordered:          cr.Ordered,
+		MaxConcurrency:   cr.MaxConcurrency,
+		MaxPerSecond:     cr.MaxPerSecond,
 	}
 	return r, nil
 }

@@ -29,11 +29,16 @@ const (
 	MaxBackendURLs = 64
 	// MaxTencentSyncTimeout is the exclusive upper bound of a TencentIM Sync route's timeout.
 	MaxTencentSyncTimeout = 2 * time.Second
-	// MaxSyncTimeout is the inclusive upper bound of any Sync route's timeout (OpenIM's
-	// HTTP client gives up after 15s).
+	// MaxSyncTimeout is the inclusive upper bound of any Sync route's timeout: OpenIM never
+	// waits longer, whatever its webhooks.yml timeout says. The receiver cuts every OpenIM
+	// Sync wait at its --openim-timeout anyway (receiver.OpenIMTimeoutMargin before it).
 	MaxSyncTimeout = 15 * time.Second
 	// MaxBackendTimeout is the inclusive upper bound of any backend timeout.
 	MaxBackendTimeout = 60 * time.Second
+	// MaxDeliveryConcurrency is the largest delivery.maxConcurrency of a route.
+	MaxDeliveryConcurrency = 1024
+	// MaxDeliveryPerSecond is the largest delivery.maxPerSecond of a route.
+	MaxDeliveryPerSecond = 100000
 )
 
 // The URL schemes a backend may use.
@@ -45,7 +50,7 @@ const (
 var (
 	appIDPattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	digitsPattern    = regexp.MustCompile(`^[0-9]+$`)
-	commandPattern   = regexp.MustCompile(`^[A-Za-z0-9_.-]*\*?$`)
+	commandPattern   = regexp.MustCompile(`^(@before|@after|[A-Za-z0-9_.-]*\*?)$`)
 	pathPattern      = regexp.MustCompile(`^/[^?#]*$`)
 	namespacePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 )
@@ -232,7 +237,7 @@ func validateCommands(field string, cmds []string, minItems int) error {
 	}
 	for _, c := range cmds {
 		if c == "" || len(c) > MaxCommandLength || !commandPattern.MatchString(c) {
-			return fmt.Errorf("%s: %q must be a command name or a prefix ending in '*'", field, c)
+			return fmt.Errorf("%s: %q must be a command name, a prefix ending in '*', @before or @after", field, c)
 		}
 	}
 	return checkUnique(field, cmds)
@@ -277,10 +282,40 @@ func validateRoute(r *v1alpha1.CallbackRoute) error {
 	if mode != v1alpha1.ModeSync && fp != v1alpha1.FailurePolicyAllow {
 		return fmt.Errorf("failurePolicy Reject applies only to Sync routes; Async routes are acknowledged before delivery")
 	}
+	if s.Ordering != nil && mode != v1alpha1.ModeAsync {
+		return fmt.Errorf("ordering applies only to Async routes; a Sync route answers each callback as it comes")
+	}
+	if s.Delivery != nil && mode != v1alpha1.ModeAsync {
+		return fmt.Errorf("delivery applies only to Async routes; a Sync route's rate is the IM platform's")
+	}
 	if err := validateBackend(s, mode); err != nil {
 		return err
 	}
-	return validateRetry(s.Retry)
+	if err := validateRetry(s.Retry); err != nil {
+		return err
+	}
+	return validateDelivery(s)
+}
+
+// validateDelivery checks ordering and delivery, if set.
+func validateDelivery(s *v1alpha1.CallbackRouteSpec) error {
+	if o := s.Ordering; o != nil && o.Key != v1alpha1.OrderingKeyConversation {
+		return fmt.Errorf("ordering.key must be Conversation, not %q", o.Key)
+	}
+	d := s.Delivery
+	if d == nil {
+		return nil
+	}
+	if d.MaxConcurrency == nil && d.MaxPerSecond == nil {
+		return fmt.Errorf("delivery needs maxConcurrency, maxPerSecond or both")
+	}
+	if c := d.MaxConcurrency; c != nil && (*c < 1 || *c > MaxDeliveryConcurrency) {
+		return fmt.Errorf("delivery.maxConcurrency must be between 1 and %d", MaxDeliveryConcurrency)
+	}
+	if r := d.MaxPerSecond; r != nil && (*r < 1 || *r > MaxDeliveryPerSecond) {
+		return fmt.Errorf("delivery.maxPerSecond must be between 1 and %d", MaxDeliveryPerSecond)
+	}
+	return nil
 }
 
 // validateBackend checks the backend: its service or URL, path and timeout.
@@ -309,7 +344,7 @@ func validateBackend(s *v1alpha1.CallbackRouteSpec, mode v1alpha1.Mode) error {
 			return fmt.Errorf("backend.timeout must be positive and at most 60s")
 		}
 		if mode == v1alpha1.ModeSync && d > MaxSyncTimeout {
-			return fmt.Errorf("backend.timeout of a Sync route must be at most 15s: OpenIM's HTTP client gives up after 15s (and Tencent IM's after 2s)")
+			return fmt.Errorf("backend.timeout of a Sync route must be at most 15s, the most OpenIM ever waits; OpenIM waits only its webhooks.yml timeout (default 5s) and Tencent IM 2s, and the receiver answers within its --openim-timeout or --sync-budget whatever this says")
 		}
 	}
 	return nil

@@ -5,12 +5,20 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"testing"
+
+	"github.com/callback-router/callback-router/api/v1alpha1"
 )
 
 func TestSamples(t *testing.T) {
 	all := All()
-	if len(all) != len(commands) {
-		t.Fatalf("%d sample files, %d command entries", len(all), len(commands))
+	documented := 0
+	for _, s := range all {
+		if s.Documented {
+			documented++
+		}
+	}
+	if documented != len(commands) {
+		t.Fatalf("%d documented sample files, %d command entries", documented, len(commands))
 	}
 	for _, s := range all {
 		if !json.Valid(s.Body) {
@@ -33,6 +41,18 @@ func TestSamples(t *testing.T) {
 		if got != s.Command {
 			t.Errorf("%s: body command %q, table says %q", s.Name, got, s.Command)
 		}
+	}
+	// The default sample of each provider (no --command) is a documented one.
+	for _, p := range []v1alpha1.Provider{v1alpha1.ProviderTencentIM, v1alpha1.ProviderOpenIM} {
+		if s, exact := ForCommand(p, ""); exact || !s.Documented {
+			t.Errorf("%s: default sample %s", p, s.Name)
+		}
+	}
+	if s, exact := ForCommand(v1alpha1.ProviderTencentIM, "C2C.CallbackAfterSendMsg"); !exact || s.Name != "tencent-c2c-after-send" {
+		t.Errorf("the documented sample wins: %s", s.Name)
+	}
+	if s, exact := ForCommand(v1alpha1.ProviderOpenIM, "callbackBeforeAfterMsgCommand"); !exact || s.Name != "openim-callbackBeforeAfterMsgCommand" {
+		t.Errorf("per-command sample: %s", s.Name)
 	}
 	sum := sha256.Sum256([]byte(SignExampleToken + SignExampleRequestTime))
 	if hex.EncodeToString(sum[:]) != SignExampleSign {

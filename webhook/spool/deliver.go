@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/callback-router/callback-router/webhook/callback"
+	dctl "github.com/callback-router/callback-router/webhook/delivery"
 )
 
 // Delivery outcomes, the values of the outcome label of callback_router_deliveries_total.
@@ -168,8 +169,9 @@ func (s *Spool) loadCallback(seq uint64) (*callback.Callback, error) {
 	return cb, err
 }
 
-// deliver makes one attempt of it and records the outcome.
-func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
+// deliver makes one attempt of it and records the outcome, in br (the backend's breaker;
+// probe: this attempt is its half-open probe) and in the spool.
+func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item, br *dctl.Breaker, probe bool) {
 	t := it.target
 	n := it.attempts + 1
 	cb, err := s.loadCallback(it.seq)
@@ -177,9 +179,17 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 	callbackID := ""
 	if err != nil {
 		res = attemptResult{reason: err.Error()}
+		br.Abort(probe) // not the backend's doing
 	} else {
 		callbackID = cb.ID
 		res = s.attempt(ctx, cb, t, n)
+		if res.aborted {
+			br.Abort(probe)
+		} else {
+			// A failure is no useful answer (connection error, timeout, 408, 429, 5xx);
+			// any other answer, a 400 included, shows the backend is up.
+			br.Done(probe, !res.ok && res.retryable, time.Now())
+		}
 	}
 	// Built only when something is logged: WithValues allocates, and this is the hot path.
 	log := func() logr.Logger {
@@ -195,7 +205,9 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 	switch {
 	case res.ok:
 		s.metrics.deliveries.WithLabelValues(t.Route, OutcomeDelivered).Inc()
-		q.remove(it)
+		if it.key == "" {
+			q.remove(it)
+		}
 		s.submitAsync(&op{
 			apply: func(w *txWriter) error {
 				if err := w.del(bucketPending, key); err != nil {
@@ -207,6 +219,11 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item) {
 				if err != nil {
 					// Still pending on disk: delivered again after a restart, a duplicate.
 					log().Error(err, "Failed to record a delivery")
+				}
+				if it.key != "" {
+					// The next of the key goes only once this one is recorded: after a
+					// crash the key resumes here (a duplicate at worst), never past it.
+					q.remove(it)
 				}
 			},
 		})

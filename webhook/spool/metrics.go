@@ -18,6 +18,7 @@ type metrics struct {
 	depthDesc     *prometheus.Desc
 	oldestDesc    *prometheus.Desc
 	bytesDesc     *prometheus.Desc
+	heldDesc      *prometheus.Desc
 	deliveries    *prometheus.CounterVec
 	retries       *prometheus.CounterVec
 	deadLetters   *prometheus.CounterVec
@@ -37,6 +38,8 @@ func newMetrics(s *Spool) *metrics {
 			"Pending Async deliveries (waiting or in flight) per route.", []string{labelRoute}, nil),
 		oldestDesc: prometheus.NewDesc("callback_router_spool_oldest_age_seconds",
 			"Age of the oldest pending Async delivery per route, since the callback was received.", []string{labelRoute}, nil),
+		heldDesc: prometheus.NewDesc("callback_router_spool_held_by_breaker",
+			"Pending Async deliveries per route that are due but held back by their backend's open circuit breaker.", []string{labelRoute}, nil),
 		bytesDesc: prometheus.NewDesc("callback_router_spool_bytes",
 			"Logical size of the spool (payloads, pending deliveries, dead letters), checked against its maximum.", nil, nil),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -77,6 +80,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.depthDesc
 	ch <- m.oldestDesc
 	ch <- m.bytesDesc
+	ch <- m.heldDesc
 }
 
 // Collect implements prometheus.Collector for the scrape-time gauges.
@@ -89,19 +93,20 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.s.mu.Unlock()
 	now := time.Now()
 	for _, q := range queues {
-		depth, oldest := q.stats()
+		depth, oldest, held := q.stats()
 		age := 0.0
 		if depth > 0 && !oldest.IsZero() {
 			age = now.Sub(oldest).Seconds()
 		}
 		ch <- prometheus.MustNewConstMetric(m.depthDesc, prometheus.GaugeValue, float64(depth), q.name)
 		ch <- prometheus.MustNewConstMetric(m.oldestDesc, prometheus.GaugeValue, age, q.name)
+		ch <- prometheus.MustNewConstMetric(m.heldDesc, prometheus.GaugeValue, float64(held), q.name)
 	}
 	ch <- prometheus.MustNewConstMetric(m.bytesDesc, prometheus.GaugeValue, float64(m.s.usedBytes.Load()))
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
-	cs := []prometheus.Collector{m, m.deliveries, m.retries, m.deadLetters, m.enqueued,
+	cs := []prometheus.Collector{m, m.s.breakers, m.deliveries, m.retries, m.deadLetters, m.enqueued,
 		m.commitErrors, m.commitSeconds, m.batchSize}
 	for _, c := range cs {
 		if err := r.Register(c); err != nil {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+
+	dctl "github.com/callback-router/callback-router/webhook/delivery"
 )
 
 // Defaults of the Options fields. Each is the value used when the field is left zero.
@@ -93,6 +95,9 @@ type Options struct {
 	// which must never be dropped: give it a logger that does not sample (the
 	// receiver's production logger samples repeated messages). Zero: Logger.
 	DeadLetterLogger logr.Logger
+	// Delivery configures the circuit breaker per backend URL (--breaker-failures,
+	// --breaker-cooldown).
+	Delivery dctl.Options
 	// HTTPClient sends deliveries; nil uses a keep-alive client tuned for
 	// MaxConcurrencyPerRoute that does not follow redirects. Its Timeout should be zero:
 	// each attempt is bounded by its route's timeout.
@@ -114,6 +119,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"remove dead letters this long after they died; 0 keeps them until redriven or purged")
 	fs.DurationVar(&o.LockTimeout, "spool-lock-timeout", DefaultLockTimeout,
 		"how long to wait for the spool's file lock (held by another receiver) at start")
+	o.Delivery.BindFlags(fs)
 }
 
 func (o Options) withDefaults() Options {

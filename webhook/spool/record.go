@@ -24,15 +24,27 @@ import (
 // Record versions. A record with an unknown version is an error, never guessed at.
 const (
 	callbackRecordV1 = 1
+	// callbackRecordV2 is V1 followed by the callback's OperationID. A callback without
+	// one is still written as V1, so a spool stays readable by a receiver of an earlier
+	// version unless it holds OpenIM callbacks with an operationID.
+	callbackRecordV2 = 2
 	deliveryRecordV1 = 1
 	// deliveryRecordV2 adds a flags field at the end (deliveryForwardSignature). A
 	// delivery without flags is still written as V1, so a receiver that predates V2 can
 	// read what it is rolled back to in the common case.
 	deliveryRecordV2 = 2
+	// deliveryRecordV3 adds, after the flags, the conversation key of an ordered delivery
+	// and the route's delivery limits (maxConcurrency, maxPerSecond). Written only when
+	// one of them is set, so unordered, unlimited routes keep the older layouts.
+	deliveryRecordV3 = 3
 )
 
-// Flags of a V2 delivery record.
-const deliveryForwardSignature = 1 << 0
+// Flags of a V2 or V3 delivery record.
+const (
+	deliveryForwardSignature = 1 << 0
+	// deliveryOrdered: the route orders its copies by OrderKey (V3).
+	deliveryOrdered = 1 << 1
+)
 
 // keyLen is the length of a pending or dead key: seq (8 bytes) + target index (2 bytes).
 const keyLen = 10
@@ -69,6 +81,9 @@ type delivery struct {
 	DeadAt time.Time
 	// LastError says why the last attempt failed.
 	LastError string
+	// OrderKey is the callback's conversation when Target.Ordered ("" for a callback
+	// without one: delivered unordered).
+	OrderKey string
 }
 
 func appendString(b []byte, s string) []byte {
@@ -81,8 +96,12 @@ func appendInt(b []byte, v int64) []byte {
 }
 
 func encodeCallback(cb *callback.Callback) []byte {
-	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body))
-	b = append(b, callbackRecordV1)
+	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body)+len(cb.OperationID))
+	version := byte(callbackRecordV1)
+	if cb.OperationID != "" {
+		version = callbackRecordV2
+	}
+	b = append(b, version)
 	b = appendString(b, cb.ID)
 	b = appendString(b, string(cb.Provider))
 	b = appendString(b, cb.AppID)
@@ -90,7 +109,11 @@ func encodeCallback(cb *callback.Callback) []byte {
 	b = appendString(b, cb.RawQuery)
 	b = appendInt(b, timeNano(cb.ReceivedAt))
 	b = binary.AppendUvarint(b, uint64(len(cb.Body)))
-	return append(b, cb.Body...)
+	b = append(b, cb.Body...)
+	if version == callbackRecordV2 {
+		b = appendString(b, cb.OperationID)
+	}
+	return b
 }
 
 func encodeDelivery(d *delivery) []byte {
@@ -100,8 +123,14 @@ func encodeDelivery(d *delivery) []byte {
 	if t.ForwardSignature {
 		flags |= deliveryForwardSignature
 	}
+	if t.Ordered {
+		flags |= deliveryOrdered
+	}
 	version := byte(deliveryRecordV1)
-	if flags != 0 {
+	switch {
+	case t.Ordered || d.OrderKey != "" || t.MaxConcurrency != 0 || t.MaxPerSecond != 0:
+		version = deliveryRecordV3
+	case flags != 0:
 		version = deliveryRecordV2
 	}
 	b = append(b, version)
@@ -115,8 +144,13 @@ func encodeDelivery(d *delivery) []byte {
 	b = appendInt(b, timeNano(d.NextAt))
 	b = appendInt(b, timeNano(d.DeadAt))
 	b = appendString(b, d.LastError)
-	if version == deliveryRecordV2 {
+	if version >= deliveryRecordV2 {
 		b = binary.AppendUvarint(b, flags)
+	}
+	if version >= deliveryRecordV3 {
+		b = appendString(b, d.OrderKey)
+		b = appendInt(b, int64(t.MaxConcurrency))
+		b = appendInt(b, int64(t.MaxPerSecond))
 	}
 	return b
 }
@@ -223,7 +257,7 @@ func (r *reader) done() error {
 
 func decodeCallback(b []byte) (*callback.Callback, error) {
 	r := reader{b: b}
-	r.version(callbackRecordV1)
+	version := r.version(callbackRecordV1, callbackRecordV2)
 	cb := &callback.Callback{
 		ID:       r.string(),
 		Provider: v1alpha1.Provider(r.string()),
@@ -233,6 +267,9 @@ func decodeCallback(b []byte) (*callback.Callback, error) {
 	}
 	cb.ReceivedAt = nanoTime(r.varint())
 	cb.Body = r.bytes()
+	if version == callbackRecordV2 {
+		cb.OperationID = r.string()
+	}
 	if err := r.done(); err != nil {
 		return nil, err
 	}
@@ -241,7 +278,7 @@ func decodeCallback(b []byte) (*callback.Callback, error) {
 
 func decodeDelivery(b []byte) (*delivery, error) {
 	r := reader{b: b}
-	v := r.version(deliveryRecordV1, deliveryRecordV2)
+	v := r.version(deliveryRecordV1, deliveryRecordV2, deliveryRecordV3)
 	d := &delivery{}
 	d.Target.Route = r.string()
 	d.Target.URL = r.string()
@@ -253,9 +290,15 @@ func decodeDelivery(b []byte) (*delivery, error) {
 	d.NextAt = nanoTime(r.varint())
 	d.DeadAt = nanoTime(r.varint())
 	d.LastError = r.string()
-	if v == deliveryRecordV2 {
+	if v >= deliveryRecordV2 {
 		flags := r.uvarint()
 		d.Target.ForwardSignature = flags&deliveryForwardSignature != 0
+		d.Target.Ordered = flags&deliveryOrdered != 0
+	}
+	if v >= deliveryRecordV3 {
+		d.OrderKey = r.string()
+		d.Target.MaxConcurrency = int(r.varint())
+		d.Target.MaxPerSecond = int(r.varint())
 	}
 	if err := r.done(); err != nil {
 		return nil, err

@@ -53,6 +53,34 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRecordOperationID: a callback with OpenIM's operationID is stored as a version 2
+// record that keeps it; one without is still written as version 1, which every earlier
+// receiver reads.
+func TestRecordOperationID(t *testing.T) {
+	cb := sampleCallback(t, 8)
+	if b := encodeCallback(cb); b[0] != callbackRecordV1 {
+		t.Errorf("a callback without an operationID is written as version %d, want %d", b[0], callbackRecordV1)
+	}
+	cb.OperationID = "1700000000123-42"
+	b := encodeCallback(cb)
+	if b[0] != callbackRecordV2 {
+		t.Errorf("a callback with an operationID is written as version %d, want %d", b[0], callbackRecordV2)
+	}
+	got, err := decodeCallback(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.OperationID != cb.OperationID || !bytes.Equal(got.Body, cb.Body) || got.ID != cb.ID {
+		t.Errorf("round trip: got %+v, want %+v", got, cb)
+	}
+	if ra := callbackReceivedAt(b); !ra.Equal(cb.ReceivedAt) {
+		t.Errorf("callbackReceivedAt of a version 2 record = %v, want %v", ra, cb.ReceivedAt)
+	}
+	if _, err := decodeCallback(b[:len(b)-1]); !errors.Is(err, errCorrupt) {
+		t.Errorf("truncated version 2 record: error %v, want errCorrupt", err)
+	}
+}
+
 // FuzzDecode checks that no stored bytes, however damaged, crash the decoders, and that
 // whatever decodes survives a second round trip unchanged.
 func FuzzDecode(f *testing.F) {
@@ -89,5 +117,28 @@ func TestDeliveryRecordForwardSignature(t *testing.T) {
 		if err != nil || d.Target.ForwardSignature != fwd {
 			t.Errorf("ForwardSignature %v: decoded %+v, %v", fwd, d, err)
 		}
+	}
+}
+
+// TestDeliveryRecordOrdered: the conversation key and the route's delivery limits
+// survive the spool (a V3 record); an unordered, unlimited delivery stays V1.
+func TestDeliveryRecordOrdered(t *testing.T) {
+	in := &delivery{
+		Target:   callback.Target{Route: "a/b", URL: "http://127.0.0.1", Ordered: true, MaxConcurrency: 4, MaxPerSecond: 50, ForwardSignature: true},
+		Attempts: 2, OrderKey: "c2c:1:a_b",
+	}
+	b := encodeDelivery(in)
+	if b[0] != deliveryRecordV3 {
+		t.Fatalf("record version %d, want %d", b[0], deliveryRecordV3)
+	}
+	d, err := decodeDelivery(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Target != in.Target || d.OrderKey != in.OrderKey || d.Attempts != 2 {
+		t.Errorf("decoded %+v, want %+v", d, in)
+	}
+	if v := encodeDelivery(&delivery{Target: callback.Target{Route: "a/b", URL: "http://127.0.0.1"}})[0]; v != deliveryRecordV1 {
+		t.Errorf("plain delivery: version %d, want %d", v, deliveryRecordV1)
 	}
 }

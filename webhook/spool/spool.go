@@ -26,6 +26,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
+	dctl "github.com/callback-router/callback-router/webhook/delivery"
 )
 
 // Errors returned by the spool. The receiver answers 503 for any Enqueue error.
@@ -53,6 +54,8 @@ type Spool struct {
 	deadLog logr.Logger // Options.DeadLetterLogger, else log
 	client  httpDoer
 	metrics *metrics
+	// breakers holds one circuit breaker per backend URL.
+	breakers *dctl.Breakers
 
 	lastSeq   atomic.Uint64
 	usedBytes atomic.Int64
@@ -128,6 +131,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 	} else {
 		s.client = newHTTPClient(opts.MaxConcurrencyPerRoute)
 	}
+	s.breakers = dctl.NewBreakers(opts.Delivery, s.unpark)
 	s.metrics = newMetrics(s)
 	if err := s.load(); err != nil {
 		_ = db.Close()
@@ -202,7 +206,7 @@ func bytesToSeq(k []byte) uint64 {
 // callbackReceivedAt reads only the ReceivedAt field of a callback record.
 func callbackReceivedAt(b []byte) time.Time {
 	r := reader{b: b}
-	r.version(callbackRecordV1)
+	r.version(callbackRecordV1, callbackRecordV2)
 	for range 5 { // ID, Provider, AppID, Command, RawQuery
 		n := r.uvarint()
 		if r.err != nil || n > uint64(len(r.b)) {
@@ -445,6 +449,9 @@ func (s *Spool) Enqueue(ctx context.Context, cb *callback.Callback, targets []ca
 	vals := make([][]byte, len(targets))
 	for i, t := range targets {
 		ds[i] = &delivery{Target: normalizeTarget(t), NextAt: now}
+		if t.Ordered {
+			ds[i].OrderKey = cb.OrderKey
+		}
 		vals[i] = encodeDelivery(ds[i])
 		grow += int64(keyLen + len(vals[i]))
 	}

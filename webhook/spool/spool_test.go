@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/callback-router/callback-router/webhook/callback"
+	dctl "github.com/callback-router/callback-router/webhook/delivery"
 )
 
 func TestFanOutDeliversToEveryRouteIndependently(t *testing.T) {
@@ -29,7 +30,9 @@ func TestFanOutDeliversToEveryRouteIndependently(t *testing.T) {
 	})
 	dead := newBackend(t, func(*http.Request, int) int { return http.StatusServiceUnavailable })
 
-	s, reg := openSpool(t, t.TempDir(), Options{MaxConcurrencyPerRoute: 4})
+	// The dead backend's breaker is off: this test counts its retries (the breaker's
+	// own tests are in breaker_test.go).
+	s, reg := openSpool(t, t.TempDir(), Options{MaxConcurrencyPerRoute: 4, Delivery: dctl.Options{BreakerFailures: -1}})
 	run(t, s)
 	targets := []callback.Target{
 		target("chat/fast", fast.URL+"/im", 5),
@@ -242,7 +245,8 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 		}
 		return http.StatusInternalServerError
 	})
-	s, reg := openSpool(t, t.TempDir(), Options{})
+	// No breaker: the callbacks must use up their attempts here.
+	s, reg := openSpool(t, t.TempDir(), Options{Delivery: dctl.Options{BreakerFailures: -1}})
 	run(t, s)
 	cb1, cb2 := sampleCallback(t, 1), sampleCallback(t, 2)
 	for _, cb := range []*callback.Callback{cb1, cb2} {
@@ -253,6 +257,12 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 	eventually(t, 5*time.Second, "two dead letters", func() bool {
 		dl, _ := s.DeadLetters(Filter{})
 		return len(dl) == 2
+	})
+	// The metrics follow the committed write (the in-memory queue is updated when the
+	// write's group commit finishes), so a scrape may briefly lag the store: wait for them.
+	eventually(t, 5*time.Second, "the dead letters counted and out of the depth", func() bool {
+		return metricValue(t, reg, "callback_router_dead_letters_total", map[string]string{"route": "ns/r"}) == 2 &&
+			metricValue(t, reg, "callback_router_spool_depth", map[string]string{"route": "ns/r"}) == 0
 	})
 	dls, err := s.DeadLetters(Filter{ID: cb1.ID})
 	if err != nil {

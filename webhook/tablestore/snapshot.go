@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,9 +35,9 @@ func (w *Writer) WriteSnapshot(ctx context.Context, s *routing.Snapshot) (WriteR
 // Watch watches the table name in namespace (see WatchBytes) and calls onTable with each
 // new complete snapshot. The receiver builds a routing.Table from it and swaps it in; a
 // snapshot that does not decode is logged and skipped, keeping the last good table.
-func Watch(ctx context.Context, cfg *rest.Config, namespace, name string, onTable func(*routing.Snapshot)) error {
+func Watch(ctx context.Context, cfg *rest.Config, namespace, name string, startTimeout time.Duration, onTable func(*routing.Snapshot)) error {
 	log := ctrllog.FromContext(ctx).WithValues("namespace", namespace, "table", name)
-	return WatchBytes(ctx, cfg, namespace, name, func(data []byte, sum string) {
+	return WatchBytes(ctx, cfg, namespace, name, startTimeout, func(data []byte, sum string) {
 		s := &routing.Snapshot{}
 		if err := json.Unmarshal(data, s); err != nil {
 			log.Error(err, "Ignored a table that does not decode; keeping the last good one", "sha256", sum)

@@ -144,7 +144,7 @@ func TestWatchSeesOnlyCompleteTables(t *testing.T) {
 
 	tb := &tables{}
 	done := make(chan error, 1)
-	go func() { done <- WatchBytes(ctx, cfg, ns, "rx", tb.add) }()
+	go func() { done <- WatchBytes(ctx, cfg, ns, "rx", 0, tb.add) }()
 	g.Eventually(tb.all, waitTimeout).Should(Equal([][]byte{first}))
 
 	// Half a write: the new table's first shard only, without its manifest. The watcher

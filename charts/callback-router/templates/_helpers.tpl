@@ -84,6 +84,12 @@ app.kubernetes.io/name: {{ include "callback-router.receiverObjectName" . }}
 app.kubernetes.io/component: receiver
 {{- end }}
 
+{{/* Labels of the receiver's metrics Service (the manager's <receiver.name>-metrics). */}}
+{{- define "callback-router.receiverMetricsSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Values.receiver.name }}
+app.kubernetes.io/component: receiver-metrics
+{{- end }}
+
 {{/* An image reference from repository, tag (default: appVersion) and digest (wins). */}}
 {{- define "callback-router.imageRef" -}}
 {{- $repo := index . 0 }}{{- $tag := index . 1 }}{{- $digest := index . 2 }}

@@ -2,37 +2,40 @@
 // machine it measures:
 //
 //  1. closed-loop throughput and p50/p99 latency of the same signed Tencent IM callback
-//     (a) sent straight to a loopback backend and (b) sent through the receiver, with Sign
-//     verification on, to a Sync route on that backend; and the ratio b/a;
+//     (a) sent straight to a loopback backend, (n) sent through nginx (Debian's package,
+//     hack/bench/nginx.conf: one worker, upstream keep-alive, no verification) to that
+//     backend, and (b) sent through the receiver, with Sign verification on, to a Sync
+//     route on that backend; and the ratios b/a and b/n. The load generator is wrk
+//     (Debian's package), one thread, in rounds that alternate the three paths;
 //  2. p99 latency at a fixed 1,000 req/s (open loop, measured from each request's
 //     scheduled start, so a stall is not hidden), direct and through the receiver: the
 //     difference is the latency the receiver adds;
 //  3. the receiver's RSS with 10,000 routes loaded.
 //
 // The backend and the receiver are separate processes of the callback-router binary
-// (echo-backend --quiet and receiver), as in production; the load generator is this
-// process: keep-alive connections, bounded by duration and by request count.
+// (echo-backend --quiet and receiver), as in production. Everything listens on
+// loopback; every load is bounded by duration and by request count.
 package main
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/callback-router/callback-router/webhook/callback"
@@ -57,8 +60,11 @@ var (
 	bin         = flag.String("bin", "bin/callback-router", "callback-router binary (built with `make build`; built here when missing)")
 	duration    = flag.Duration("duration", 5*time.Second, "duration of each closed-loop round")
 	warmup      = flag.Duration("warmup", 2*time.Second, "warm-up before each measurement, not recorded")
-	conns       = flag.Int("connections", 32, "concurrent keep-alive connections of the closed loop")
-	rounds      = flag.Int("rounds", 3, "closed-loop rounds, alternating (a) and (b); the ratio reported is the median of the rounds' ratios, which tolerates load from other processes on a shared machine")
+	conns       = flag.Int("connections", 32, "concurrent keep-alive connections of the closed loop (wrk -c)")
+	rounds      = flag.Int("rounds", 3, "closed-loop rounds, each running (a), (n) and (b) in turn; the ratios reported are the medians of the rounds' ratios, which tolerates load from other processes on a shared machine")
+	nginxConf   = flag.String("nginx-conf", "hack/bench/nginx.conf", "nginx configuration template (the reference proxy)")
+	nginxAddr   = flag.String("nginx-listen", "127.0.0.1:19904", "loopback address of nginx")
+	recvProcs   = flag.Int("receiver-gomaxprocs", 0, "GOMAXPROCS of the receiver process (0: Go's default, the CPUs available); 1 compares it with nginx's single worker on equal terms")
 	rate        = flag.Int("rate", 1000, "requests per second of the fixed-rate measurement")
 	rateFor     = flag.Duration("rate-duration", 5*time.Second, "duration of each fixed-rate measurement")
 	sampleName  = flag.String("sample", "tencent-c2c-after-send", "sample body sent")
@@ -113,7 +119,11 @@ func run() error {
 	if err := os.WriteFile(routes, []byte(benchRoutes("http://"+*backendAddr)), 0o600); err != nil {
 		return err
 	}
-	recv, err := start(tmp, "receiver", *bin, "receiver", "--routes", routes, "--listen", *recvAddr,
+	var recvEnv []string
+	if *recvProcs > 0 {
+		recvEnv = []string{"GOMAXPROCS=" + strconv.Itoa(*recvProcs)}
+	}
+	recv, err := startEnv(tmp, "receiver", recvEnv, *bin, "receiver", "--routes", routes, "--listen", *recvAddr,
 		"--spool-dir", filepath.Join(tmp, "spool"), "--drain-delay", "0s")
 	if err != nil {
 		return err
@@ -131,40 +141,76 @@ func run() error {
 	direct := "http://" + *backendAddr + "/moderate?" + query
 	through := "http://" + *recvAddr + "/tencent?" + query
 
-	// Check both paths answer 200 with a JSON body before measuring.
-	for _, u := range []string{direct, through} {
+	ngx, err := startNginx(tmp, *nginxConf, *nginxAddr, *backendAddr)
+	if err != nil {
+		return err
+	}
+	defer ngx.stop()
+	viaNginx := "http://" + *nginxAddr + "/tencent?" + query
+
+	// Check every path answers 200 with a JSON body before measuring.
+	for _, u := range []string{direct, viaNginx, through} {
 		if err := probe(u, s.Body); err != nil {
 			return err
 		}
 	}
-
-	fmt.Fprintf(os.Stderr, "closed loop: %d connections, %d rounds of %s per path (each after %s warm-up)\n", *conns, *rounds, *duration, *warmup)
-	cpu := func(c *child) time.Duration { d, _ := cpuOf(c.cmd.Process.Pid); return d }
-	self := func() time.Duration { d, _ := cpuOf(os.Getpid()); return d }
-	var as, bs []result
-	var ratios []float64
-	var cpuA, cpuB [3]time.Duration // generator, backend, receiver
-	for range *rounds {
-		b0, g0 := cpu(backend), self()
-		a := closedLoop("(a) direct to backend", direct, s.Body)
-		b1, r1, g1 := cpu(backend), cpu(recv), self()
-		b := closedLoop("(b) through receiver, Sign verified", through, s.Body)
-		b2, r2, g2 := cpu(backend), cpu(recv), self()
-		cpuA[0], cpuA[1] = cpuA[0]+g1-g0, cpuA[1]+b1-b0
-		cpuB[0], cpuB[1], cpuB[2] = cpuB[0]+g2-g1, cpuB[1]+b2-b1, cpuB[2]+r2-r1
-		as, bs = append(as, a), append(bs, b)
-		ratios = append(ratios, b.rps()/a.rps())
-		fmt.Fprintf(os.Stderr, "round: direct %.0f req/s, receiver %.0f req/s, ratio %.2f\n", a.rps(), b.rps(), b.rps()/a.rps())
+	script := filepath.Join(tmp, "post.lua")
+	if err := os.WriteFile(script, []byte(wrkScript(s.Body)), 0o600); err != nil {
+		return err
 	}
-	sort.Float64s(ratios)
-	ratio := ratios[len(ratios)/2]
-	a, b := merge(as), merge(bs)
+
+	fmt.Fprintf(os.Stderr, "closed loop (wrk, 1 thread): %d connections, %d rounds of %s per path (each after %s warm-up)\n", *conns, *rounds, *duration, *warmup)
+	cpu := func(c *child) time.Duration { d, _ := cpuOfTree(c.cmd.Process.Pid); return d }
+	paths := []struct {
+		name, url string
+		proxy     *child // the proxy's process, nil for direct
+	}{
+		{"(a) direct to backend", direct, nil},
+		{"(n) through nginx, no verification", viaNginx, ngx},
+		{"(b) through receiver, Sign verified", through, recv},
+	}
+	results := make([][]result, len(paths))
+	var cpuGen, cpuBackend, cpuProxy [3]time.Duration
+	var sentAll [3]int // requests of the warm-ups and measurements, per path
+	var ratiosA, ratiosN []float64
+	for range *rounds {
+		var round [3]result
+		for i, p := range paths {
+			b0 := cpu(backend)
+			var p0 time.Duration
+			if p.proxy != nil {
+				p0 = cpu(p.proxy)
+			}
+			r, genCPU, sent, err := wrkLoop(p.name, p.url, script)
+			if err != nil {
+				return err
+			}
+			sentAll[i] += sent
+			cpuGen[i] += genCPU
+			cpuBackend[i] += cpu(backend) - b0
+			if p.proxy != nil {
+				cpuProxy[i] += cpu(p.proxy) - p0
+			}
+			round[i] = r
+			results[i] = append(results[i], r)
+		}
+		ra, rn := round[2].rps()/round[0].rps(), round[2].rps()/round[1].rps()
+		ratiosA, ratiosN = append(ratiosA, ra), append(ratiosN, rn)
+		fmt.Fprintf(os.Stderr, "round: direct %.0f, nginx %.0f, receiver %.0f req/s; receiver/direct %.2f, receiver/nginx %.2f, nginx/direct %.2f\n",
+			round[0].rps(), round[1].rps(), round[2].rps(), ra, rn, round[1].rps()/round[0].rps())
+	}
+	ratio, ratioN := median(ratiosA), median(ratiosN)
+	a, n, b := merge(results[0]), merge(results[1]), merge(results[2])
 	perReq := func(d time.Duration, n int) string {
 		return fmt.Sprintf("%.1f µs", float64(d.Microseconds())/float64(n))
 	}
-	cpuLines := []string{
-		fmt.Sprintf("| (a) direct | %s | %s | - |", perReq(cpuA[0], a.requests), perReq(cpuA[1], a.requests)),
-		fmt.Sprintf("| (b) through receiver | %s | %s | %s |", perReq(cpuB[0], b.requests), perReq(cpuB[1], b.requests), perReq(cpuB[2], b.requests)),
+	var cpuLines []string
+	for i := range paths {
+		proxy := "-"
+		if i > 0 {
+			proxy = perReq(cpuProxy[i], sentAll[i])
+		}
+		cpuLines = append(cpuLines, fmt.Sprintf("| %s | %s | %s | %s |", paths[i].name, perReq(cpuGen[i], sentAll[i]), perReq(cpuBackend[i], sentAll[i]), proxy))
 	}
 	fmt.Fprintf(os.Stderr, "fixed rate: %d req/s for %s each\n", *rate, *rateFor)
 	ra := fixedRate("(a) direct, 1,000 req/s", direct, s.Body)
@@ -178,19 +224,21 @@ func run() error {
 	}
 
 	fmt.Printf("\nMachine: %d CPUs (GOMAXPROCS %d), %s/%s, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	fmt.Printf("Sample: %s (%d bytes), Sync route, Sign verified\n\n", s.Name, len(s.Body))
+	fmt.Printf("Sample: %s (%d bytes), Sync route, Sign verified; receiver GOMAXPROCS %s; load average at the end %s\n\n",
+		s.Name, len(s.Body), procsLabel(*recvProcs), loadAverage())
 	fmt.Println("| measurement | requests | errors | req/s | p50 | p99 | max |")
 	fmt.Println("|---|---|---|---|---|---|---|")
-	for _, r := range []result{a, b, ra, rb} {
+	for _, r := range []result{a, n, b, ra, rb} {
 		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %s |\n", r.name, r.requests, r.errors, r.rps(), ms(r.p50), ms(r.p99), ms(r.max))
 	}
-	fmt.Println("\nCPU time per request (closed loop; process CPU includes the warm-ups):")
-	fmt.Println("\n| path | load generator | backend | receiver |")
+	fmt.Println("\nCPU time per request (closed loop, warm-ups included; /proc ticks of 10 ms):")
+	fmt.Println("\n| path | load generator (wrk) | backend | proxy (nginx or receiver) |")
 	fmt.Println("|---|---|---|---|")
 	for _, l := range cpuLines {
 		fmt.Println(l)
 	}
-	fmt.Printf("\nratio b/a (closed loop req/s, median of %d rounds %.2f): %.2f (target >= 0.60)\n", len(ratios), ratios, ratio)
+	fmt.Printf("\nratio receiver/direct (closed loop req/s, median of %d rounds %.2f): %.2f (target >= 0.60)\n", len(ratiosA), sorted(ratiosA), ratio)
+	fmt.Printf("ratio receiver/nginx (closed loop req/s, median of %d rounds %.2f): %.2f (target >= 1.00)\n", len(ratiosN), sorted(ratiosN), ratioN)
 	fmt.Printf("p99 added at %d req/s: %s (target <= 2 ms)\n", *rate, ms(rb.p99-ra.p99))
 	fmt.Printf("receiver RSS after the load runs (1 route): %.1f MiB\n", float64(recvRSS)/(1<<20))
 	fmt.Printf("receiver RSS with %d routes loaded: %.1f MiB (target <= 64 MiB)\n", routeCount, float64(rss)/(1<<20))
@@ -234,11 +282,19 @@ type child struct {
 }
 
 func start(dir, name, bin string, args ...string) (*child, error) {
+	return startEnv(dir, name, nil, bin, args...)
+}
+
+// startEnv starts a child with env added to this process's environment.
+func startEnv(dir, name string, env []string, bin string, args ...string) (*child, error) {
 	log, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -323,38 +379,200 @@ func send(c *http.Client, u string, body []byte) bool {
 	return resp.StatusCode == 200
 }
 
-// closedLoop runs *conns workers, each sending as soon as its previous answer arrived.
-func closedLoop(name, u string, body []byte) result {
-	c := newClient(*conns)
-	run := func(d time.Duration, record bool) result {
-		ctx, cancel := context.WithTimeout(context.Background(), d)
-		defer cancel()
-		var total atomic.Int64
-		lat := make([][]time.Duration, *conns)
-		errs := make([]int, *conns)
-		var wg sync.WaitGroup
-		start := time.Now()
-		for w := range *conns {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for ctx.Err() == nil && total.Add(1) <= maxRequestsPerRun {
-					t := time.Now()
-					ok := send(c, u, body)
-					if record {
-						lat[w] = append(lat[w], time.Since(t))
-					}
-					if !ok {
-						errs[w]++
-					}
-				}
-			}()
+// wrkScript is wrk's Lua script: POST the sample body as JSON.
+func wrkScript(body []byte) string {
+	return fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %s\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", luaString(body))
+}
+
+// luaString quotes b as a Lua string literal (decimal escapes for anything unusual).
+func luaString(b []byte) string {
+	var sb strings.Builder
+	sb.WriteByte('"')
+	for _, c := range b {
+		if c >= 0x20 && c < 0x7f && c != '"' && c != '\\' {
+			sb.WriteByte(c)
+		} else {
+			fmt.Fprintf(&sb, "\\%03d", c)
 		}
-		wg.Wait()
-		return summarize(name, lat, errs, time.Since(start))
 	}
-	run(*warmup, false)
-	return run(*duration, true)
+	sb.WriteByte('"')
+	return sb.String()
+}
+
+// wrkLoop runs wrk (1 thread, *conns connections) against u: a warm-up run, not
+// recorded, then a measured one. It returns the measured run, wrk's own CPU time, and
+// the requests of both runs (the denominator of the processes' CPU per request, since
+// their CPU is read around both).
+func wrkLoop(name, u, script string) (result, time.Duration, int, error) {
+	run := func(d time.Duration) (string, time.Duration, error) {
+		cmd := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(*conns), "-d"+strconv.Itoa(int(d.Round(time.Second)/time.Second))+"s",
+			"--timeout", "5s", "--latency", "-s", script, u)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return "", 0, fmt.Errorf("wrk %s: %w: %s", u, err, out)
+		}
+		return string(out), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+	}
+	wout, wcpu, err := run(max(*warmup, time.Second))
+	if err != nil {
+		return result{}, 0, 0, err
+	}
+	warm, err := parseWrk(name, wout)
+	if err != nil {
+		return result{}, 0, 0, err
+	}
+	out, cpu, err := run(max(*duration, time.Second))
+	if err != nil {
+		return result{}, 0, 0, err
+	}
+	r, err := parseWrk(name, out)
+	return r, cpu + wcpu, warm.requests + r.requests, err
+}
+
+var (
+	wrkRequests = regexp.MustCompile(`(\d+) requests in ([0-9.]+)(us|ms|s|m)`)
+	wrkLatency  = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)`)
+	wrkMax      = regexp.MustCompile(`(?m)^\s+Latency\s+\S+\s+\S+\s+([0-9.]+)(us|ms|s)`)
+	wrkNon2xx   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	wrkSocket   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+func wrkDuration(v, unit string) time.Duration {
+	f, _ := strconv.ParseFloat(v, 64)
+	switch unit {
+	case "us":
+		return time.Duration(f * float64(time.Microsecond))
+	case "ms":
+		return time.Duration(f * float64(time.Millisecond))
+	case "m":
+		return time.Duration(f * float64(time.Minute))
+	}
+	return time.Duration(f * float64(time.Second))
+}
+
+// parseWrk reads wrk's summary (with --latency).
+func parseWrk(name, out string) (result, error) {
+	r := result{name: name}
+	m := wrkRequests.FindStringSubmatch(out)
+	if m == nil {
+		return r, fmt.Errorf("no request count in wrk's output: %s", out)
+	}
+	r.requests, _ = strconv.Atoi(m[1])
+	r.elapsed = wrkDuration(m[2], m[3])
+	for _, l := range wrkLatency.FindAllStringSubmatch(out, -1) {
+		if l[1] == "50" {
+			r.p50 = wrkDuration(l[2], l[3])
+		} else {
+			r.p99 = wrkDuration(l[2], l[3])
+		}
+	}
+	if m := wrkMax.FindStringSubmatch(out); m != nil {
+		r.max = wrkDuration(m[1], m[2])
+	}
+	if m := wrkNon2xx.FindStringSubmatch(out); m != nil {
+		r.errors, _ = strconv.Atoi(m[1])
+	}
+	if m := wrkSocket.FindStringSubmatch(out); m != nil {
+		for _, v := range m[1:] {
+			n, _ := strconv.Atoi(v)
+			r.errors += n
+		}
+	}
+	return r, nil
+}
+
+// startNginx renders the nginx configuration template into dir and starts Debian's nginx
+// on it (master and one worker, in the foreground), waiting until it answers.
+func startNginx(dir, template, listen, backend string) (*child, error) {
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
+			return nil, fmt.Errorf("nginx is needed as the reference proxy (apt-get install nginx): %w", err)
+		}
+		nginx = "/usr/sbin/nginx"
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return nil, fmt.Errorf("wrk is the load generator (apt-get install wrk): %w", err)
+	}
+	tpl, err := os.ReadFile(template)
+	if err != nil {
+		return nil, err
+	}
+	prefix := filepath.Join(dir, "nginx")
+	if err := os.MkdirAll(prefix, 0o755); err != nil {
+		return nil, err
+	}
+	conf := strings.NewReplacer("{{PREFIX}}", prefix, "{{LISTEN}}", listen, "{{BACKEND}}", backend).Replace(string(tpl))
+	confPath := filepath.Join(prefix, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	c, err := start(dir, "nginx", nginx, "-p", prefix, "-c", confPath, "-e", filepath.Join(prefix, "error.log"))
+	if err != nil {
+		return nil, err
+	}
+	c.addr = listen
+	deadline := time.Now().Add(startupTimeout)
+	for {
+		conn, err := net.DialTimeout("tcp", listen, time.Second)
+		if err == nil {
+			conn.Close()
+			return c, nil
+		}
+		select {
+		case <-c.done:
+			b, _ := os.ReadFile(c.log.Name())
+			return nil, fmt.Errorf("nginx exited: %s", b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			c.stop()
+			return nil, fmt.Errorf("nginx not listening on %s after %s", listen, startupTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func procsLabel(n int) string {
+	if n <= 0 {
+		return "default (" + strconv.Itoa(runtime.NumCPU()) + ")"
+	}
+	return strconv.Itoa(n)
+}
+
+// loadAverage is /proc/loadavg's first three fields: how busy the shared machine was.
+func loadAverage() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func median(v []float64) float64 { s := sorted(v); return s[len(s)/2] }
+
+func sorted(v []float64) []float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s
+}
+
+// cpuOfTree is cpuOf of a process and its direct children (nginx's master and worker).
+func cpuOfTree(pid int) (time.Duration, error) {
+	total, err := cpuOf(pid)
+	if err != nil {
+		return 0, err
+	}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, f := range strings.Fields(string(b)) {
+		if c, err := strconv.Atoi(f); err == nil {
+			if d, err := cpuOf(c); err == nil {
+				total += d
+			}
+		}
+	}
+	return total, nil
 }
 
 // fixedRate sends at *rate per second for *rateFor after a one-second warm-up at the same

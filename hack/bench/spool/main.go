@@ -17,7 +17,9 @@
 // replicas 1 ("js-r1"), and three servers, replicas 3 ("js-r3"). An acknowledgement is
 // Enqueue returning nil: an fsync'd commit, or JetStream's PubAck.
 //
-// Every case is bounded by -duration and -max. The result is a markdown table:
+// Every case is bounded by -duration and -max. The delivery cases (order.go) then time the
+// delivery of a stored backlog, unordered against ordered by conversation. The result is
+// markdown tables:
 //
 //	go run ./hack/bench/spool [-duration 5s] [-concurrency 32,128] [-rate 5000] [-deliver=true] [-modes durable,nosync,js-r1,js-r3]
 package main
@@ -228,7 +230,7 @@ func run() error {
 	if e := firstErr.Load(); e != nil {
 		fmt.Printf("\nFirst Enqueue error: %s\n", e)
 	}
-	return nil
+	return runOrderCases(base, *perRoute)
 }
 
 func newCallback(i int64) *callback.Callback {
