@@ -110,7 +110,11 @@ func (s *Spool) Redrive(ctx context.Context, f spool.Filter) (int, error) {
 	}
 	n := 0
 	for _, m := range ms {
-		tok, err := s.ensureConsumer(ctx, m.dl.Route)
+		cb, t, err := decodeHeaders(m.raw.Header, m.raw.Data)
+		if err != nil {
+			return n, fmt.Errorf("redriving dead letter %s: %w", m.dl.Key, err)
+		}
+		subject, err := s.ensureConsumer(ctx, t, s.partitionOf(cb, t))
 		if err != nil {
 			return n, fmt.Errorf("redriving dead letters: %w", err)
 		}
@@ -122,7 +126,7 @@ func (s *Spool) Redrive(ctx context.Context, f spool.Filter) (int, error) {
 				h[k] = v
 			}
 		}
-		msg := nats.NewMsg(s.qSubj + tok + "." + unorderedPartition)
+		msg := nats.NewMsg(subject)
 		msg.Header, msg.Data = h, m.raw.Data
 		pctx, cancel := context.WithTimeout(ctx, s.opts.PublishTimeout)
 		_, err = s.js.PublishMsg(pctx, msg, jetstream.WithMsgID(fmt.Sprintf("redrive %s %d", s.opts.Stream, m.seq)),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/delivery"
 	"github.com/callback-router/callback-router/webhook/spool"
 )
 
@@ -29,6 +30,10 @@ const (
 	hInitial    = "Cr-Initial-Backoff"
 	hMaxBackoff = "Cr-Max-Backoff"
 	hForwardSig = "Cr-Forward-Signature"
+	hOrdered    = "Cr-Ordered"
+	hOrderKey   = "Cr-Order-Key"
+	hMaxConc    = "Cr-Max-Concurrency"
+	hMaxRate    = "Cr-Max-Per-Second"
 	// Dead letters only.
 	hMade      = "Cr-Attempts"
 	hLastError = "Cr-Last-Error"
@@ -54,6 +59,18 @@ func encodeHeaders(cb *callback.Callback, t *callback.Target) nats.Header {
 	if t.ForwardSignature {
 		h.Set(hForwardSig, "true")
 	}
+	if t.Ordered {
+		h.Set(hOrdered, "true")
+		if cb.OrderKey != "" {
+			h.Set(hOrderKey, cb.OrderKey)
+		}
+	}
+	if t.MaxConcurrency > 0 {
+		h.Set(hMaxConc, strconv.Itoa(t.MaxConcurrency))
+	}
+	if t.MaxPerSecond > 0 {
+		h.Set(hMaxRate, strconv.Itoa(t.MaxPerSecond))
+	}
 	return h
 }
 
@@ -66,7 +83,11 @@ func decodeHeaders(h nats.Header, body []byte) (*callback.Callback, *callback.Ta
 		RawQuery: h.Get(hQuery),
 		Body:     body,
 	}
-	t := &callback.Target{Route: h.Get(hRoute), URL: h.Get(hURL), ForwardSignature: h.Get(hForwardSig) == "true"}
+	t := &callback.Target{Route: h.Get(hRoute), URL: h.Get(hURL), ForwardSignature: h.Get(hForwardSig) == "true",
+		Ordered: h.Get(hOrdered) == "true"}
+	cb.OrderKey = h.Get(hOrderKey)
+	t.MaxConcurrency, _ = strconv.Atoi(h.Get(hMaxConc))
+	t.MaxPerSecond, _ = strconv.Atoi(h.Get(hMaxRate))
 	var err error
 	ns, perr := strconv.ParseInt(h.Get(hReceived), 10, 64)
 	if perr == nil {
@@ -128,6 +149,18 @@ func (s *Spool) deliver(ctx context.Context, msg jetstream.Msg) {
 			}
 		}()
 		stopProgress = func() bool { tick.Stop(); close(done); return true }
+	}
+	if t.MaxPerSecond > 0 {
+		l, _ := s.limiters.LoadOrStore(t.Route, delivery.NewLimiter(1, t.MaxPerSecond))
+		lim := l.(*delivery.Limiter)
+		lim.SetLimits(1, t.MaxPerSecond) // only the rate is used; concurrency is MaxAckPending's
+		if err := lim.WaitRate(ctx); err != nil {
+			if stopProgress != nil {
+				stopProgress()
+			}
+			_ = msg.Nak() // shutting down
+			return
+		}
 	}
 	res := spool.Attempt(ctx, s.client, cb, t, n)
 	if stopProgress != nil {

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +42,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/delivery"
 	"github.com/callback-router/callback-router/webhook/spool"
 )
 
@@ -74,6 +76,16 @@ const (
 	DefaultRequestTimeout = 10 * time.Second
 )
 
+// Consumer metadata keys.
+const (
+	metaRoute     = "callback-router/route"
+	metaPartition = "callback-router/partition"
+)
+
+// DefaultPartitions is the number of ordering partitions of a route with ordering:
+// conversations are hashed to them, each delivered one copy at a time.
+const DefaultPartitions = 16
+
 // pullExpiry is how long one pull request of a receiver waits at the server; a pull
 // lost on the way (a NATS server gone) is noticed and renewed within about half of it
 // (the client's missed-heartbeat check).
@@ -83,9 +95,9 @@ const pullExpiry = 5 * time.Second
 const leaderPoll = 100 * time.Millisecond
 
 // unorderedPartition is the last subject token of a route's unordered copies:
-// "S.q.<route token>.u". Per-key ordered copies will take "p<n>" (see docs/delivery.md,
-// "The JetStream spool"), each partition with a consumer of its own and MaxAckPending 1,
-// so that the consumer of the unordered copies filters on "u" only.
+// "S.q.<route token>.u". Copies of a route with ordering take "p<n>", each partition
+// with a consumer of its own and MaxAckPending 1, so that the consumer of the unordered
+// copies filters on "u" only.
 const unorderedPartition = "u"
 
 // ErrUnavailable is returned by Enqueue while the receiver is not connected to NATS.
@@ -114,6 +126,10 @@ type Options struct {
 	// MaxConcurrencyPerRoute is the route's in-flight deliveries, all receivers together
 	// (the consumer's MaxAckPending); see spool.DefaultMaxConcurrencyPerRoute.
 	MaxConcurrencyPerRoute int
+	// Partitions of a route with ordering; see DefaultPartitions. Every receiver of a
+	// stream must use the same number, and changing it while ordered copies are pending
+	// may deliver a conversation's copies out of order once.
+	Partitions int
 	// MaxRetryAfter caps a backend's Retry-After; see spool.DefaultMaxRetryAfter.
 	MaxRetryAfter time.Duration
 	// DeadLetterRetention is the dead-letter stream's MaxAge when the spool creates it
@@ -137,6 +153,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.NoCreate, "spool-no-create", false, "JetStream spool: refuse to start when the streams do not exist instead of creating them")
 	fs.DurationVar(&o.DuplicateWindow, "spool-duplicate-window", DefaultDuplicateWindow, "JetStream spool: duplicate window of the streams the receiver creates")
 	fs.DurationVar(&o.PublishTimeout, "spool-publish-timeout", DefaultPublishTimeout, "JetStream spool: bound on waiting for JetStream's PubAck; past it the callback is answered 503")
+	fs.IntVar(&o.Partitions, "spool-partitions", DefaultPartitions, "JetStream spool: ordering partitions of a route with ordering (the same on every receiver of the stream)")
 	fs.DurationVar(&o.AckWait, "spool-ack-wait", DefaultAckWait, "JetStream spool: a delivery a receiver neither finished nor extended for this long goes to another receiver")
 }
 
@@ -165,6 +182,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxRetryAfter <= 0 {
 		o.MaxRetryAfter = spool.DefaultMaxRetryAfter
 	}
+	if o.Partitions <= 0 {
+		o.Partitions = DefaultPartitions
+	}
 	return o
 }
 
@@ -182,12 +202,14 @@ type Spool struct {
 
 	createMu sync.Mutex // serialises consumer creation
 
-	mu      sync.Mutex
-	closed  bool
-	routes  map[string]*routeConsumer // by route token: consumers known to exist
-	runCtx  context.Context
-	cancel  context.CancelFunc
-	running sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+	routes map[string]*routeConsumer // by lane (route token.partition): consumers known to exist
+	// limiters hold each route's delivery.maxPerSecond, per receiver.
+	limiters sync.Map // route -> *delivery.Limiter
+	runCtx   context.Context
+	cancel   context.CancelFunc
+	running  sync.WaitGroup
 }
 
 var _ spool.Queue = (*Spool)(nil)
@@ -351,37 +373,68 @@ func routeToken(route string) string {
 	return "r" + hex.EncodeToString(sum[:12])
 }
 
-func (s *Spool) consumerName(tok string) string { return s.opts.Stream + "_" + tok }
+// partitionOf is the last subject token of t's copy of cb: "u" (unordered), or "p<n>",
+// n = delivery.Partition(cb.OrderKey, Partitions), for a route with ordering and a
+// callback with a conversation key.
+func (s *Spool) partitionOf(cb *callback.Callback, t *callback.Target) string {
+	if t.Ordered {
+		if p := delivery.Partition(cb.OrderKey, s.opts.Partitions); p >= 0 {
+			return "p" + strconv.Itoa(p)
+		}
+	}
+	return unorderedPartition
+}
 
-// ensureConsumer creates the route's durable consumer once per process (idempotent on
-// the server) and starts pulling from it if the spool runs.
-func (s *Spool) ensureConsumer(ctx context.Context, route string) (string, error) {
-	tok := routeToken(route)
+// consumerName is the durable consumer of one lane of a route: S_<token> for the
+// unordered copies, S_<token>_p<n> for an ordering partition.
+func (s *Spool) consumerName(tok, part string) string {
+	if part == unorderedPartition {
+		return s.opts.Stream + "_" + tok
+	}
+	return s.opts.Stream + "_" + tok + "_" + part
+}
+
+// ensureConsumer creates the consumer of t's lane (route token and partition) once per
+// process and starts pulling from it if the spool runs; it returns the lane's subject.
+// An ordering partition's consumer has MaxAckPending 1: one copy of its keys in flight,
+// in stream order, across all receivers. The unordered lane's is the route's
+// delivery.maxConcurrency (else --spool-max-concurrency-per-route).
+func (s *Spool) ensureConsumer(ctx context.Context, t *callback.Target, part string) (string, error) {
+	tok := routeToken(t.Route)
+	lane := tok + "." + part
+	subject := s.qSubj + lane
 	s.mu.Lock()
-	known := s.routes[tok] != nil
+	known := s.routes[lane] != nil
 	s.mu.Unlock()
 	if known {
-		return tok, nil
+		return subject, nil
 	}
 	// One creation at a time: concurrent first callbacks of a route would otherwise each
 	// update the consumer, and an update drops the pull requests waiting on it.
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
 	s.mu.Lock()
-	known = s.routes[tok] != nil
+	known = s.routes[lane] != nil
 	s.mu.Unlock()
 	if known {
-		return tok, nil
+		return subject, nil
+	}
+	maxAckPending := 1
+	if part == unorderedPartition {
+		maxAckPending = s.opts.MaxConcurrencyPerRoute
+		if t.MaxConcurrency > 0 {
+			maxAckPending = t.MaxConcurrency
+		}
 	}
 	cfg := jetstream.ConsumerConfig{
-		Durable:       s.consumerName(tok),
-		Description:   "callback-router deliveries of route " + route,
-		FilterSubject: s.qSubj + tok + "." + unorderedPartition,
+		Durable:       s.consumerName(tok, part),
+		Description:   "callback-router deliveries of route " + t.Route + ", lane " + part,
+		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.opts.AckWait,
 		MaxDeliver:    -1, // attempts are the route's, counted from NumDelivered
-		MaxAckPending: s.opts.MaxConcurrencyPerRoute,
-		Metadata:      map[string]string{"callback-router/route": route},
+		MaxAckPending: maxAckPending,
+		Metadata:      map[string]string{metaRoute: t.Route, metaPartition: part},
 	}
 	// Look up before writing: every receiver comes here for every route, and an update
 	// drops the pull requests the other receivers have waiting on the consumer. Only a
@@ -399,10 +452,10 @@ func (s *Spool) ensureConsumer(ctx context.Context, route string) (string, error
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("creating the consumer of route %s: %w", route, err)
+		return "", fmt.Errorf("creating the consumer of route %s: %w", t.Route, err)
 	}
-	s.startRoute(tok, route, cons)
-	return tok, nil
+	s.startRoute(lane, t.Route, cons)
+	return subject, nil
 }
 
 // routeConsumer is a route's consumer and whether this receiver pulls from it.
@@ -464,9 +517,9 @@ func (s *Spool) Enqueue(ctx context.Context, cb *callback.Callback, targets []ca
 	defer cancel()
 	for _, t := range targets {
 		t = spool.NormalizeTarget(t)
-		tok, err := s.ensureConsumer(ctx, t.Route)
+		subject, err := s.ensureConsumer(ctx, &t, s.partitionOf(cb, &t))
 		if err == nil {
-			m := nats.NewMsg(s.qSubj + tok + "." + unorderedPartition)
+			m := nats.NewMsg(subject)
 			m.Header = encodeHeaders(cb, &t)
 			m.Data = cb.Body
 			_, err = s.js.PublishMsg(ctx, m, jetstream.WithMsgID(cb.ID+" "+t.Route), jetstream.WithExpectStream(s.opts.Stream))
@@ -531,12 +584,16 @@ func (s *Spool) discover(ctx context.Context) error {
 	}
 	l := st.ListConsumers(lctx)
 	for info := range l.Info() {
-		route := info.Config.Metadata["callback-router/route"]
-		if route == "" || info.Name != s.consumerName(routeToken(route)) {
+		route, part := info.Config.Metadata[metaRoute], info.Config.Metadata[metaPartition]
+		if part == "" {
+			part = unorderedPartition
+		}
+		lane := routeToken(route) + "." + part
+		if route == "" || info.Name != s.consumerName(routeToken(route), part) {
 			continue
 		}
 		s.mu.Lock()
-		known := s.routes[routeToken(route)] != nil
+		known := s.routes[lane] != nil
 		s.mu.Unlock()
 		if known {
 			continue
@@ -545,7 +602,7 @@ func (s *Spool) discover(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.startRoute(routeToken(route), route, cons)
+		s.startRoute(lane, route, cons)
 	}
 	return l.Err()
 }
@@ -574,6 +631,9 @@ func waitLeader(ctx context.Context, cons jetstream.Consumer) error {
 // receiver (and from all receivers together: the consumer's MaxAckPending).
 func (s *Spool) pull(ctx context.Context, route string, cons jetstream.Consumer) {
 	n := s.opts.MaxConcurrencyPerRoute
+	if c := cons.CachedInfo(); c != nil && c.Config.MaxAckPending > 0 {
+		n = c.Config.MaxAckPending
+	}
 	for ctx.Err() == nil {
 		// A pull sent to a replicated consumer that has no leader yet (just created) is
 		// lost, and the client would notice only at the pull's expiry: wait for one.
