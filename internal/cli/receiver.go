@@ -105,7 +105,7 @@ func (f *receiverFlags) openSpool(ctx context.Context) (spool.Queue, string, err
 	o := f.jetStream
 	o.URL = f.spoolURL
 	o.MaxConcurrencyPerRoute, o.MaxRetryAfter = f.spool.MaxConcurrencyPerRoute, f.spool.MaxRetryAfter
-	o.DeadLetterRetention = f.spool.DeadLetterRetention
+	o.DeadLetterRetention, o.Delivery = f.spool.DeadLetterRetention, f.spool.Delivery
 	o.Registerer, o.Logger, o.DeadLetterLogger = f.spool.Registerer, f.spool.Logger, f.spool.DeadLetterLogger
 	sp, err := jsspool.Open(ctx, o)
 	if err != nil {

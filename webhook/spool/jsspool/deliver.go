@@ -162,9 +162,45 @@ func (s *Spool) deliver(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 	}
+	// The backend's circuit breaker: while it is open the copy is held (and kept ours
+	// with InProgress), so that waiting burns none of its attempts (JetStream would count
+	// a Nak as one).
+	br := s.breakers.For(t.URL)
+	var probe bool
+	for {
+		ok, p, wait := br.Allow(time.Now())
+		if ok {
+			probe = p
+			break
+		}
+		s.breakerMu.Lock()
+		closed := s.closedCh
+		s.breakerMu.Unlock()
+		timer := time.NewTimer(min(wait, s.opts.AckWait/3))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			if stopProgress != nil {
+				stopProgress()
+			}
+			_ = msg.Nak() // shutting down
+			return
+		case <-closed:
+		case <-timer.C:
+		}
+		timer.Stop()
+		_ = msg.InProgress()
+	}
 	res := spool.Attempt(ctx, s.client, cb, t, n)
 	if stopProgress != nil {
 		stopProgress()
+	}
+	if res.Aborted {
+		br.Abort(probe)
+	} else {
+		// As the embedded spool: only a useless answer (connection error, timeout, 408,
+		// 429, 5xx) counts as a failure; a 400 shows the backend is up.
+		br.Done(probe, !res.OK && res.Retryable, time.Now())
 	}
 	switch {
 	case res.Aborted:

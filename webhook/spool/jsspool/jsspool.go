@@ -132,6 +132,9 @@ type Options struct {
 	Partitions int
 	// MaxRetryAfter caps a backend's Retry-After; see spool.DefaultMaxRetryAfter.
 	MaxRetryAfter time.Duration
+	// Delivery is the circuit breakers' settings (delivery.Options), as for the embedded
+	// spool; the breakers live in each receiver's memory.
+	Delivery delivery.Options
 	// DeadLetterRetention is the dead-letter stream's MaxAge when the spool creates it
 	// (zero: kept until redriven or purged).
 	DeadLetterRetention time.Duration
@@ -197,6 +200,11 @@ type Spool struct {
 	js      jetstream.JetStream
 	client  *http.Client
 	metrics *metrics
+	// breakers holds one circuit breaker per backend URL (this receiver's view).
+	breakers *delivery.Breakers
+	// closedCh is closed when a breaker closes, waking deliveries held for it.
+	breakerMu sync.Mutex
+	closedCh  chan struct{}
 
 	qSubj, deadSubj string
 
@@ -289,6 +297,14 @@ func Open(ctx context.Context, opts Options) (*Spool, error) {
 		return nil, err
 	}
 	s.metrics = newMetrics()
+	s.closedCh = make(chan struct{})
+	s.breakers = delivery.NewBreakers(opts.Delivery, func(string) {
+		s.breakerMu.Lock()
+		close(s.closedCh)
+		s.closedCh = make(chan struct{})
+		s.breakerMu.Unlock()
+	})
+	s.metrics.breakers = s.breakers
 	if opts.Registerer != nil {
 		if err := s.metrics.register(opts.Registerer); err != nil {
 			nc.Close()

@@ -14,6 +14,7 @@ type metrics struct {
 	retries     *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
 	enqueued    *prometheus.CounterVec
+	breakers    prometheus.Collector
 
 	registerer prometheus.Registerer
 	registered []prometheus.Collector
@@ -42,7 +43,7 @@ func newMetrics() *metrics {
 
 func (m *metrics) register(r prometheus.Registerer) error {
 	m.registerer = r
-	for _, c := range []prometheus.Collector{m.deliveries, m.retries, m.deadLetters, m.enqueued} {
+	for _, c := range []prometheus.Collector{m.deliveries, m.retries, m.deadLetters, m.enqueued, m.breakers} {
 		if err := r.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

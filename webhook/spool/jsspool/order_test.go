@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/delivery"
+	"github.com/callback-router/callback-router/webhook/spool"
 )
 
 // TestOrderedAcrossReceivers: two receivers share a stream; the copies of a route with
@@ -107,4 +109,44 @@ func TestOrderedAcrossReceivers(t *testing.T) {
 	if len(overlap) > 0 {
 		t.Errorf("copies of one conversation in flight at once: %v", overlap)
 	}
+}
+
+// TestCircuitBreakerHoldsWithoutBurningAttempts: a backend that keeps failing opens the
+// breaker after BreakerFailures attempts; while it is open nothing is sent and the copy
+// is held, not Nak'd, so waiting uses none of its attempts (only the half-open probes,
+// one per cool-down, do): with maxAttempts 6 and an outage far longer than 6 retries
+// (backoff 10-50ms), nothing is dead-lettered, and the copy is delivered once the
+// backend is back.
+func TestCircuitBreakerHoldsWithoutBurningAttempts(t *testing.T) {
+	nc := startNATS(t, 1, "", "")
+	var mu sync.Mutex
+	up := false
+	var hits []time.Time
+	be := newBackend(t, func(w http.ResponseWriter, n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		hits = append(hits, time.Now())
+		if !up {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	s := openSpool(t, Options{URL: nc.URL(), Replicas: 1, Delivery: delivery.Options{BreakerFailures: 2, BreakerCooldown: 700 * time.Millisecond}})
+	run(t, s)
+	tg := target("chat/archive", be.srv.URL)
+	tg.MaxAttempts = 6
+	if err := s.Enqueue(context.Background(), cb(1), []callback.Target{tg}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // without the breaker: 6 attempts in ~0.3s, a dead letter
+	mu.Lock()
+	n := len(hits)
+	up = true
+	mu.Unlock()
+	if n < 2 || n > 5 {
+		t.Errorf("%d attempts during a 2.5s outage with a 0.7s cool-down after 2 failures; want 2 plus one probe per cool-down", n)
+	}
+	if dls, err := s.DeadLetters(spool.Filter{}); err != nil || len(dls) != 0 {
+		t.Fatalf("dead letters while the breaker held the copy: %+v %v", dls, err)
+	}
+	be.waitFor(t, "the delivery once the backend is up", 10*time.Second, func(h []hit) bool { return len(h) > n })
 }
