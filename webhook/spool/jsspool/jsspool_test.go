@@ -20,6 +20,7 @@ import (
 
 	"github.com/callback-router/callback-router/internal/natstest"
 	"github.com/callback-router/callback-router/webhook/callback"
+	"github.com/callback-router/callback-router/webhook/delivery"
 	"github.com/callback-router/callback-router/webhook/spool"
 )
 
@@ -201,7 +202,9 @@ func TestRetryDeadLetterRedrive(t *testing.T) {
 		w.WriteHeader(http.StatusInternalServerError)
 		_, _ = io.WriteString(w, "backend down")
 	})
-	s := openSpool(t, Options{URL: nc.URL(), Replicas: 1})
+	// No circuit breaker: six failures in a row would open it, and the redrive below
+	// would wait for its cool-down (TestCircuitBreakerHoldsWithoutBurningAttempts).
+	s := openSpool(t, Options{URL: nc.URL(), Replicas: 1, Delivery: delivery.Options{BreakerFailures: -1}})
 	run(t, s)
 	tg := target("chat/archive", be.srv.URL)
 	for i := range 2 {
