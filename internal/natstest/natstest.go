@@ -56,7 +56,7 @@ func (c Config) options() *server.Options {
 	}
 	if len(c.Routes) > 0 {
 		o.Cluster = server.ClusterOpts{Name: "callback-router-test", Host: "127.0.0.1", Port: c.ClusterPort}
-		var rs []string
+		rs := make([]string, 0, len(c.Routes))
 		for _, r := range c.Routes {
 			rs = append(rs, "nats://"+r)
 		}
@@ -109,7 +109,7 @@ type Cluster struct {
 
 // URL lists every server, as --spool-url takes them, with the credentials if any.
 func (c *Cluster) URL() string {
-	var us []string
+	us := make([]string, 0, len(c.Servers))
 	for _, s := range c.Servers {
 		u := s.URL()
 		if c.user != "" {
@@ -122,7 +122,7 @@ func (c *Cluster) URL() string {
 
 // FreePort returns a loopback port nothing listens on.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
@@ -201,11 +201,12 @@ func StartProcesses(exe string, n int, dir string) (*Cluster, error) {
 }
 
 func (s *Server) startProcess(exe string) error {
-	b, err := json.Marshal(s.Config)
+	b, err := json.Marshal(s.Config) //nolint:gosec // test servers' own throwaway password, passed to a child process
+
 	if err != nil {
 		return err
 	}
-	s.cmd = exec.Command(exe)
+	s.cmd = exec.CommandContext(context.Background(), exe) // lives until Kill or Stop
 	s.cmd.Env = append(os.Environ(), childEnv+"="+string(b))
 	s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr
 	return s.cmd.Start()
@@ -261,7 +262,7 @@ func (c *Cluster) pingJetStream() error {
 	if c.user != "" {
 		opts = append(opts, nats.UserInfo(c.user, c.pass))
 	}
-	var urls []string
+	urls := make([]string, 0, len(c.Servers))
 	for _, s := range c.Servers {
 		urls = append(urls, s.URL())
 	}

@@ -317,7 +317,7 @@ func TestKill9ReceiverAndNATSServer(t *testing.T) {
 					if n >= killNATSAfter {
 						killN.Do(func() {
 							// The server receiver B is connected to is the interesting one, but
-							// which it is is the client's choice; kill the second server.
+							// that is the client's choice; kill the second server.
 							killedNATS = 1
 							if err := nc.Servers[1].Kill(); err != nil {
 								t.Error(err)

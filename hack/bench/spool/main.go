@@ -186,7 +186,7 @@ func run() error {
 		}
 	}()
 	for _, m := range modes {
-		n := map[string]int{"js-r1": 1, "js-r3": 3}[m]
+		n := map[string]int{modeJSR1: 1, modeJSR3: 3}[m]
 		if n == 0 {
 			continue
 		}
@@ -220,7 +220,7 @@ func run() error {
 		switch {
 		case strings.HasPrefix(r.mode, "JetStream"):
 			commits, perCommit = "(server side)", 0
-		case r.mode != "durable":
+		case r.mode != modeDurable:
 			commits = "(no fsync) " + commits
 		}
 		fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %s | %.1f | %.0f | %d | %.1f (%.1f) |\n", r.mode, r.load,
@@ -249,13 +249,13 @@ func runCase(dir, mode string, nc *natstest.Cluster, caseNo int, l load, duratio
 	var s spool.Queue
 	var embedded *spool.Spool
 	switch mode {
-	case "durable", "nosync":
-		sp, err := spool.Open(dir, spool.Options{NoSync: mode == "nosync", Registerer: reg, Logger: silent, MaxConcurrencyPerRoute: perRoute})
+	case modeDurable, modeNoSync:
+		sp, err := spool.Open(dir, spool.Options{NoSync: mode == modeNoSync, Registerer: reg, Logger: silent, MaxConcurrencyPerRoute: perRoute})
 		if err != nil {
 			return result{}, err
 		}
 		s, embedded = sp, sp
-	case "js-r1", "js-r3":
+	case modeJSR1, modeJSR3:
 		sp, err := jsspool.Open(context.Background(), jsspool.Options{URL: nc.URL(), Stream: fmt.Sprintf("BENCH%d", caseNo),
 			Replicas: len(nc.Servers), Registerer: reg, Logger: silent, MaxConcurrencyPerRoute: perRoute})
 		if err != nil {
@@ -331,8 +331,8 @@ func runCase(dir, mode string, nc *natstest.Cluster, caseNo int, l load, duratio
 		file = fi.Size()
 	}
 	slices.Sort(all)
-	r := result{mode: map[string]string{"durable": "durable", "nosync": "in-memory (NoSync)",
-		"js-r1": "JetStream R1", "js-r3": "JetStream R3 (3 servers)"}[mode], load: l, acks: len(all), errors: int(errs.Load()), elapsed: elapsed,
+	r := result{mode: map[string]string{modeDurable: "durable", modeNoSync: "in-memory (NoSync)",
+		modeJSR1: "JetStream R1", modeJSR3: "JetStream R3 (3 servers)"}[mode], load: l, acks: len(all), errors: int(errs.Load()), elapsed: elapsed,
 		logical: logical, file: file, commits: commits, delivered: delivered, commitP99: commitP99}
 	if len(all) > 0 {
 		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
@@ -412,6 +412,14 @@ func openLoop(ctx context.Context, s spool.Queue, targets []callback.Target, rat
 	close(lat)
 	<-collected
 }
+
+// Modes of -modes.
+const (
+	modeDurable = "durable"
+	modeNoSync  = "nosync"
+	modeJSR1    = "js-r1"
+	modeJSR3    = "js-r3"
+)
 
 // firstErr keeps the first Enqueue error of the run, printed under the table.
 var firstErr atomic.Value

@@ -225,30 +225,7 @@ func TestRetryDeadLetterRedrive(t *testing.T) {
 	if gap := second.Sub(first); first.IsZero() || gap < 900*time.Millisecond {
 		t.Errorf("attempt 2 came %s after attempt 1; Retry-After asked for 1s", gap)
 	}
-	var dls []spool.DeadLetter
-	deadline := time.Now().Add(10 * time.Second)
-	for len(dls) < 2 && time.Now().Before(deadline) {
-		var err error
-		if dls, err = s.DeadLetters(spool.Filter{}); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(dls) != 2 {
-		t.Fatalf("got %d dead letters, want 2", len(dls))
-	}
-	for _, dl := range dls {
-		if dl.Route != "chat/archive" || dl.Attempts != 3 || !strings.Contains(dl.LastError, "HTTP 500: backend down") ||
-			dl.AppID != "1400000001" || dl.Command != "C2C.CallbackAfterSendMsg" || dl.BodyBytes == 0 || dl.DeadAt.IsZero() {
-			t.Errorf("dead letter %+v", dl)
-		}
-	}
-	if got, _ := s.DeadLetters(spool.Filter{ID: "msg-1"}); len(got) != 1 || got[0].ID != "msg-1" {
-		t.Errorf("filter by ID: %+v", got)
-	}
-	if got, _ := s.DeadLetters(spool.Filter{Route: "other/route"}); len(got) != 0 {
-		t.Errorf("filter by another route: %+v", got)
-	}
+	checkDeadLetters(t, s)
 
 	be.setAnswer(func(w http.ResponseWriter, n int) {})
 	before := len(be.snapshot())
@@ -330,4 +307,34 @@ func TestEnqueueWhileNATSDown(t *testing.T) {
 		t.Errorf("Enqueue took %s to fail", d)
 	}
 	t.Logf("Enqueue with NATS down: %v", err)
+}
+
+// checkDeadLetters waits for TestRetryDeadLetterRedrive's two dead letters and checks
+// their fields and the filters.
+func checkDeadLetters(t *testing.T, s *Spool) {
+	t.Helper()
+	var dls []spool.DeadLetter
+	deadline := time.Now().Add(10 * time.Second)
+	for len(dls) < 2 && time.Now().Before(deadline) {
+		var err error
+		if dls, err = s.DeadLetters(spool.Filter{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(dls) != 2 {
+		t.Fatalf("got %d dead letters, want 2", len(dls))
+	}
+	for _, dl := range dls {
+		if dl.Route != "chat/archive" || dl.Attempts != 3 || !strings.Contains(dl.LastError, "HTTP 500: backend down") ||
+			dl.AppID != "1400000001" || dl.Command != "C2C.CallbackAfterSendMsg" || dl.BodyBytes == 0 || dl.DeadAt.IsZero() {
+			t.Errorf("dead letter %+v", dl)
+		}
+	}
+	if got, _ := s.DeadLetters(spool.Filter{ID: "msg-1"}); len(got) != 1 || got[0].ID != "msg-1" {
+		t.Errorf("filter by ID: %+v", got)
+	}
+	if got, _ := s.DeadLetters(spool.Filter{Route: "other/route"}); len(got) != 0 {
+		t.Errorf("filter by another route: %+v", got)
+	}
 }

@@ -20,20 +20,23 @@ type metrics struct {
 	registered []prometheus.Collector
 }
 
+// labelRoute is the label naming a route (namespace/name), as in the embedded spool.
+const labelRoute = "route"
+
 func newMetrics() *metrics {
 	return &metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_deliveries_total",
 			Help: "Async delivery attempts by route and outcome (delivered, retry, dead_letter).",
-		}, []string{"route", "outcome"}),
+		}, []string{labelRoute, "outcome"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_delivery_retries_total",
 			Help: "Async delivery retries scheduled, by route.",
-		}, []string{"route"}),
+		}, []string{labelRoute}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_dead_letters_total",
 			Help: "Async deliveries moved to the dead-letter store, by route.",
-		}, []string{"route"}),
+		}, []string{labelRoute}),
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_router_spool_enqueued_total",
 			Help: "Callbacks offered to the spool, by result (stored, error).",
