@@ -98,6 +98,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 5s; e.g. make fuzz FUZ
 bench: build ## Run the benchmarks and print the figures recorded in docs/benchmarks.md.
 	go run ./hack/bench/receiver -bin $(BIN)
 	go run ./hack/bench/spool
+	go run ./hack/bench/filter
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go run ./hack/bench/controller
 
 ##@ Build

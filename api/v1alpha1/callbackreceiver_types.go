@@ -43,6 +43,28 @@ type CallbackReceiverSpec struct {
 	// resources of the receiver container.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// retention keeps each delivered Async callback this long after its delivery, so that
+	// it can be replayed (the receiver's --retention; the admin API's replay). Retained
+	// callbacks count against the spool's size. Off (0) by default.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('720h')",message="retention must be between 0s and 720h"
+	Retention *metav1.Duration `json:"retention,omitempty"`
+
+	// tracing exports the receivers' trace spans (receive, verify, filter, store, each
+	// delivery attempt) with OTLP/HTTP. Every delivery carries a W3C traceparent either way.
+	// +optional
+	Tracing *ReceiverTracing `json:"tracing,omitempty"`
+}
+
+// ReceiverTracing configures span export.
+type ReceiverTracing struct {
+	// otlpEndpoint is the OTLP/HTTP collector URL, e.g. http://otel-collector.observability.svc:4318
+	// (the receiver's --otlp-endpoint; /v1/traces is added when the URL has no path).
+	// +required
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https']",message="tracing.otlpEndpoint must be an http or https URL"
+	OTLPEndpoint string `json:"otlpEndpoint"`
 }
 
 // AllowedApps says which namespaces' CallbackApps may bind to a receiver.

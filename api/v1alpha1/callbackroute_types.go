@@ -65,6 +65,19 @@ type CallbackRouteSpec struct {
 	// +kubebuilder:default=Allow
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
 
+	// filter is a CEL expression that a callback must satisfy to reach this route, over
+	// `body` (the callback's parsed JSON), `query` (its query parameters, map of string
+	// to string), `command` and `app` (strings). It must be of type bool. Example:
+	// `body.MsgBody.exists(m, m.MsgType == "TIMImageElem")`. It is type-checked when the
+	// route is compiled (an invalid expression makes the route Accepted=False, reason
+	// Invalid) and its cost is limited per callback; a callback on which it fails at run
+	// time (a missing field, a wrong type) does not match and is counted in
+	// callback_router_filter_errors_total. A Sync route whose filter does not match
+	// does not answer: the platform hears the OK envelope.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Filter string `json:"filter,omitempty"`
+
 	// ordering delivers the copies of an Async route that share a key one at a time, in
 	// arrival order (different keys in parallel). Within one receiver pod for the
 	// embedded spool, across all receivers with JetStream; the OrderingGuaranteed

@@ -52,6 +52,9 @@ const (
 	// MetricsPort serves the receiver pods' /metrics (--metrics-listen), apart from the
 	// callback port, which is for the IM platforms alone.
 	MetricsPort = 9090
+	// AdminAddress is where the receiver pods serve the admin API (--admin-listen):
+	// loopback only, reached with `kubectl port-forward`, never through a Service.
+	AdminAddress = "127.0.0.1:9091"
 )
 
 // ObjectName names the Deployment, Service, ServiceAccount, Role and RoleBinding of the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -63,6 +64,10 @@ type ReceiverSettings struct {
 	// JetStream, when set, is the receiver's JetStream spool (spec.spool.jetStream):
 	// the pods get --spool-url instead of --spool-dir.
 	JetStream *v1alpha1.JetStreamSpool
+	// Retention keeps delivered callbacks for replay (--retention); 0: off.
+	Retention time.Duration
+	// OTLPEndpoint exports spans (--otlp-endpoint); "": off.
+	OTLPEndpoint string
 }
 
 // errUnsupported marks a spec this manager accepts but cannot run: a terminal failure
@@ -89,6 +94,12 @@ func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*Receiv
 		Port:           r.Spec.EffectivePort(),
 		TrustedProxies: r.Spec.TrustedProxies,
 	}
+	if r.Spec.Retention != nil {
+		s.Retention = r.Spec.Retention.Duration
+	}
+	if r.Spec.Tracing != nil {
+		s.OTLPEndpoint = r.Spec.Tracing.OTLPEndpoint
+	}
 	if r.Spec.Resources != nil {
 		s.Resources = *r.Spec.Resources.DeepCopy()
 	}
@@ -100,6 +111,11 @@ func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*Receiv
 	}
 	if sp := r.Spec.Spool; sp != nil {
 		if sp.JetStream != nil {
+			if s.Retention > 0 {
+				// The JetStream spool keeps no delivered callbacks: refuse rather than run
+				// receivers that silently cannot replay.
+				return nil, errUnsupported("spec.retention (replay of delivered callbacks) is not supported with spool.jetStream in this version")
+			}
 			s.JetStream = sp.JetStream.DeepCopy()
 		}
 		if sp.Embedded != nil && sp.Embedded.Size != nil {
@@ -159,6 +175,13 @@ func ReceiverArgs(s *ReceiverSettings) []string {
 	args = append(args, "--namespace", s.Receiver.Namespace, "--table", s.Table)
 	if len(s.TrustedProxies) > 0 {
 		args = append(args, "--trusted-proxies", strings.Join(s.TrustedProxies, ","))
+	}
+	args = append(args, "--admin-listen", AdminAddress)
+	if s.Retention > 0 {
+		args = append(args, "--retention", s.Retention.String())
+	}
+	if s.OTLPEndpoint != "" {
+		args = append(args, "--otlp-endpoint", s.OTLPEndpoint)
 	}
 	return args
 }

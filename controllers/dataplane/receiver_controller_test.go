@@ -98,7 +98,7 @@ func TestReceiverObjectsOwnedAndShaped(t *testing.T) {
 	c := pod.Containers[0]
 	g.Expect(c.Image).To(Equal(testImage))
 	g.Expect(c.Args).To(Equal([]string{"receiver", "--listen", ":8081", "--metrics-listen", ":9090", "--spool-dir", SpoolDir,
-		"--namespace", receiverNS, "--table", "alpha", "--trusted-proxies", "10.0.0.0/8"}))
+		"--namespace", receiverNS, "--table", "alpha", "--trusted-proxies", "10.0.0.0/8", "--admin-listen", AdminAddress}))
 	g.Expect(c.SecurityContext.ReadOnlyRootFilesystem).To(Equal(ptr.To(true)))
 	g.Expect(c.SecurityContext.Capabilities.Drop).To(ConsistOf(corev1.Capability("ALL")))
 	g.Expect(c.Resources.Requests.Cpu().String()).To(Equal("200m"))

@@ -32,7 +32,15 @@ var deadLettersOut io.Writer = os.Stdout
 // (JSON output shows all of it).
 const deadLettersLastErrorWidth = 80
 
-const deadLettersSynopsis = "list|redrive|purge (--spool-dir DIR | --spool-url nats://HOST:PORT[,...] [--spool-creds FILE] [--spool-stream NAME]) [--route ns/name] [--id ID] [--output table|json] [--all]"
+// deadletters actions and list formats.
+const (
+	actionList    = "list"
+	actionRedrive = "redrive"
+	actionPurge   = "purge"
+	outputJSON    = "json"
+)
+
+const deadLettersSynopsis = "list|redrive|purge (--spool-dir DIR | --admin URL | --spool-url nats://HOST:PORT[,...] [--spool-creds FILE] [--spool-stream NAME]) [--route ns/name] [--id ID] [--output table|json] [--all]"
 
 func runDeadLetters(args []string) error {
 	fs := newFlagSet("deadletters", deadLettersSynopsis)
@@ -46,6 +54,7 @@ func runDeadLetters(args []string) error {
 	js := jsspool.Options{NoCreate: true, Logger: silent}
 	fs.StringVar(&js.CredsFile, "spool-creds", "", "JetStream spool: NATS credentials file")
 	fs.StringVar(&js.Stream, "spool-stream", jsspool.DefaultStream, "JetStream spool: the receivers' stream name")
+	adminURL := fs.String("admin", "", "a running receiver's admin API (its --admin-listen), e.g. http://127.0.0.1:9091, instead of --spool-dir")
 	// The action may come before or after the flags.
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -59,12 +68,12 @@ func runDeadLetters(args []string) error {
 			return fmt.Errorf("deadletters: unexpected argument %q", fs.Arg(0))
 		}
 	}
-	if *output != "table" && *output != "json" {
+	if *output != "table" && *output != outputJSON {
 		return fmt.Errorf("deadletters: --output must be table or json, not %q", *output)
 	}
 	filter := spool.Filter{Route: *route, ID: *id}
 	switch action {
-	case "list", "redrive", "purge":
+	case actionList, actionRedrive, actionPurge:
 	case "":
 		fs.Usage()
 		return errors.New("deadletters: no action given (list, redrive or purge)")
@@ -73,6 +82,9 @@ func runDeadLetters(args []string) error {
 	}
 	if action == "purge" && filter == (spool.Filter{}) && !*all {
 		return errors.New("deadletters purge: give --route, --id or --all")
+	}
+	if *adminURL != "" {
+		return deadLettersAdmin(*adminURL, action, filter, *output)
 	}
 	ctx := context.Background()
 	var s spool.Queue

@@ -57,6 +57,9 @@ func TestReceiverMetricsNotOnCallbackPort(t *testing.T) {
 		case "--metrics-listen":
 			args = append(args, a, metricsAddr)
 			i++
+		case "--admin-listen": // a fixed loopback port in a pod; any free one here
+			args = append(args, a, freeAddr(t))
+			i++
 		default:
 			args = append(args, a)
 		}

@@ -28,11 +28,13 @@ import (
 
 	"github.com/callback-router/callback-router/controllers"
 	"github.com/callback-router/callback-router/controllers/dataplane"
+	"github.com/callback-router/callback-router/webhook/admin"
 	"github.com/callback-router/callback-router/webhook/receiver"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
 	"github.com/callback-router/callback-router/webhook/spool/jsspool"
 	"github.com/callback-router/callback-router/webhook/tablestore"
+	"github.com/callback-router/callback-router/webhook/tracing"
 )
 
 func init() {
@@ -60,6 +62,8 @@ type receiverFlags struct {
 	tableStart     time.Duration
 	spool          spool.Options
 	jetStream      jsspool.Options
+	otlpEndpoint   string
+	adminListen    string
 }
 
 func (f *receiverFlags) bind(fs *flag.FlagSet) {
@@ -87,6 +91,8 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.server.ShutdownTimeout, "shutdown-timeout", receiver.DefaultShutdownTimeout, "bound on waiting for callbacks in flight at shutdown")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace), "in-cluster mode: namespace of the table Secrets (default: $POD_NAMESPACE)")
 	fs.StringVar(&f.table, "table", dataplane.TableName(controllers.DefaultReceiverName), "in-cluster mode: name of the table the manager writes for this receiver (<CallbackReceiver name>-receiver)")
+	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "export trace spans (receive, verify, filter, store, each delivery attempt) with OTLP/HTTP to this URL, e.g. http://otel-collector:4318 (off by default; every delivery carries a traceparent either way)")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "serve the admin API (dead letters, replay) on this address: loopback or pod-internal, never the callback port (off by default)")
 	fs.DurationVar(&f.tableStart, "table-start-timeout", DefaultTableStartTimeout, "in-cluster mode: exit with an error when the table Secrets cannot be listed within this (API server unreachable, no permission), so that Kubernetes restarts the receiver")
 	f.spool.BindFlags(fs)
 	f.jetStream.BindFlags(fs)
@@ -102,6 +108,9 @@ func (f *receiverFlags) openSpool(ctx context.Context) (spool.Queue, string, err
 		}
 		return sp, f.spoolDir, nil
 	}
+	if f.spool.DeliveredRetention > 0 {
+		return nil, "", errors.New("--retention (replay of delivered callbacks) is not supported with --spool-url in this version")
+	}
 	o := f.jetStream
 	o.URL = f.spoolURL
 	o.MaxConcurrencyPerRoute, o.MaxRetryAfter = f.spool.MaxConcurrencyPerRoute, f.spool.MaxRetryAfter
@@ -112,6 +121,45 @@ func (f *receiverFlags) openSpool(ctx context.Context) (spool.Queue, string, err
 		return nil, "", err
 	}
 	return sp, jsspool.Redact(f.spoolURL), nil
+}
+
+// startTracing starts span export to endpoint ("" : none) and returns the provider (nil
+// when none) and the function that flushes it at exit.
+func startTracing(log logr.Logger, endpoint string) (*tracing.Provider, func(), error) {
+	if endpoint == "" {
+		return nil, func() {}, nil
+	}
+	tp, err := tracing.NewProvider(endpoint, "")
+	if err != nil {
+		return nil, nil, fmt.Errorf("--otlp-endpoint: %w", err)
+	}
+	return tp, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), tracing.ExportTimeout)
+		defer cancel()
+		if err := tp.Shutdown(ctx); err != nil {
+			log.Error(err, "Failed to flush trace spans")
+		}
+	}, nil
+}
+
+// serveAdmin serves the admin API on --admin-listen, if set, until ctx ends.
+func serveAdmin(ctx context.Context, g *errgroup.Group, f *receiverFlags, st admin.Store) error {
+	if f.adminListen == "" {
+		return nil
+	}
+	aln, err := listen(f.adminListen)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return receiver.Serve(ctx, aln, admin.Handler(st), f.server) })
+	return nil
+}
+
+// samePort reports whether two listen addresses use the same port.
+func samePort(a, b string) bool {
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	return errA == nil && errB == nil && pa == pb
 }
 
 func parseCIDRs(s string) ([]netip.Prefix, error) {
@@ -135,6 +183,9 @@ func (f *receiverFlags) validate() ([]netip.Prefix, error) {
 	trusted, err := parseCIDRs(f.trustedProxies)
 	if err != nil {
 		return nil, err
+	}
+	if f.adminListen != "" && samePort(f.adminListen, f.listen) {
+		return nil, fmt.Errorf("--admin-listen %s must not share the callback port of --listen %s: the admin API resends callbacks", f.adminListen, f.listen)
 	}
 	switch {
 	case f.maxBodyBytes <= 0:
@@ -174,7 +225,14 @@ func runReceiver(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	tp, stopTracing, err := startTracing(log, f.otlpEndpoint)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+
 	f.spool.Registerer, f.spool.Logger = reg, log.WithName("spool")
+	f.spool.Tracer = tp.Tracer()
 	f.spool.DeadLetterLogger = unsampled.WithName("spool")
 	sp, spoolAt, err := f.openSpool(context.Background())
 	if err != nil {
@@ -196,6 +254,7 @@ func runReceiver(args []string) error {
 		Logger:               log,
 		Registry:             reg,
 		ServeMetrics:         f.metricsListen == "",
+		Tracer:               tp.Tracer(),
 	})
 	if err != nil {
 		return err
@@ -245,6 +304,13 @@ func runReceiver(args []string) error {
 		pmux.HandleFunc("/debug/pprof/", pprof.Index)
 		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		g.Go(func() error { return receiver.Serve(serveCtx, pln, pmux, f.server) })
+	}
+	st, ok := sp.(admin.Store)
+	if !ok {
+		return fmt.Errorf("the spool (%T) has no admin API", sp)
+	}
+	if err := serveAdmin(serveCtx, &g, &f, st); err != nil {
+		return err
 	}
 	if mln != nil {
 		mux := http.NewServeMux()

@@ -20,6 +20,11 @@ const (
 	HeaderRoute    = "X-Callback-Route"
 	HeaderAttempt  = "X-Callback-Attempt"
 	HeaderID       = "X-Callback-Id"
+	// HeaderReplay is "true" on a delivery replayed from the dead letters or the
+	// retained delivered callbacks (admin API, CallbackReplay); absent otherwise.
+	HeaderReplay = "X-Callback-Replay"
+	// HeaderTraceParent is the W3C trace context of the delivery.
+	HeaderTraceParent = "traceparent"
 	// HeaderOperationID is OpenIM's trace ID header, forwarded as received (OpenIM
 	// callbacks only; Callback.OperationID).
 	HeaderOperationID = "operationID"
@@ -43,6 +48,12 @@ type Callback struct {
 	// OperationID is OpenIM's operationID header (its trace ID), forwarded to backends
 	// as HeaderOperationID; empty when the callback had none.
 	OperationID string
+	// TraceParent is the W3C traceparent of the callback's receive span (the caller's
+	// trace continued, or a new one); stored with Async copies, so every attempt and
+	// replay carries the same trace ID.
+	TraceParent string
+	// Replay marks a delivery replayed by an operator (X-Callback-Replay: true).
+	Replay bool
 }
 
 // ContentTypeJSON is the Content-Type of every backend request.
@@ -60,8 +71,14 @@ func (c *Callback) VisitHeaders(route string, attempt int, set func(key, value s
 	set(HeaderRoute, route)
 	set(HeaderAttempt, strconv.Itoa(attempt))
 	set(HeaderID, c.ID)
+	if c.TraceParent != "" {
+		set(HeaderTraceParent, c.TraceParent)
+	}
 	if c.OperationID != "" {
 		set(HeaderOperationID, c.OperationID)
+	}
+	if c.Replay {
+		set(HeaderReplay, "true")
 	}
 }
 
@@ -97,6 +114,9 @@ type Target struct {
 	// ForwardSignature keeps Tencent IM's Sign and RequestTime in the query sent to the
 	// backend; by default they are left out (see BackendQuery).
 	ForwardSignature bool
+	// Replay marks a delivery an operator replayed or redrove: it is sent with
+	// X-Callback-Replay: true.
+	Replay bool
 	// Ordered: copies with the same Callback.OrderKey are delivered one at a time, in
 	// arrival order (the route's ordering: {key: Conversation}).
 	Ordered bool

@@ -21,11 +21,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
 	"github.com/callback-router/callback-router/webhook/routing"
+	"github.com/callback-router/callback-router/webhook/tracing"
 )
 
 // AsyncSink stores the Async copies of a callback durably. A nil error means every copy is
@@ -110,6 +114,9 @@ type Options struct {
 	// MaxInflightBodyBytes bounds the callback bodies held in memory at once. Default
 	// DefaultMaxInflightBodyBytes.
 	MaxInflightBodyBytes int64
+	// Tracer records the spans of each callback (receive, verify, filter, store, the Sync
+	// attempt); nil records none. Either way every callback gets a W3C traceparent.
+	Tracer trace.Tracer
 }
 
 // Handler is the receiver's fasthttp handler (ServeFastHTTP). Create it with New.
@@ -301,6 +308,8 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 		received = h.opts.Now()
 	}
 	q := &request{provider: provider, arrived: arrived, received: received, appLabel: labelOther, cmdLabel: labelOther}
+	tc := h.startTrace(x, provider)
+	defer tc.end(x, q)
 	if x.method() != http.MethodPost {
 		h.reject(x, q, http.StatusMethodNotAllowed, OutcomeBadRequest, "method_not_allowed", "callbacks must be POST")
 		return
@@ -332,8 +341,13 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 	// Basic auth and the source address in the head) needs only the request's head, so a
 	// caller that fails them never gets a byte of its body buffered.
 	v := &q.verifier
+	vspan := tc.child(tracing.SpanVerify)
 	v.init(x, q.received, q.app, h.opts.TrustedProxies, q.sign, q.requestTime)
 	sel := v.selectRoutes(q.app, q.command)
+	if !sel.passed {
+		vspan.SetStatus(codes.Error, sel.reason)
+	}
+	vspan.End()
 	if !sel.passed {
 		h.metrics.verifyFails.WithLabelValues(string(provider), sel.reason).Inc()
 		status, outcome := http.StatusUnauthorized, OutcomeUnauthorized
@@ -355,6 +369,11 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 		return
 	}
 	syncRoute, asyncRoutes := sel.sync, sel.async
+	if sel.filtered {
+		fspan := tc.child(tracing.SpanFilter)
+		syncRoute, asyncRoutes = h.applyFilters(q, x.rawQuery(), body, syncRoute, asyncRoutes)
+		fspan.End()
+	}
 
 	cb := &callback.Callback{
 		Provider:    provider,
@@ -364,9 +383,11 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 		Body:        body,
 		ReceivedAt:  q.received,
 		OperationID: operationID(x, provider),
+		TraceParent: tracing.Format(tc.sc),
 	}
 	if syncRoute != nil || len(asyncRoutes) > 0 {
 		cb.ID = callback.ComputeID(provider, q.command, body)
+		tc.span.SetAttributes(tracing.AttrID.String(cb.ID))
 	}
 	if len(asyncRoutes) > 0 {
 		// Not cancelled by the server: fasthttp closes every RequestCtx's Done as soon as
@@ -378,7 +399,13 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 			deadline = q.arrived.Add(h.syncBudget(provider))
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		sspan := tc.child(tracing.SpanStore)
+		sspan.SetAttributes(attribute.Int("callback.copies", len(asyncRoutes)))
 		err := h.enqueue(ctx, cb, asyncRoutes)
+		if err != nil {
+			sspan.SetStatus(codes.Error, err.Error())
+		}
+		sspan.End()
 		cancel()
 		if err != nil {
 			h.log.Error(err, "Failed to store Async copies", "provider", provider, "appID", q.appID, "command", q.command, "callbackID", cb.ID)
@@ -397,7 +424,94 @@ func (h *Handler) serveCallback(x *exchange, provider v1alpha1.Provider) {
 		x.answer(http.StatusOK, contentTypeJSON, OKEnvelope(provider))
 		return
 	}
-	h.proxy(x, q, cb, syncRoute)
+	h.proxy(x, q, cb, syncRoute, &tc)
+}
+
+// traceCtx is a callback's trace: its receive span (a no-op one when no tracer records)
+// and the span context its deliveries carry.
+type traceCtx struct {
+	ctx    context.Context
+	tracer trace.Tracer
+	span   trace.Span
+	sc     trace.SpanContext
+}
+
+// noopSpan is what child returns when no tracer records.
+var noopSpan = trace.SpanFromContext(context.Background())
+
+// startTrace continues the caller's traceparent, or starts a trace.
+func (h *Handler) startTrace(x *exchange, provider v1alpha1.Provider) traceCtx {
+	parent, _ := tracing.Parse(string(x.ctx.Request.Header.Peek(tracing.HeaderTraceParent)),
+		string(x.ctx.Request.Header.Peek(tracing.HeaderTraceState)))
+	t := h.opts.Tracer
+	if t == nil {
+		return traceCtx{span: noopSpan, sc: tracing.Child(parent)}
+	}
+	ctx := context.Background()
+	if parent.IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+	}
+	ctx, span := t.Start(ctx, tracing.SpanReceive, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(tracing.AttrProvider.String(string(provider))))
+	sc := span.SpanContext()
+	if !sc.IsValid() {
+		sc = tracing.Child(parent)
+	}
+	return traceCtx{ctx: ctx, tracer: t, span: span, sc: sc}
+}
+
+// child starts a span under the receive span.
+func (tc *traceCtx) child(name string, opts ...trace.SpanStartOption) trace.Span {
+	if tc.tracer == nil {
+		return noopSpan
+	}
+	_, s := tc.tracer.Start(tc.ctx, name, opts...)
+	return s
+}
+
+// end ends the receive span with the answer's status.
+func (tc *traceCtx) end(x *exchange, q *request) {
+	if tc.tracer == nil {
+		return
+	}
+	status := x.ctx.Response.StatusCode()
+	tc.span.SetAttributes(tracing.AttrApp.String(q.appID), tracing.AttrCommand.String(q.command),
+		tracing.AttrStatusCode.Int(status))
+	if status >= 400 {
+		tc.span.SetStatus(codes.Error, http.StatusText(status))
+	}
+	tc.span.End()
+}
+
+// applyFilters keeps the routes whose CEL filter the callback passes. The body is parsed
+// once, by the first filter that refers to it; a filter that fails at run time does not
+// match, and is counted and logged.
+func (h *Handler) applyFilters(q *request, rawQuery string, body []byte, syncRoute *routing.Route, async []*routing.Route) (*routing.Route, []*routing.Route) {
+	in := &routing.FilterInput{App: q.appID, Command: q.command, RawQuery: rawQuery, Body: body}
+	onErr := func(rt *routing.Route, err error) {
+		h.metrics.filterErrors.WithLabelValues(rt.RouteKey).Inc()
+		h.log.Info("Route filter failed on a callback; it does not reach the route", "route", rt.RouteKey,
+			"provider", q.provider, "appID", q.appID, "command", q.command, "error", err.Error())
+	}
+	before := len(async)
+	if syncRoute != nil {
+		before++
+		if ok, err := syncRoute.Matches(in); !ok {
+			if err != nil {
+				onErr(syncRoute, err)
+			}
+			syncRoute = nil
+		}
+	}
+	async = routing.FilterRoutes(async, in, onErr)
+	after := len(async)
+	if syncRoute != nil {
+		after++
+	}
+	if n := before - after; n > 0 {
+		h.metrics.filteredOut.WithLabelValues(string(q.provider), q.appLabel).Add(float64(n))
+	}
+	return syncRoute, async
 }
 
 func (h *Handler) enqueue(ctx context.Context, cb *callback.Callback, routes []*routing.Route) error {

@@ -42,9 +42,13 @@ type Metrics struct {
 	// bodyBudgetWaits counts verified callbacks answered 503 because the in-flight body
 	// budget stayed full for BodyBudgetWait.
 	bodyBudgetWaits prometheus.Counter
-	requestCache    sync.Map // requestKey -> prometheus.Counter
-	backendCache    sync.Map // backendKey -> prometheus.Observer
-	asyncCache      sync.Map // appLabels -> prometheus.Counter
+	// filterErrors counts callbacks on which a route's filter failed at run time (they
+	// do not reach the route), by route; filteredOut those a filter kept from a route.
+	filterErrors *prometheus.CounterVec
+	filteredOut  *prometheus.CounterVec
+	requestCache sync.Map // requestKey -> prometheus.Counter
+	backendCache sync.Map // backendKey -> prometheus.Observer
+	asyncCache   sync.Map // appLabels -> prometheus.Counter
 }
 
 type requestKey struct{ provider, app, command, outcome string }
@@ -83,8 +87,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "callback_router_body_budget_exhausted_total",
 			Help: "Verified callbacks answered 503 because the in-flight body budget (--max-inflight-body-bytes) stayed full.",
 		}),
+		filterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "callback_router_filter_errors_total",
+			Help: "Callbacks on which a route's CEL filter failed at run time (missing field, wrong type, cost limit); they did not reach the route. By route (namespace/name).",
+		}, []string{"route"}),
+		filteredOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "callback_router_filtered_total",
+			Help: "Callbacks that matched a route's commands but not its filter (errors included), by provider and app.",
+		}, []string{labelProvider, labelApp}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.verifyFails, m.backend, m.asyncCopies, m.generation, m.routes, m.bodyBudgetWaits} {
+	for _, c := range []prometheus.Collector{m.requests, m.verifyFails, m.backend, m.asyncCopies, m.generation, m.routes, m.bodyBudgetWaits, m.filterErrors, m.filteredOut} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

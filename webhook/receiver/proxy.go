@@ -8,10 +8,13 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
 	"github.com/callback-router/callback-router/webhook/routing"
+	"github.com/callback-router/callback-router/webhook/tracing"
 )
 
 // errBackendStatus marks a backend answer that counts as a failure.
@@ -22,7 +25,7 @@ var errBackendStatus = errors.New("backend failed")
 // checkSyncAnswer refuses (the wrong shape for the provider, a Tencent 5xx) is a
 // failure: the IM platform then hears the route's failurePolicy answer, which always
 // leaves before the budget runs out.
-func (h *Handler) proxy(x *exchange, q *request, cb *callback.Callback, rt *routing.Route) {
+func (h *Handler) proxy(x *exchange, q *request, cb *callback.Callback, rt *routing.Route, tc *traceCtx) {
 	deadline := time.Now().Add(rt.Timeout)
 	// The budget counts from the handler's start, so time spent storing Async copies is
 	// included (on fasthttp the body was read before the handler ran).
@@ -30,7 +33,15 @@ func (h *Handler) proxy(x *exchange, q *request, cb *callback.Callback, rt *rout
 		deadline = b
 	}
 	start := time.Now()
-	status, ctype, body, release, err := h.roundTrip(deadline, cb, rt)
+	span := tc.child(tracing.SpanDeliver, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		tracing.AttrRoute.String(rt.RouteKey), tracing.AttrAttempt.Int(1), tracing.AttrMode.String(string(v1alpha1.ModeSync))))
+	status, ctype, body, release, err := h.roundTrip(deadline, cb, rt, span.SpanContext())
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	} else {
+		span.SetAttributes(tracing.AttrStatusCode.Int(status))
+	}
+	span.End()
 	defer release()
 	elapsed := time.Since(start).Seconds()
 	if err == nil {
@@ -85,7 +96,7 @@ const contentTypeJSON = callback.ContentTypeJSON
 
 // roundTrip sends one attempt and returns the answer. body is valid until release, which
 // the caller calls once the answer has been written.
-func (h *Handler) roundTrip(deadline time.Time, cb *callback.Callback, rt *routing.Route) (status int, ctype string, body []byte, release func(), err error) {
+func (h *Handler) roundTrip(deadline time.Time, cb *callback.Callback, rt *routing.Route, attempt trace.SpanContext) (status int, ctype string, body []byte, release func(), err error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	release = func() {
@@ -97,6 +108,10 @@ func (h *Handler) roundTrip(deadline time.Time, cb *callback.Callback, rt *routi
 	req.SetRequestURI(callback.BackendURL(rt.URL, cb.RawQuery, rt.ForwardSignature))
 	req.Header.SetMethod(http.MethodPost)
 	cb.VisitHeaders(rt.RouteKey, 1, req.Header.Set)
+	if attempt.IsValid() {
+		// A recorded attempt span is the backend's parent.
+		req.Header.Set(tracing.HeaderTraceParent, tracing.Format(attempt))
+	}
 	req.SetBodyRaw(cb.Body)
 	if err := h.opts.Client.DoDeadline(req, resp, deadline); err != nil {
 		return 0, "", nil, release, fmt.Errorf("sending: %w", err)

@@ -40,6 +40,7 @@ type testRoute struct {
 		Backend       v1alpha1.Backend       `json:"backend"`
 		Retry         *v1alpha1.RetryPolicy  `json:"retry,omitempty"`
 		FailurePolicy v1alpha1.FailurePolicy `json:"failurePolicy,omitempty"`
+		Filter        string                 `json:"filter,omitempty"`
 		Verify        *struct {
 			TokenSecretRef     *v1alpha1.TokenSecretReference `json:"tokenSecretRef,omitempty"`
 			MaxRequestAge      *metav1.Duration               `json:"maxRequestAge,omitempty"`
@@ -141,6 +142,7 @@ func compileTestRoute(r *testRoute, secrets map[string]*corev1.Secret) (routing.
 		Commands: append([]string(nil), s.Commands...), Mode: spec.EffectiveMode(),
 		URL: strings.TrimSuffix(s.Backend.URL, "/") + s.Backend.Path, Timeout: spec.EffectiveTimeout(),
 		FailurePolicy: spec.EffectiveFailurePolicy(), CreatedAt: r.CreationTimestamp.UTC(),
+		Filter: s.Filter,
 	}
 	if s.Backend.Path == "" {
 		cr.URL = s.Backend.URL

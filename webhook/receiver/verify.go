@@ -75,6 +75,8 @@ type selection struct {
 	sync   *routing.Route   // the Sync route that answers, if any
 	async  []*routing.Route // the Async routes that get a copy
 	passed bool             // some route's checks passed (routed or not)
+	// filtered: some selected route has a CEL filter to apply once the body is read.
+	filtered bool
 	// When none passed: the first reason, one other than source_ip preferred, and
 	// whether every failure was source_ip.
 	reason    string
@@ -117,6 +119,7 @@ func (v *verifier) selectRoutes(app *routing.App, command string) selection {
 		rt := match.Sync[0]
 		if reason := v.check(rt); reason == "" {
 			s.sync, s.passed = rt, true
+			s.filtered = rt.HasFilter()
 		} else {
 			s.fail(reason)
 		}
@@ -124,6 +127,7 @@ func (v *verifier) selectRoutes(app *routing.App, command string) selection {
 	for _, rt := range match.Async {
 		if reason := v.check(rt); reason == "" {
 			s.async, s.passed = append(s.async, rt), true
+			s.filtered = s.filtered || rt.HasFilter()
 		} else {
 			s.fail(reason)
 		}

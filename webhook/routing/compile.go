@@ -179,6 +179,9 @@ type CompiledRoute struct {
 	MaxPerSecond   int `json:"maxPerSecond,omitempty"`
 	// CreatedAt is the route's creationTimestamp, used to break Sync ties (oldest wins).
 	CreatedAt time.Time `json:"createdAt"`
+	// Filter is the route's CEL filter (spec.filter), type-checked by Compile; NewTable
+	// compiles it into the route's program.
+	Filter string `json:"filter,omitempty"`
 }
 
 // Key is the route's "namespace/name", as sent in X-Callback-Route.
@@ -471,6 +474,12 @@ func (c *compiler) compileRoutes() []candidate {
 			reject(v1alpha1.ReasonInvalid, err.Error())
 			continue
 		}
+		if r.Spec.Filter != "" {
+			if _, err := cachedFilter(r.Spec.Filter); err != nil {
+				reject(v1alpha1.ReasonInvalid, "spec.filter: "+err.Error())
+				continue
+			}
+		}
 		ap := c.apps[appKey]
 		if ap == nil {
 			if msg, ok := c.invalidApps[appKey]; ok {
@@ -598,6 +607,7 @@ func (c *compiler) resolveBackend(r *v1alpha1.CallbackRoute, ap *app, resolve Se
 		Timeout:       s.EffectiveTimeout(),
 		FailurePolicy: s.EffectiveFailurePolicy(),
 		CreatedAt:     r.CreationTimestamp.UTC(),
+		Filter:        s.Filter,
 	}
 	base := s.Backend.URL
 	if svc := s.Backend.Service; svc != nil {

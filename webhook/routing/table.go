@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/google/cel-go/cel"
+
 	"github.com/callback-router/callback-router/api/v1alpha1"
 	"github.com/callback-router/callback-router/webhook/callback"
 )
@@ -27,6 +29,9 @@ type Route struct {
 	TokenIdx []int
 	// Target is the route's Async delivery settings.
 	Target callback.Target
+
+	// filter is Filter compiled; nil when the route has none.
+	filter cel.Program
 }
 
 // Match is the routes that a command of one app reaches, before verification.
@@ -120,6 +125,13 @@ func newRoute(cr CompiledRoute) (*Route, error) {
 		return nil, fmt.Errorf("backend URL %q is not an absolute http(s) URL", cr.URL)
 	}
 	r := &Route{CompiledRoute: cr, RouteKey: cr.Key(), BackendURL: u}
+	if cr.Filter != "" {
+		p, err := cachedFilter(cr.Filter)
+		if err != nil {
+			return nil, err
+		}
+		r.filter = p
+	}
 	for _, c := range cr.SourceCIDRs {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {

@@ -158,6 +158,7 @@ func (s *Spool) purge(ctx context.Context, match func(*DeadLetter) bool, drop bo
 				}
 				d := dels[i]
 				d.Attempts, d.NextAt, d.DeadAt = 0, time.Now(), time.Time{}
+				d.Target.Replay = true // sent with X-Callback-Replay: true
 				if err := w.put(bucketPending, k, encodeDelivery(d)); err != nil {
 					return err
 				}

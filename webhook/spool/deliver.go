@@ -182,7 +182,7 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item, br *dctl.B
 		br.Abort(probe) // not the backend's doing
 	} else {
 		callbackID = cb.ID
-		res = s.attempt(ctx, cb, t, n)
+		res = s.tracedAttempt(ctx, cb, t, n)
 		if res.aborted {
 			br.Abort(probe)
 		} else {
@@ -211,6 +211,9 @@ func (s *Spool) deliver(ctx context.Context, q *routeQueue, it *item, br *dctl.B
 		s.submitAsync(&op{
 			apply: func(w *txWriter) error {
 				if err := w.del(bucketPending, key); err != nil {
+					return err
+				}
+				if err := s.retainDelivered(w, key, t, n, it.key); err != nil {
 					return err
 				}
 				return w.dropCallbackIfUnused(it.seq)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	dctl "github.com/callback-router/callback-router/webhook/delivery"
 )
@@ -84,6 +85,10 @@ type Options struct {
 	// DeadLetterRetention removes dead letters this long after they died. Zero keeps them
 	// until they are redriven or purged with `callback-router deadletters`.
 	DeadLetterRetention time.Duration
+	// DeliveredRetention keeps each delivered callback (payload and delivery) this long,
+	// so that it can be replayed (Replay, the admin API, CallbackReplay). Zero (the
+	// default) deletes a callback as soon as its last delivery succeeds.
+	DeliveredRetention time.Duration
 	// RetentionSweepInterval; see DefaultRetentionSweepInterval.
 	RetentionSweepInterval time.Duration
 	// Registerer, when set, receives the spool's metrics (names prefixed callback_router_).
@@ -102,6 +107,9 @@ type Options struct {
 	// MaxConcurrencyPerRoute that does not follow redirects. Its Timeout should be zero:
 	// each attempt is bounded by its route's timeout.
 	HTTPClient *http.Client
+	// Tracer records a span per delivery attempt, under the trace stored with the
+	// callback; nil records none (the stored traceparent is still sent).
+	Tracer trace.Tracer
 }
 
 // BindFlags binds the spool's operational limits to fs as flags, defaulting to the
@@ -115,6 +123,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"writes per spool commit (one fsync)")
 	fs.DurationVar(&o.MaxRetryAfter, "spool-max-retry-after", DefaultMaxRetryAfter,
 		"cap on how long a backend's Retry-After may postpone a retry")
+	fs.DurationVar(&o.DeliveredRetention, "retention", 0,
+		"keep delivered callbacks this long for replay (admin API, CallbackReplay); they count against --spool-max-bytes (default 0: off)")
 	fs.DurationVar(&o.DeadLetterRetention, "dead-letter-retention", 0,
 		"remove dead letters this long after they died; 0 keeps them until redriven or purged")
 	fs.DurationVar(&o.LockTimeout, "spool-lock-timeout", DefaultLockTimeout,

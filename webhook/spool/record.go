@@ -28,6 +28,8 @@ const (
 	// one is still written as V1, so a spool stays readable by a receiver of an earlier
 	// version unless it holds OpenIM callbacks with an operationID.
 	callbackRecordV2 = 2
+	// callbackRecordV3 is V2 followed by the callback's W3C traceparent (tracing).
+	callbackRecordV3 = 3
 	deliveryRecordV1 = 1
 	// deliveryRecordV2 adds a flags field at the end (deliveryForwardSignature). A
 	// delivery without flags is still written as V1, so a receiver that predates V2 can
@@ -44,6 +46,8 @@ const (
 	deliveryForwardSignature = 1 << 0
 	// deliveryOrdered: the route orders its copies by OrderKey (V3).
 	deliveryOrdered = 1 << 1
+	// deliveryReplay marks a redriven or replayed delivery (Target.Replay).
+	deliveryReplay = 1 << 2
 )
 
 // keyLen is the length of a pending or dead key: seq (8 bytes) + target index (2 bytes).
@@ -96,10 +100,13 @@ func appendInt(b []byte, v int64) []byte {
 }
 
 func encodeCallback(cb *callback.Callback) []byte {
-	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body)+len(cb.OperationID))
+	b := make([]byte, 0, 64+len(cb.ID)+len(cb.AppID)+len(cb.Command)+len(cb.RawQuery)+len(cb.Body)+len(cb.OperationID)+len(cb.TraceParent))
 	version := byte(callbackRecordV1)
 	if cb.OperationID != "" {
 		version = callbackRecordV2
+	}
+	if cb.TraceParent != "" {
+		version = callbackRecordV3
 	}
 	b = append(b, version)
 	b = appendString(b, cb.ID)
@@ -110,8 +117,11 @@ func encodeCallback(cb *callback.Callback) []byte {
 	b = appendInt(b, timeNano(cb.ReceivedAt))
 	b = binary.AppendUvarint(b, uint64(len(cb.Body)))
 	b = append(b, cb.Body...)
-	if version == callbackRecordV2 {
+	if version >= callbackRecordV2 {
 		b = appendString(b, cb.OperationID)
+	}
+	if version >= callbackRecordV3 {
+		b = appendString(b, cb.TraceParent)
 	}
 	return b
 }
@@ -125,6 +135,9 @@ func encodeDelivery(d *delivery) []byte {
 	}
 	if t.Ordered {
 		flags |= deliveryOrdered
+	}
+	if t.Replay {
+		flags |= deliveryReplay
 	}
 	version := byte(deliveryRecordV1)
 	switch {
@@ -257,7 +270,7 @@ func (r *reader) done() error {
 
 func decodeCallback(b []byte) (*callback.Callback, error) {
 	r := reader{b: b}
-	version := r.version(callbackRecordV1, callbackRecordV2)
+	version := r.version(callbackRecordV1, callbackRecordV2, callbackRecordV3)
 	cb := &callback.Callback{
 		ID:       r.string(),
 		Provider: v1alpha1.Provider(r.string()),
@@ -267,8 +280,11 @@ func decodeCallback(b []byte) (*callback.Callback, error) {
 	}
 	cb.ReceivedAt = nanoTime(r.varint())
 	cb.Body = r.bytes()
-	if version == callbackRecordV2 {
+	if version >= callbackRecordV2 {
 		cb.OperationID = r.string()
+	}
+	if version >= callbackRecordV3 {
+		cb.TraceParent = r.string()
 	}
 	if err := r.done(); err != nil {
 		return nil, err
@@ -294,6 +310,7 @@ func decodeDelivery(b []byte) (*delivery, error) {
 		flags := r.uvarint()
 		d.Target.ForwardSignature = flags&deliveryForwardSignature != 0
 		d.Target.Ordered = flags&deliveryOrdered != 0
+		d.Target.Replay = flags&deliveryReplay != 0
 	}
 	if v >= deliveryRecordV3 {
 		d.OrderKey = r.string()

@@ -44,6 +44,8 @@ var (
 	bucketCallbacks = []byte("callbacks")
 	bucketPending   = []byte("pending")
 	bucketDead      = []byte("dead")
+	// bucketDelivered keeps delivered deliveries for Options.DeliveredRetention (replay).
+	bucketDelivered = []byte("delivered")
 )
 
 // Spool is a durable, fan-out delivery queue. It is safe for concurrent use.
@@ -152,7 +154,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 func (s *Spool) load() error {
 	var pending int
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketCallbacks, bucketPending, bucketDead} {
+		for _, name := range [][]byte{bucketCallbacks, bucketPending, bucketDead, bucketDelivered} {
 			b, err := tx.CreateBucketIfNotExists(name)
 			if err != nil {
 				return fmt.Errorf("creating bucket %s: %w", name, err)
@@ -206,7 +208,7 @@ func bytesToSeq(k []byte) uint64 {
 // callbackReceivedAt reads only the ReceivedAt field of a callback record.
 func callbackReceivedAt(b []byte) time.Time {
 	r := reader{b: b}
-	r.version(callbackRecordV1, callbackRecordV2)
+	r.version(callbackRecordV1, callbackRecordV2, callbackRecordV3)
 	for range 5 { // ID, Provider, AppID, Command, RawQuery
 		n := r.uvarint()
 		if r.err != nil || n > uint64(len(r.b)) {
@@ -283,7 +285,7 @@ func (w *txWriter) del(bucket, k []byte) error {
 // letter refers to it.
 func (w *txWriter) dropCallbackIfUnused(seq uint64) error {
 	prefix := seqKey(seq)
-	for _, name := range [][]byte{bucketPending, bucketDead} {
+	for _, name := range [][]byte{bucketPending, bucketDead, bucketDelivered} {
 		if k, _ := w.tx.Bucket(name).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
 			return nil
 		}
@@ -508,7 +510,7 @@ func (s *Spool) Run(ctx context.Context) error {
 	defer cancel()
 
 	var sweep <-chan time.Time
-	if s.opts.DeadLetterRetention > 0 {
+	if s.opts.DeadLetterRetention > 0 || s.opts.DeliveredRetention > 0 {
 		t := time.NewTicker(s.opts.RetentionSweepInterval)
 		defer t.Stop()
 		sweep = t.C
@@ -518,6 +520,10 @@ func (s *Spool) Run(ctx context.Context) error {
 		case <-runCtx.Done():
 			done = true
 		case <-sweep:
+			s.sweepDelivered(runCtx)
+			if s.opts.DeadLetterRetention <= 0 {
+				continue
+			}
 			cutoff := time.Now().Add(-s.opts.DeadLetterRetention)
 			n, err := s.purge(runCtx, func(dl *DeadLetter) bool { return dl.DeadAt.Before(cutoff) }, true)
 			if err != nil && runCtx.Err() == nil {

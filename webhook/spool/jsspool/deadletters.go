@@ -162,3 +162,17 @@ func (s *Spool) PurgeDeadLetters(ctx context.Context, f spool.Filter) (int, erro
 	}
 	return n, nil
 }
+
+// ErrNoRetention is returned by Delivered and Replay: the JetStream spool removes a
+// copy once delivered (work-queue retention) and keeps no delivered callbacks to replay.
+// Dead letters are redriven with Redrive.
+var ErrNoRetention = errors.New("the JetStream spool keeps no delivered callbacks: replay is not supported (dead letters: redrive)")
+
+// Delivered returns ErrNoRetention.
+func (s *Spool) Delivered(string) ([]spool.DeadLetter, error) { return nil, ErrNoRetention }
+
+// Replay returns ErrNoRetention (dead letters are redriven with Redrive, or
+// `callback-router deadletters redrive --spool-url`).
+func (s *Spool) Replay(context.Context, spool.ReplayRequest) (spool.ReplayResult, error) {
+	return spool.ReplayResult{}, ErrNoRetention
+}
