@@ -300,6 +300,13 @@ func TestReceiverThatCannotRunStalls(t *testing.T) {
 		// created says whether the Deployment exists (the refusal came from the API server).
 		created bool
 	}{
+		"JetStream spool with retention (replay needs the embedded spool)": {
+			spec: v1alpha1.CallbackReceiverSpec{
+				Spool:     &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{URL: "nats://127.0.0.1:4222"}},
+				Retention: &metav1.Duration{Duration: time.Hour},
+			},
+			message: "spec.retention (replay of delivered callbacks) is not supported with spool.jetStream",
+		},
 		"service port on the metrics port": {
 			spec:    v1alpha1.CallbackReceiverSpec{Service: &v1alpha1.ReceiverService{Port: MetricsPort}},
 			message: "is the receiver's metrics port",
