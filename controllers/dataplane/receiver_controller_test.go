@@ -187,7 +187,7 @@ func TestReceiverOnJetStream(t *testing.T) {
 	g.Expect(c.Args).To(Equal([]string{"receiver", "--listen", ":8080", "--metrics-listen", ":9090",
 		"--spool-url", "nats://127.0.0.1:4222,127.0.0.1:4223", "--spool-stream", "CALLBACKS_" + strings.ToUpper(receiverNS) + "_JS-ALPHA",
 		"--spool-replicas", "3", "--spool-creds", NATSCredsDir + "/creds",
-		"--namespace", receiverNS, "--table", TableName(recv.Name)}))
+		"--namespace", receiverNS, "--table", TableName(recv.Name), "--admin-listen", AdminAddress}))
 	g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "nats-creds", MountPath: NATSCredsDir, ReadOnly: true}))
 	var found bool
 	for _, v := range d.Spec.Template.Spec.Volumes {
