@@ -203,11 +203,11 @@ func TestArgoCDHealthReceiver(t *testing.T) {
 	// The workload reports both pods ready (no kubelet here: the test plays its part).
 	key := types.NamespacedName{Namespace: opts.Namespace, Name: dataplane.ObjectName(recv.Name)}
 	g.Eventually(func() error {
-		d := &appsv1.Deployment{}
+		d := &appsv1.StatefulSet{}
 		if err := k8s.Get(context.Background(), key, d); err != nil {
 			return err
 		}
-		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, AvailableReplicas: 2}
+		d.Status = appsv1.StatefulSetStatus{ObservedGeneration: d.Generation, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, AvailableReplicas: 2}
 		return k8s.Status().Update(context.Background(), d)
 	}, waitTimeout, pollInterval).Should(Succeed())
 	expectArgoHealth(t, "CallbackReceiver", recv, "Healthy", "")

@@ -6,6 +6,7 @@ package controllers
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -42,6 +43,13 @@ type ManagerOptions struct {
 	InstalledReceivers string
 	// StatusWorkers bounds concurrent status patches; DefaultStatusWorkers when 0.
 	StatusWorkers int
+	// DrainSettle is how long a receiver pod leaving in a scale-down must have been out of
+	// the Service before its empty spool counts as drained; dataplane.DefaultDrainSettle
+	// when 0.
+	DrainSettle time.Duration
+	// PendingInterval is how often the receiver pods' pending counts are read into the
+	// receivers' status when nothing drains; dataplane.DefaultPendingInterval when 0.
+	PendingInterval time.Duration
 }
 
 // Validate reports the first setting that cannot work.
@@ -64,6 +72,12 @@ func (o *ManagerOptions) Validate() error {
 		if errs := validation.IsDNS1123Subdomain(o.InstalledReceivers); len(errs) > 0 {
 			return fmt.Errorf("installed-receivers ConfigMap %q: %s", o.InstalledReceivers, strings.Join(errs, "; "))
 		}
+	}
+	if o.DrainSettle < 0 {
+		return fmt.Errorf("drain settle %s is negative", o.DrainSettle)
+	}
+	if o.PendingInterval < 0 {
+		return fmt.Errorf("pending interval %s is negative", o.PendingInterval)
 	}
 	if o.StatusWorkers < 0 {
 		return fmt.Errorf("status workers %d is negative", o.StatusWorkers)

@@ -35,12 +35,12 @@ func TestQuickstartClusterDoc(t *testing.T) {
 	// The default receiver's pods report ready (no kubelet here: the test plays its part).
 	key := types.NamespacedName{Namespace: opts.Namespace, Name: dataplane.ObjectName(opts.Name)}
 	g.Eventually(func() error {
-		d := &appsv1.Deployment{}
+		d := &appsv1.StatefulSet{}
 		if err := k8s.Get(context.Background(), key, d); err != nil {
 			return err
 		}
 		n := *d.Spec.Replicas
-		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+		d.Status = appsv1.StatefulSetStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
 		return k8s.Status().Update(context.Background(), d)
 	}, waitTimeout, pollInterval).Should(Succeed())
 	dir := filepath.Join(testenv.RepoRoot(), "examples", "quickstart-cluster")

@@ -48,12 +48,15 @@ func NewCacheOptions(o ManagerOptions) cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&v1alpha1.CallbackReceiver{}: {Namespaces: receiverNS},
-			&appsv1.Deployment{}:         owned,
-			&corev1.ServiceAccount{}:     owned,
-			&rbacv1.Role{}:               owned,
-			&rbacv1.RoleBinding{}:        owned,
-			&corev1.ConfigMap{}:          {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+			&v1alpha1.CallbackReceiver{}:    {Namespaces: receiverNS},
+			&appsv1.Deployment{}:            owned,
+			&appsv1.StatefulSet{}:           owned,
+			&corev1.Pod{}:                   owned,
+			&corev1.PersistentVolumeClaim{}: owned,
+			&corev1.ServiceAccount{}:        owned,
+			&rbacv1.Role{}:                  owned,
+			&rbacv1.RoleBinding{}:           owned,
+			&corev1.ConfigMap{}:             {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 		},
 	}
 }
@@ -81,7 +84,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o ManagerOptions) error {
 // installed-receivers reconciler.
 func SetupDataPlane(mgr ctrl.Manager, o ManagerOptions, recorder events.EventRecorder) error {
 	receiver := &dataplane.ReceiverReconciler{Client: mgr.GetClient(), Namespaces: o.ReceiverNamespaces,
-		DefaultImage: o.DefaultImage, Recorder: recorder}
+		DefaultImage: o.DefaultImage, Recorder: recorder, DrainSettle: o.DrainSettle,
+		PendingInterval: o.PendingInterval}
 	if err := receiver.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the receiver controller: %w", err)
 	}

@@ -163,15 +163,30 @@ type CallbackReceiverStatus struct {
 	// +optional
 	Apps int32 `json:"apps"`
 
+	// pending is the number of acknowledged Async deliveries the receiver's pods hold
+	// (waiting or in flight), summed over the pods whose count could be read; see pods.
+	// +optional
+	// +kubebuilder:default=0
+	Pending int64 `json:"pending"`
+
+	// pods is each receiver pod's spool: its pending deliveries, whether the receiver's
+	// Service sends to it, and whether it is leaving (being drained before a scale-down
+	// or the migration from a Deployment).
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=1000
+	Pods []ReceiverPodStatus `json:"pods,omitempty"`
+
 	// address is the receiver's in-cluster base URL, e.g.
 	// http://default-receiver.callback-router-system.svc:8080.
 	// +optional
 	Address string `json:"address,omitempty"`
 
 	// conditions: Ready (True once the workload runs the current spec with every desired
-	// replica available), Progressing (True while it rolls out or scales), and Stalled
-	// (True only when the receiver cannot run as specified: an invalid or unsupported
-	// spec, or a rollout past its progress deadline). Ready and Stalled follow the
+	// replica available), Progressing (True while it rolls out or scales; reason Draining
+	// while a scale-down waits for leaving pods to deliver), and Stalled (True only when
+	// the receiver cannot run as specified: an invalid or unsupported spec). Ready and Stalled follow the
 	// kstatus conventions that Flux, Argo CD and `kubectl wait` read.
 	// +optional
 	// +listType=map
@@ -179,14 +194,46 @@ type CallbackReceiverStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// ReceiverPodStatus is one receiver pod's spool as the manager last read it.
+type ReceiverPodStatus struct {
+	// name of the pod.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// pending is the pod's pending Async deliveries (the sum of its
+	// callback_router_spool_depth); unset when it could not be read (see error).
+	// +optional
+	Pending *int64 `json:"pending,omitempty"`
+
+	// spoolBytes is the logical size of the pod's spool (payloads, pending deliveries and
+	// dead letters); unset when it could not be read.
+	// +optional
+	SpoolBytes *int64 `json:"spoolBytes,omitempty"`
+
+	// serving says whether the receiver's Service sends callbacks to the pod.
+	// +optional
+	Serving bool `json:"serving"`
+
+	// leaving says the pod is being drained: it goes away once pending is 0.
+	// +optional
+	Leaving bool `json:"leaving,omitempty"`
+
+	// error says why pending could not be read.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Error string `json:"error,omitempty"`
+}
+
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=cbrecv,categories=callback-router
-// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 54 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="a CallbackReceiver's name must be a DNS-1035 label of at most 54 characters: its objects are named <name>-receiver"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 43 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="a CallbackReceiver's name must be a DNS-1035 label of at most 43 characters: its StatefulSet and Service are named <name>-receiver, and a StatefulSet's name may not exceed 52"
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`
 // +kubebuilder:printcolumn:name="Ready Replicas",type=integer,JSONPath=`.status.readyReplicas`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.pending`
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.address`
 // +kubebuilder:printcolumn:name="Apps",type=integer,JSONPath=`.status.apps`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

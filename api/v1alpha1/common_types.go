@@ -179,7 +179,8 @@ const (
 	ReasonDraining = "Draining"
 	// ReasonStable (Progressing=False on a receiver): nothing is changing.
 	ReasonStable = "Stable"
-	// ReasonProgressDeadlineExceeded (Progressing=False, Stalled=True on a receiver): its
-	// Deployment's rollout exceeded its progress deadline (pods that never become ready).
+	// ReasonProgressDeadlineExceeded was set when a receiver ran as a Deployment whose
+	// rollout exceeded its progress deadline; StatefulSets have none, so it is no longer
+	// set. Kept for clients that compare against it.
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 )

@@ -273,8 +273,9 @@ func TestPrinterColumns(t *testing.T) {
 			"Reason": `.status.conditions[?(@.type=="Accepted")].reason`, "Age": ".metadata.creationTimestamp",
 		},
 		"callbackreceivers": {
-			"Replicas": ".status.replicas", "Ready Replicas": ".status.readyReplicas", "Ready": ready, "Address": ".status.address",
-			"Apps": ".status.apps", "Age": ".metadata.creationTimestamp",
+			"Replicas": ".status.replicas", "Ready Replicas": ".status.readyReplicas", "Ready": ready, "Pending": ".status.pending",
+			"Address": ".status.address",
+			"Apps":    ".status.apps", "Age": ".metadata.creationTimestamp",
 		},
 	}
 	for plural, want := range tests {

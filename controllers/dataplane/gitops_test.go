@@ -47,7 +47,7 @@ func TestReceiverHealthForGitOps(t *testing.T) {
 		g.Expect(condition(getReceiver(g, key), v1alpha1.ConditionProgressing)).NotTo(BeNil())
 	}, waitTimeout, pollInterval).Should(Succeed())
 
-	setDeploymentStatus(g, depKey, 2, 2)
+	setWorkloadStatus(g, depKey, 2, 2)
 	g.Eventually(func(g Gomega) {
 		g.Expect(kstatusOf(g, key).Status).To(Equal(status.CurrentStatus))
 	}, waitTimeout, pollInterval).Should(Succeed())
@@ -64,7 +64,7 @@ func TestReceiverHealthForGitOps(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(kstatusOf(g, key).Status).To(Equal(status.InProgressStatus))
 	}, waitTimeout, pollInterval).Should(Succeed())
-	setDeploymentStatus(g, depKey, 3, 3)
+	setWorkloadStatus(g, depKey, 3, 3)
 	g.Eventually(func(g Gomega) {
 		g.Expect(kstatusOf(g, key).Status).To(Equal(status.CurrentStatus))
 	}, waitTimeout, pollInterval).Should(Succeed())
@@ -115,7 +115,7 @@ func TestKubectlWaitReady(t *testing.T) {
 
 	// Not ready yet: kubectl keeps waiting.
 	g.Consistently(done, time.Second, 100*time.Millisecond).ShouldNot(Receive(), "kubectl wait returned before the receiver was ready: %s", &out)
-	setDeploymentStatus(g, depKey, 1, 1)
+	setWorkloadStatus(g, depKey, 1, 1)
 	var err error
 	g.Eventually(done, kubectlWaitTimeout, pollInterval).Should(Receive(&err))
 	g.Expect(err).NotTo(HaveOccurred(), "kubectl wait: %s", &out)

@@ -1,4 +1,5 @@
-// Package dataplane runs each CallbackReceiver's data plane: its Deployment, Service,
+// Package dataplane runs each CallbackReceiver's data plane: its StatefulSet (a spool
+// PersistentVolumeClaim per pod), Service, headless Service,
 // ServiceAccount, Role and RoleBinding, owned by the CallbackReceiver, and the receiver's
 // status (replicas and selector for the scale subresource, address, Ready, Progressing and
 // Stalled). It also applies the CallbackReceivers an installation declares in a ConfigMap
@@ -7,7 +8,7 @@
 package dataplane
 
 import (
-	"k8s.io/apimachinery/pkg/util/validation"
+	"strconv"
 )
 
 // Labels and values shared by every object the manager owns in a receiver namespace.
@@ -29,16 +30,47 @@ const (
 	ComponentReceiver = "receiver"
 	// LabelPartOf groups every object of the product.
 	LabelPartOf = "app.kubernetes.io/part-of"
+	// LabelServing is on every receiver pod the receiver's Service sends callbacks to
+	// (value "true"): the pod template carries it and the Service selects it; the manager
+	// removes it from a pod it drains before a scale-down, so the pod gets no new callbacks
+	// while it delivers what it holds. The StatefulSet's selector does not include it.
+	LabelServing = "callbacks.callback-router.dev/serving"
+	// ServingValue is LabelServing's value.
+	ServingValue = "true"
+	// LabelSpool is on the PersistentVolumeClaim of a receiver pod that a scale-down
+	// removed: SpoolEmpty when its spool was empty (nothing pending, no dead letters) as
+	// the pod left, SpoolRetained when it still held data (dead letters). The manager
+	// removes it when a scale-up brings the pod, and so the claim, back. It never deletes
+	// claims itself; `kubectl delete pvc -l callbacks.callback-router.dev/spool=empty`
+	// deletes the empty ones.
+	LabelSpool = "callbacks.callback-router.dev/spool"
+	// SpoolEmpty is LabelSpool's value on a claim that holds nothing.
+	SpoolEmpty = "empty"
+	// SpoolRetained is LabelSpool's value on a claim that still holds data.
+	SpoolRetained = "retained"
+	// LabelStatefulSetPod is the label the StatefulSet controller puts on each of its pods
+	// (the pod's name).
+	LabelStatefulSetPod = "statefulset.kubernetes.io/pod-name"
 )
 
 // Naming and fixed paths of a receiver's objects.
 const (
 	// ObjectSuffix is appended to a CallbackReceiver's name to name its objects: receiver
-	// "default" runs as Deployment and Service "default-receiver".
+	// "default" runs as StatefulSet and Service "default-receiver".
 	ObjectSuffix = "-receiver"
-	// MaxNameLength keeps "<name>-receiver" a valid Service name (a DNS-1035 label of at
-	// most 63 characters); the CRD enforces it too.
-	MaxNameLength = validation.DNS1035LabelMaxLength - len(ObjectSuffix)
+	// MaxStatefulSetNameLength is the longest StatefulSet name whose pods can be created:
+	// the controller-revision-hash label, "<name>-<hash>", must fit a label value (63).
+	MaxStatefulSetNameLength = 52
+	// MaxNameLength keeps "<name>-receiver" a StatefulSet name whose pods can be created
+	// (and so a valid Service name); the CRD enforces it too.
+	MaxNameLength = MaxStatefulSetNameLength - len(ObjectSuffix)
+	// HeadlessSuffix is appended to a CallbackReceiver's name to name its headless
+	// Service, which gives the StatefulSet's pods their identity
+	// (<name>-receiver-0.<name>-pods.<namespace>.svc).
+	HeadlessSuffix = "-pods"
+	// SpoolVolume names the spool's volumeClaimTemplate; the claims are
+	// spool-<name>-receiver-<ordinal>.
+	SpoolVolume = "spool"
 	// SpoolDir is where the receiver's spool volume is mounted.
 	SpoolDir = "/var/spool/callback-router"
 	// NATSCredsDir is where spec.spool.jetStream.credentialsSecretRef is mounted.
@@ -60,6 +92,14 @@ const (
 // ObjectName names the Deployment, Service, ServiceAccount, Role and RoleBinding of the
 // CallbackReceiver named receiver.
 func ObjectName(receiver string) string { return receiver + ObjectSuffix }
+
+// HeadlessName names the headless Service of the CallbackReceiver named receiver.
+func HeadlessName(receiver string) string { return receiver + HeadlessSuffix }
+
+// ClaimName names the spool PersistentVolumeClaim of the receiver's pod ordinal.
+func ClaimName(receiver string, ordinal int) string {
+	return SpoolVolume + "-" + ObjectName(receiver) + "-" + strconv.Itoa(ordinal)
+}
 
 // TableName is the name of the routing table of the CallbackReceiver named receiver (its
 // Secrets are <name>-table and <name>-table-<n> in the receiver's namespace): the table

@@ -43,18 +43,32 @@ const (
 type ReceiverSettings struct {
 	// Receiver is the CallbackReceiver: it names the objects and owns them.
 	Receiver *v1alpha1.CallbackReceiver
-	// Name names the Deployment, Service, ServiceAccount, Role and RoleBinding.
+	// Name names the StatefulSet, Service, ServiceAccount, Role and RoleBinding.
 	Name string
+	// Headless names the headless Service of the StatefulSet's pods.
+	Headless string
 	// Table is the name of the receiver's routing table.
 	Table string
 	// Image is the container image.
 	Image string
-	// Replicas is the Deployment's spec.replicas.
+	// Replicas is the CallbackReceiver's desired number of pods (spec.replicas).
 	Replicas int32
+	// WorkloadReplicas is the StatefulSet's spec.replicas: Replicas, or more while the
+	// pods a scale-down removes are being drained (set by the reconciler).
+	WorkloadReplicas int32
+	// SelectServing makes the Service select only pods labelled LabelServing. It is false
+	// while a receiver migrates from a Deployment (whose pods lack the label) until the
+	// StatefulSet's pods are ready.
+	SelectServing bool
 	// Resources are the receiver container's resources.
 	Resources corev1.ResourceRequirements
-	// SpoolSize bounds the spool volume.
+	// SpoolSize is the size of each pod's spool PersistentVolumeClaim.
 	SpoolSize resource.Quantity
+	// StorageClassName of the spool claims; nil for the cluster's default class.
+	StorageClassName *string
+	// Stateless: the spool is not on the pods (spool.jetStream), so they get no claims and
+	// a scale-down needs no drain. ResolveReceiver sets it with the JetStream spool.
+	Stateless bool
 	// ServiceType is the Service's type.
 	ServiceType corev1.ServiceType
 	// Port is the callback port of the pods and the Service.
@@ -80,15 +94,17 @@ func (e errUnsupported) Error() string { return string(e) }
 // is terminal: only a change of the spec can fix it.
 func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*ReceiverSettings, error) {
 	if len(r.Name) > MaxNameLength {
-		return nil, errUnsupported(fmt.Sprintf("name %q is longer than %d characters: its objects' names (%q) would not be valid Service names",
+		return nil, errUnsupported(fmt.Sprintf("name %q is longer than %d characters: its StatefulSet %q could not create pods (the controller-revision-hash label would exceed 63 characters)",
 			r.Name, MaxNameLength, ObjectName(r.Name)))
 	}
 	s := &ReceiverSettings{
 		Receiver:       r,
 		Name:           ObjectName(r.Name),
+		Headless:       HeadlessName(r.Name),
 		Table:          TableName(r.Name),
 		Image:          defaultImage,
 		Replicas:       r.Spec.EffectiveReplicas(),
+		SelectServing:  true,
 		SpoolSize:      resource.MustParse(v1alpha1.DefaultSpoolSize),
 		ServiceType:    corev1.ServiceTypeClusterIP,
 		Port:           r.Spec.EffectivePort(),
@@ -106,6 +122,7 @@ func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*Receiv
 	if svc := r.Spec.Service; svc != nil && svc.Type != "" {
 		s.ServiceType = svc.Type
 	}
+	s.WorkloadReplicas = s.Replicas
 	if s.Port == MetricsPort {
 		return nil, errUnsupported(fmt.Sprintf("service.port %d is the receiver's metrics port; choose another", s.Port))
 	}
@@ -116,17 +133,20 @@ func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*Receiv
 				// receivers that silently cannot replay.
 				return nil, errUnsupported("spec.retention (replay of delivered callbacks) is not supported with spool.jetStream in this version")
 			}
-			s.JetStream = sp.JetStream.DeepCopy()
+			s.JetStream, s.Stateless = sp.JetStream.DeepCopy(), true
 		}
-		if sp.Embedded != nil && sp.Embedded.Size != nil {
-			s.SpoolSize = *sp.Embedded.Size
+		if e := sp.Embedded; e != nil {
+			if e.Size != nil {
+				s.SpoolSize = *e.Size
+			}
+			s.StorageClassName = e.StorageClassName
 		}
 	}
 	return s, nil
 }
 
-// ReceiverPodLabels are the labels on a receiver's pods, and its Deployment and Service
-// selector. HPA (through status.selector), PDB, NetworkPolicy and ServiceMonitor select
+// ReceiverPodLabels are the labels on a receiver's pods and its StatefulSet's selector
+// (the Service selects them plus LabelServing). HPA (through status.selector), PDB, NetworkPolicy and ServiceMonitor select
 // on these.
 func ReceiverPodLabels(s *ReceiverSettings) map[string]string {
 	return map[string]string{LabelName: s.Name, LabelInstance: s.Receiver.Name, LabelComponent: ComponentReceiver}
@@ -163,8 +183,13 @@ func ownerReference(s *ReceiverSettings) *metav1ac.OwnerReferenceApplyConfigurat
 		WithBlockOwnerDeletion(true)
 }
 
+// SpoolMaxBytesFraction is the share of the spool claim's size the receiver may fill
+// with callbacks (--spool-max-bytes); the rest is bbolt's page overhead and free pages,
+// so that a full spool answers 503 before the file system itself is full.
+const SpoolMaxBytesFraction = 2
+
 // ReceiverArgs are the receiver container's arguments: in-cluster mode reading the
-// receiver's own table.
+// receiver's own table, the spool on the pod's claim capped at half the claim's size.
 func ReceiverArgs(s *ReceiverSettings) []string {
 	args := []string{
 		"receiver",
@@ -192,7 +217,8 @@ func ReceiverArgs(s *ReceiverSettings) []string {
 func SpoolArgs(s *ReceiverSettings) []string {
 	js := s.JetStream
 	if js == nil {
-		return []string{"--spool-dir", SpoolDir}
+		return []string{"--spool-dir", SpoolDir,
+			"--spool-max-bytes", strconv.FormatInt(s.SpoolSize.Value()/SpoolMaxBytesFraction, 10)}
 	}
 	replicas := js.Replicas
 	if replicas <= 0 {
@@ -242,20 +268,44 @@ func DesiredRoleBinding(s *ReceiverSettings) *rbacv1ac.RoleBindingApplyConfigura
 		WithSubjects(rbacv1ac.Subject().WithKind(rbacv1.ServiceAccountKind).WithName(s.Name).WithNamespace(s.Receiver.Namespace))
 }
 
-// DesiredService exposes the receiver's callback port and, on a port of its own, its
-// metrics (for a ServiceMonitor).
+// ServiceSelector is the receiver Service's selector: the pod labels plus LabelServing
+// (without it while SelectServing is false).
+func ServiceSelector(s *ReceiverSettings) map[string]string {
+	sel := ReceiverPodLabels(s)
+	if s.SelectServing {
+		sel[LabelServing] = ServingValue
+	}
+	return sel
+}
+
+// DesiredService exposes the receiver's callback port, on the serving pods only: the one
+// port meant for the IM platform, which may be a LoadBalancer's. Metrics are never on it.
 func DesiredService(s *ReceiverSettings) *corev1ac.ServiceApplyConfiguration {
 	return corev1ac.Service(s.Name, s.Receiver.Namespace).
 		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
 		WithSpec(corev1ac.ServiceSpec().
 			WithType(s.ServiceType).
+			WithSelector(ServiceSelector(s)).
+			WithPorts(callbackPort(s)))
+}
+
+// DesiredHeadlessService gives the StatefulSet's pods their stable DNS names, serving or
+// not (publishNotReadyAddresses), for identity rather than load balancing. It also carries
+// the metrics port: it is never a LoadBalancer, and a ServiceMonitor selecting it scrapes
+// every pod once, draining ones included (their backlog is what an alert watches).
+func DesiredHeadlessService(s *ReceiverSettings) *corev1ac.ServiceApplyConfiguration {
+	// Its own name label, so that whatever selects the receiver Service's labels does not
+	// select it too.
+	l := receiverLabels(s)
+	l[LabelName] = s.Headless
+	return corev1ac.Service(s.Headless, s.Receiver.Namespace).
+		WithLabels(l).WithOwnerReferences(ownerReference(s)).
+		WithSpec(corev1ac.ServiceSpec().
+			WithType(corev1.ServiceTypeClusterIP).
+			WithClusterIP(corev1.ClusterIPNone).
+			WithPublishNotReadyAddresses(true).
 			WithSelector(ReceiverPodLabels(s)).
-			WithPorts(
-				corev1ac.ServicePort().
-					WithName(receiverPortName).
-					WithProtocol(corev1.ProtocolTCP).
-					WithPort(s.Port).
-					WithTargetPort(intstr.FromString(receiverPortName)),
+			WithPorts(callbackPort(s),
 				corev1ac.ServicePort().
 					WithName(receiverMetricsPortName).
 					WithProtocol(corev1.ProtocolTCP).
@@ -263,9 +313,22 @@ func DesiredService(s *ReceiverSettings) *corev1ac.ServiceApplyConfiguration {
 					WithTargetPort(intstr.FromString(receiverMetricsPortName))))
 }
 
-// DesiredDeployment runs the receiver in in-cluster mode with a restricted security
-// context, probes, a spool volume and the spec's resources and replicas.
-func DesiredDeployment(s *ReceiverSettings) *appsv1ac.DeploymentApplyConfiguration {
+// callbackPort is the port the IM platform calls, on both Services.
+func callbackPort(s *ReceiverSettings) *corev1ac.ServicePortApplyConfiguration {
+	return corev1ac.ServicePort().
+		WithName(receiverPortName).
+		WithProtocol(corev1.ProtocolTCP).
+		WithPort(s.Port).
+		WithTargetPort(intstr.FromString(receiverPortName))
+}
+
+// DesiredStatefulSet runs the receiver in in-cluster mode with a restricted security
+// context, probes, the spec's resources, WorkloadReplicas pods and a spool
+// PersistentVolumeClaim per pod, which outlives the pod: a rolled, evicted or
+// rescheduled pod comes back to its own claim and delivers its backlog. Claims are
+// retained when the StatefulSet scales down or is deleted (the manager drains a pod
+// before a scale-down removes it, and never deletes a claim).
+func DesiredStatefulSet(s *ReceiverSettings) *appsv1ac.StatefulSetApplyConfiguration {
 	probe := func(path string, period, failures int32) *corev1ac.ProbeApplyConfiguration {
 		return corev1ac.Probe().
 			WithHTTPGet(corev1ac.HTTPGetAction().WithPath(path).WithPort(intstr.FromString(receiverPortName))).
@@ -299,7 +362,7 @@ func DesiredDeployment(s *ReceiverSettings) *appsv1ac.DeploymentApplyConfigurati
 		WithStartupProbe(probe("/healthz", 1, 30)).
 		WithResources(resources).
 		WithVolumeMounts(
-			corev1ac.VolumeMount().WithName("spool").WithMountPath(SpoolDir),
+			corev1ac.VolumeMount().WithName(SpoolVolume).WithMountPath(SpoolDir),
 			corev1ac.VolumeMount().WithName("tmp").WithMountPath(TmpDir),
 		).
 		WithVolumeMounts(natsCredsMounts(s)...).
@@ -322,24 +385,44 @@ func DesiredDeployment(s *ReceiverSettings) *appsv1ac.DeploymentApplyConfigurati
 			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
 		WithContainers(container).
 		WithVolumes(
-			corev1ac.Volume().WithName("spool").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(s.SpoolSize)),
 			corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().
 				WithSizeLimit(resource.MustParse(receiverTmpSize))),
 		).
 		WithVolumes(natsCredsVolumes(s)...)
+	if s.Stateless {
+		// Nothing durable on the pod: the spool mount is scratch space.
+		pod.WithVolumes(corev1ac.Volume().WithName(SpoolVolume).WithEmptyDir(corev1ac.EmptyDirVolumeSource().
+			WithSizeLimit(resource.MustParse(receiverTmpSize))))
+	}
 
-	spec := appsv1ac.DeploymentSpec().
-		WithReplicas(s.Replicas).
+	podLabels := receiverLabels(s)
+	podLabels[LabelServing] = ServingValue
+	claim := corev1ac.PersistentVolumeClaimSpec().
+		WithAccessModes(corev1.ReadWriteOnce).
+		WithResources(corev1ac.VolumeResourceRequirements().
+			WithRequests(corev1.ResourceList{corev1.ResourceStorage: s.SpoolSize}))
+	if s.StorageClassName != nil {
+		claim.WithStorageClassName(*s.StorageClassName)
+	}
+	spec := appsv1ac.StatefulSetSpec().
+		WithReplicas(s.WorkloadReplicas).
+		WithServiceName(s.Headless).
+		WithPodManagementPolicy(appsv1.ParallelPodManagement).
 		WithSelector(metav1ac.LabelSelector().WithMatchLabels(ReceiverPodLabels(s))).
-		WithStrategy(appsv1ac.DeploymentStrategy().
-			WithType(appsv1.RollingUpdateDeploymentStrategyType).
-			WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
-				WithMaxUnavailable(intstr.FromInt32(0)).
-				WithMaxSurge(intstr.FromInt32(1)))).
+		WithUpdateStrategy(appsv1ac.StatefulSetUpdateStrategy().
+			WithType(appsv1.RollingUpdateStatefulSetStrategyType)).
+		WithPersistentVolumeClaimRetentionPolicy(appsv1ac.StatefulSetPersistentVolumeClaimRetentionPolicy().
+			WithWhenScaled(appsv1.RetainPersistentVolumeClaimRetentionPolicyType).
+			WithWhenDeleted(appsv1.RetainPersistentVolumeClaimRetentionPolicyType)).
 		WithTemplate(corev1ac.PodTemplateSpec().
-			WithLabels(receiverLabels(s)).
+			WithLabels(podLabels).
 			WithSpec(pod))
-	return appsv1ac.Deployment(s.Name, s.Receiver.Namespace).
+	if !s.Stateless {
+		spec.WithVolumeClaimTemplates(corev1ac.PersistentVolumeClaim(SpoolVolume, "").
+			WithLabels(receiverLabels(s)).
+			WithSpec(claim))
+	}
+	return appsv1ac.StatefulSet(s.Name, s.Receiver.Namespace).
 		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
 		WithSpec(spec)
 }

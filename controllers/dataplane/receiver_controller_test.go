@@ -36,7 +36,7 @@ func newReceiver(t *testing.T, ns, name string, spec v1alpha1.CallbackReceiverSp
 // ownedObjects are empty objects of every kind a receiver owns.
 func ownedObjects() map[string]client.Object {
 	return map[string]client.Object{
-		"Deployment":     &appsv1.Deployment{},
+		"StatefulSet":    &appsv1.StatefulSet{},
 		"Service":        &corev1.Service{},
 		"ServiceAccount": &corev1.ServiceAccount{},
 		"Role":           &rbacv1.Role{},
@@ -71,7 +71,8 @@ func TestReceiverObjectsOwnedAndShaped(t *testing.T) {
 		Replicas:       ptr.To[int32](3),
 		Service:        &v1alpha1.ReceiverService{Type: corev1.ServiceTypeNodePort, Port: 8081},
 		TrustedProxies: []string{"10.0.0.0/8"},
-		Spool:          &v1alpha1.Spool{Embedded: &v1alpha1.EmbeddedSpool{Size: ptr.To(resource.MustParse("2Gi"))}},
+		Spool: &v1alpha1.Spool{Embedded: &v1alpha1.EmbeddedSpool{Size: ptr.To(resource.MustParse("2Gi")),
+			StorageClassName: ptr.To("fast-ssd")}},
 		Resources: &corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("300Mi")},
@@ -86,7 +87,7 @@ func TestReceiverObjectsOwnedAndShaped(t *testing.T) {
 		}, waitTimeout, pollInterval).Should(Succeed())
 	}
 
-	d := &appsv1.Deployment{}
+	d := &appsv1.StatefulSet{}
 	g.Expect(k8s.Get(ctx, key, d)).To(Succeed())
 	podLabels := map[string]string{LabelName: "alpha-receiver", LabelInstance: "alpha", LabelComponent: ComponentReceiver}
 	g.Expect(d.Spec.Replicas).To(Equal(ptr.To[int32](3)))
@@ -98,27 +99,48 @@ func TestReceiverObjectsOwnedAndShaped(t *testing.T) {
 	c := pod.Containers[0]
 	g.Expect(c.Image).To(Equal(testImage))
 	g.Expect(c.Args).To(Equal([]string{"receiver", "--listen", ":8081", "--metrics-listen", ":9090", "--spool-dir", SpoolDir,
-		"--namespace", receiverNS, "--table", "alpha", "--trusted-proxies", "10.0.0.0/8", "--admin-listen", AdminAddress}))
+		"--spool-max-bytes", "1073741824", "--namespace", receiverNS, "--table", "alpha", "--trusted-proxies", "10.0.0.0/8",
+		"--admin-listen", AdminAddress}))
 	g.Expect(c.SecurityContext.ReadOnlyRootFilesystem).To(Equal(ptr.To(true)))
 	g.Expect(c.SecurityContext.Capabilities.Drop).To(ConsistOf(corev1.Capability("ALL")))
 	g.Expect(c.Resources.Requests.Cpu().String()).To(Equal("200m"))
 	g.Expect(c.Resources.Limits.Memory().String()).To(Equal("300Mi"))
 	g.Expect(c.Resources.Limits.Cpu().IsZero()).To(BeTrue())
 	for _, v := range pod.Volumes {
-		if v.Name == "spool" {
-			g.Expect(v.EmptyDir.SizeLimit.Cmp(resource.MustParse("2Gi"))).To(Equal(0))
-		}
+		g.Expect(v.Name).NotTo(Equal(SpoolVolume), "the spool is the pod's claim, not a pod volume")
 	}
+	g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: SpoolVolume, MountPath: SpoolDir}))
+	g.Expect(d.Spec.ServiceName).To(Equal("alpha-pods"))
+	g.Expect(d.Spec.Template.Labels).To(HaveKeyWithValue(LabelServing, "true"))
+	g.Expect(d.Spec.PersistentVolumeClaimRetentionPolicy).To(Equal(&appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+		WhenScaled: appsv1.RetainPersistentVolumeClaimRetentionPolicyType, WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType}))
+	g.Expect(d.Spec.VolumeClaimTemplates).To(HaveLen(1))
+	vct := d.Spec.VolumeClaimTemplates[0]
+	g.Expect(vct.Name).To(Equal(SpoolVolume))
+	g.Expect(vct.Spec.Resources.Requests.Storage().Cmp(resource.MustParse("2Gi"))).To(Equal(0))
+	g.Expect(vct.Spec.StorageClassName).To(Equal(ptr.To("fast-ssd")))
+	g.Expect(vct.Spec.AccessModes).To(ConsistOf(corev1.ReadWriteOnce))
+
+	headless := &corev1.Service{}
+	g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: receiverNS, Name: "alpha-pods"}, headless)).To(Succeed())
+	expectControlledBy(g, headless, recv)
+	g.Expect(headless.Spec.ClusterIP).To(Equal(corev1.ClusterIPNone))
+	g.Expect(headless.Spec.PublishNotReadyAddresses).To(BeTrue())
+	g.Expect(headless.Spec.Selector).To(Equal(podLabels))
+	// The metrics port is on the headless Service only (never a LoadBalancer).
+	g.Expect(headless.Spec.Ports).To(HaveLen(2))
+	g.Expect(headless.Spec.Ports[1].Name).To(Equal("metrics"))
+	g.Expect(headless.Spec.Ports[1].Port).To(Equal(int32(MetricsPort)))
 
 	svc := &corev1.Service{}
 	g.Expect(k8s.Get(ctx, key, svc)).To(Succeed())
 	g.Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeNodePort))
-	g.Expect(svc.Spec.Selector).To(Equal(podLabels))
-	g.Expect(svc.Spec.Ports).To(HaveLen(2))
+	g.Expect(svc.Spec.Selector).To(Equal(map[string]string{LabelName: "alpha-receiver", LabelInstance: "alpha",
+		LabelComponent: ComponentReceiver, LabelServing: "true"}))
+	// The callback Service (which may be a LoadBalancer's) has the callback port alone.
+	g.Expect(svc.Spec.Ports).To(HaveLen(1))
 	g.Expect(svc.Spec.Ports[0].Name).To(Equal("http"))
 	g.Expect(svc.Spec.Ports[0].Port).To(Equal(int32(8081)))
-	g.Expect(svc.Spec.Ports[1].Name).To(Equal("metrics"))
-	g.Expect(svc.Spec.Ports[1].Port).To(Equal(int32(MetricsPort)))
 
 	role := &rbacv1.Role{}
 	g.Expect(k8s.Get(ctx, key, role)).To(Succeed())
@@ -147,23 +169,23 @@ func TestReceiverObjectsOwnedAndShaped(t *testing.T) {
 	}, waitTimeout, pollInterval).Should(Succeed())
 }
 
-// setDeploymentStatus writes a Deployment's status as the deployment controller would
-// (none runs in envtest) once the Deployment asks for replicas pods: replicas pods, ready
+// setWorkloadStatus writes a StatefulSet's status as the statefulset controller would
+// (none runs in envtest) once the StatefulSet asks for replicas pods: replicas pods, ready
 // and available of them up to date.
-func setDeploymentStatus(g Gomega, key types.NamespacedName, replicas, ready int32, conds ...appsv1.DeploymentCondition) {
+func setWorkloadStatus(g Gomega, key types.NamespacedName, replicas, ready int32) {
 	g.Eventually(func() error {
-		d := &appsv1.Deployment{}
+		d := &appsv1.StatefulSet{}
 		if err := k8s.Get(context.Background(), key, d); err != nil {
 			return err
 		}
 		if d.Spec.Replicas == nil || *d.Spec.Replicas != replicas {
 			// The manager has not carried the receiver's replicas to the workload yet; the
-			// deployment controller would describe the new spec only after that.
-			return fmt.Errorf("deployment %s has spec.replicas %v, want %d", key, d.Spec.Replicas, replicas)
+			// statefulset controller would describe the new spec only after that.
+			return fmt.Errorf("statefulset %s has spec.replicas %v, want %d", key, d.Spec.Replicas, replicas)
 		}
-		d.Status = appsv1.DeploymentStatus{
+		d.Status = appsv1.StatefulSetStatus{
 			ObservedGeneration: d.Generation, Replicas: replicas, UpdatedReplicas: replicas,
-			ReadyReplicas: ready, AvailableReplicas: ready, Conditions: conds,
+			ReadyReplicas: ready, AvailableReplicas: ready, CurrentRevision: "r1", UpdateRevision: "r1",
 		}
 		return k8s.Status().Update(context.Background(), d)
 	}, waitTimeout, pollInterval).Should(Succeed())
@@ -204,10 +226,10 @@ func TestReceiverStatusFollowsWorkload(t *testing.T) {
 	g := NewWithT(t)
 	recv := newReceiver(t, receiverNS, "beta", v1alpha1.CallbackReceiverSpec{Replicas: ptr.To[int32](2)})
 	key := types.NamespacedName{Namespace: receiverNS, Name: "beta-receiver"}
-	g.Eventually(func() error { return k8s.Get(context.Background(), key, &appsv1.Deployment{}) }, waitTimeout, pollInterval).Should(Succeed())
+	g.Eventually(func() error { return k8s.Get(context.Background(), key, &appsv1.StatefulSet{}) }, waitTimeout, pollInterval).Should(Succeed())
 
 	// One of two pods ready: still rolling out.
-	setDeploymentStatus(g, key, 2, 1)
+	setWorkloadStatus(g, key, 2, 1)
 	g.Eventually(func(g Gomega) {
 		r := getReceiver(g, client.ObjectKeyFromObject(recv))
 		g.Expect(r.Status.Replicas).To(Equal(int32(2)))
@@ -217,7 +239,7 @@ func TestReceiverStatusFollowsWorkload(t *testing.T) {
 	}, waitTimeout, pollInterval).Should(Succeed())
 
 	// Both ready: Ready, stable.
-	setDeploymentStatus(g, key, 2, 2)
+	setWorkloadStatus(g, key, 2, 2)
 	g.Eventually(func(g Gomega) {
 		r := getReceiver(g, client.ObjectKeyFromObject(recv))
 		g.Expect(r.Status.ReadyReplicas).To(Equal(int32(2)))
@@ -228,20 +250,6 @@ func TestReceiverStatusFollowsWorkload(t *testing.T) {
 		g.Expect(condition(r, v1alpha1.ConditionProgressing).Status).To(Equal(metav1.ConditionFalse))
 	}, waitTimeout, pollInterval).Should(Succeed())
 
-	// A rollout that exceeds its progress deadline: Stalled, and a Warning event.
-	setDeploymentStatus(g, key, 2, 1, appsv1.DeploymentCondition{
-		Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse, Reason: "ProgressDeadlineExceeded",
-		Message: `ReplicaSet "beta-receiver-1" has timed out progressing.`,
-	})
-	g.Eventually(func(g Gomega) {
-		r := getReceiver(g, client.ObjectKeyFromObject(recv))
-		stalled := condition(r, v1alpha1.ConditionStalled)
-		g.Expect(stalled).NotTo(BeNil())
-		g.Expect(stalled.Status).To(Equal(metav1.ConditionTrue))
-		g.Expect(stalled.Reason).To(Equal(v1alpha1.ReasonProgressDeadlineExceeded))
-		g.Expect(condition(r, v1alpha1.ConditionReady).Status).To(Equal(metav1.ConditionFalse))
-	}, waitTimeout, pollInterval).Should(Succeed())
-	expectEvent(g, recv, EventReceiverStalled)
 }
 
 // expectEvent waits for an events.k8s.io Event of the given reason about obj.
@@ -265,7 +273,7 @@ func TestReceiverScaleSubresource(t *testing.T) {
 	recv := newReceiver(t, receiverNS, "gamma", v1alpha1.CallbackReceiverSpec{})
 	key := types.NamespacedName{Namespace: receiverNS, Name: "gamma-receiver"}
 	g.Eventually(func(g Gomega) {
-		d := &appsv1.Deployment{}
+		d := &appsv1.StatefulSet{}
 		g.Expect(k8s.Get(ctx, key, d)).To(Succeed())
 		g.Expect(d.Spec.Replicas).To(Equal(ptr.To[int32](v1alpha1.DefaultReceiverReplicas)))
 	}, waitTimeout, pollInterval).Should(Succeed())
@@ -281,11 +289,11 @@ func TestReceiverScaleSubresource(t *testing.T) {
 	scale.Spec.Replicas = 5
 	g.Expect(k8s.SubResource("scale").Update(ctx, recv, client.WithSubResourceBody(scale))).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		d := &appsv1.Deployment{}
+		d := &appsv1.StatefulSet{}
 		g.Expect(k8s.Get(ctx, key, d)).To(Succeed())
 		g.Expect(d.Spec.Replicas).To(Equal(ptr.To[int32](5)))
 	}, waitTimeout, pollInterval).Should(Succeed())
-	setDeploymentStatus(g, key, 5, 5)
+	setWorkloadStatus(g, key, 5, 5)
 	g.Eventually(func(g Gomega) {
 		g.Expect(k8s.SubResource("scale").Get(ctx, recv, scale)).To(Succeed())
 		g.Expect(scale.Status.Replicas).To(Equal(int32(5)))
@@ -297,7 +305,7 @@ func TestReceiverThatCannotRunStalls(t *testing.T) {
 		spec v1alpha1.CallbackReceiverSpec
 		// message is part of the Stalled condition's message.
 		message string
-		// created says whether the Deployment exists (the refusal came from the API server).
+		// created says whether the StatefulSet exists (the refusal came from the API server).
 		created bool
 	}{
 		"JetStream spool with retention (replay needs the embedded spool)": {
@@ -316,7 +324,7 @@ func TestReceiverThatCannotRunStalls(t *testing.T) {
 				Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
 				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
 			}},
-			message: "the API server refused the receiver's Deployment",
+			message: "the API server refused the receiver's StatefulSet",
 		},
 	}
 	i := 0
@@ -335,8 +343,8 @@ func TestReceiverThatCannotRunStalls(t *testing.T) {
 				g.Expect(condition(r, v1alpha1.ConditionReady).Status).To(Equal(metav1.ConditionFalse))
 				g.Expect(r.Status.ObservedGeneration).To(Equal(r.Generation))
 			}, waitTimeout, pollInterval).Should(Succeed())
-			err := k8s.Get(context.Background(), types.NamespacedName{Namespace: receiverNS, Name: ObjectName(recv.Name)}, &appsv1.Deployment{})
-			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no Deployment for a receiver that cannot run: %v", err)
+			err := k8s.Get(context.Background(), types.NamespacedName{Namespace: receiverNS, Name: ObjectName(recv.Name)}, &appsv1.StatefulSet{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no StatefulSet for a receiver that cannot run: %v", err)
 			expectEvent(g, recv, EventReceiverStalled)
 
 			// Fixing the spec clears Stalled and creates the workload.
@@ -351,7 +359,7 @@ func TestReceiverThatCannotRunStalls(t *testing.T) {
 			g.Eventually(func(g Gomega) {
 				r := getReceiver(g, client.ObjectKeyFromObject(recv))
 				g.Expect(condition(r, v1alpha1.ConditionStalled)).To(BeNil())
-				g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: receiverNS, Name: ObjectName(recv.Name)}, &appsv1.Deployment{})).To(Succeed())
+				g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: receiverNS, Name: ObjectName(recv.Name)}, &appsv1.StatefulSet{})).To(Succeed())
 			}, waitTimeout, pollInterval).Should(Succeed())
 		})
 	}
@@ -382,12 +390,12 @@ func TestReceiverDriftRepaired(t *testing.T) {
 	ctx := context.Background()
 	newReceiver(t, receiverNS, "epsilon", v1alpha1.CallbackReceiverSpec{Replicas: ptr.To[int32](2)})
 	key := types.NamespacedName{Namespace: receiverNS, Name: "epsilon-receiver"}
-	g.Eventually(func() error { return k8s.Get(ctx, key, &appsv1.Deployment{}) }, waitTimeout, pollInterval).Should(Succeed())
+	g.Eventually(func() error { return k8s.Get(ctx, key, &appsv1.StatefulSet{}) }, waitTimeout, pollInterval).Should(Succeed())
 
 	// Someone edits the image, the security context and the replicas; all are restored
 	// (replicas belong to the CallbackReceiver, which an HPA scales).
 	g.Eventually(func() error {
-		d := &appsv1.Deployment{}
+		d := &appsv1.StatefulSet{}
 		if err := k8s.Get(ctx, key, d); err != nil {
 			return err
 		}
@@ -397,7 +405,7 @@ func TestReceiverDriftRepaired(t *testing.T) {
 		return k8s.Update(ctx, d)
 	}, waitTimeout, pollInterval).Should(Succeed())
 	g.Eventually(func(g Gomega) {
-		d := &appsv1.Deployment{}
+		d := &appsv1.StatefulSet{}
 		g.Expect(k8s.Get(ctx, key, d)).To(Succeed())
 		c := d.Spec.Template.Spec.Containers[0]
 		g.Expect(c.Image).To(Equal(testImage))
@@ -434,28 +442,58 @@ func TestSeveralReceivers(t *testing.T) {
 	elsewhere := newReceiver(t, newNamespace(t), "ignored", v1alpha1.CallbackReceiverSpec{})
 	for _, r := range []*v1alpha1.CallbackReceiver{public, internal} {
 		g.Eventually(func(g Gomega) {
-			d := &appsv1.Deployment{}
+			d := &appsv1.StatefulSet{}
 			g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: ObjectName(r.Name)}, d)).To(Succeed())
 			expectControlledBy(g, d, r)
 			g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--namespace", r.Namespace, "--table", TableName(r.Name)))
 		}, waitTimeout, pollInterval).Should(Succeed())
 	}
 	g.Consistently(func() bool {
-		err := k8s.Get(ctx, types.NamespacedName{Namespace: elsewhere.Namespace, Name: ObjectName(elsewhere.Name)}, &appsv1.Deployment{})
+		err := k8s.Get(ctx, types.NamespacedName{Namespace: elsewhere.Namespace, Name: ObjectName(elsewhere.Name)}, &appsv1.StatefulSet{})
 		return apierrors.IsNotFound(err)
 	}, 2*time.Second, 200*time.Millisecond).Should(BeTrue(), "a receiver outside the receiver namespaces must not run")
 }
 
+// TestReceiverSpoolSizeKeptOnceRunning changes spool.embedded.size on a running receiver:
+// the StatefulSet's claim template cannot change, so the manager keeps it (and the
+// receiver's --spool-max-bytes with it), says so in a Warning event, and the receiver is
+// not Stalled: its other fields still apply.
+func TestReceiverSpoolSizeKeptOnceRunning(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	recv := newReceiver(t, receiverNS, "delta", v1alpha1.CallbackReceiverSpec{
+		Spool: &v1alpha1.Spool{Embedded: &v1alpha1.EmbeddedSpool{Size: ptr.To(resource.MustParse("1Gi"))}}})
+	key := types.NamespacedName{Namespace: receiverNS, Name: "delta-receiver"}
+	g.Eventually(func() error { return k8s.Get(ctx, key, &appsv1.StatefulSet{}) }, waitTimeout, pollInterval).Should(Succeed())
+
+	g.Eventually(func() error {
+		r := getReceiver(g, client.ObjectKeyFromObject(recv))
+		r.Spec.Spool.Embedded.Size = ptr.To(resource.MustParse("4Gi"))
+		r.Spec.Replicas = ptr.To[int32](4)
+		return k8s.Update(ctx, r)
+	}, waitTimeout, pollInterval).Should(Succeed())
+	expectEvent(g, recv, EventSpoolFixed)
+	g.Eventually(func(g Gomega) {
+		d := &appsv1.StatefulSet{}
+		g.Expect(k8s.Get(ctx, key, d)).To(Succeed())
+		g.Expect(d.Spec.Replicas).To(Equal(ptr.To[int32](4)), "the rest of the spec still applies")
+		g.Expect(d.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String()).To(Equal("1Gi"))
+		g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--spool-max-bytes", "536870912"))
+		g.Expect(condition(getReceiver(g, client.ObjectKeyFromObject(recv)), v1alpha1.ConditionStalled)).To(BeNil())
+	}, waitTimeout, pollInterval).Should(Succeed())
+}
+
 // TestReceiverNameValidated: the API server refuses names whose objects ("<name>-receiver")
-// could not be Service names, so no receiver is ever stalled by its name.
+// could not be a StatefulSet whose pods can be created, so no new receiver is ever stalled
+// by its name.
 func TestReceiverNameValidated(t *testing.T) {
 	tests := map[string]struct {
 		name string
 		// ok says whether the API server accepts it.
 		ok bool
 	}{
-		"54 characters":             {name: strings.Repeat("a", MaxNameLength), ok: true},
-		"55 characters":             {name: strings.Repeat("a", MaxNameLength+1)},
+		"43 characters":             {name: strings.Repeat("a", MaxNameLength), ok: true},
+		"44 characters":             {name: strings.Repeat("a", MaxNameLength+1)},
 		"starts with a digit":       {name: "1public"},
 		"a dot (a DNS subdomain)":   {name: "public.tencent"},
 		"dashes and digits, inside": {name: "public-2", ok: true},
@@ -470,7 +508,7 @@ func TestReceiverNameValidated(t *testing.T) {
 				return
 			}
 			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%v", err)
-			g.Expect(err.Error()).To(ContainSubstring("at most 54 characters"))
+			g.Expect(err.Error()).To(ContainSubstring("at most 43 characters"))
 		})
 	}
 }

@@ -58,6 +58,10 @@ func (f *managerFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader among manager replicas (a Lease in --receiver-namespace), so only one reconciles.")
 	fs.IntVar(&f.opts.StatusWorkers, "status-workers", controllers.DefaultStatusWorkers, "Status patches sent at once.")
+	fs.DurationVar(&f.opts.DrainSettle, "receiver-drain-settle", dataplane.DefaultDrainSettle,
+		"How long a receiver pod a scale-down removes must have been out of the Service before an empty spool counts as drained.")
+	fs.DurationVar(&f.opts.PendingInterval, "receiver-pending-interval", dataplane.DefaultPendingInterval,
+		"How often the receiver pods' pending deliveries are read (from their /metrics) into the CallbackReceivers' status.pending when nothing drains.")
 	fs.StringVar(&f.opts.Namespace, "receiver-namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace),
 		"The manager's namespace: its leader-election Lease, the --installed-receivers ConfigMap, and the default receiver namespace (default: $POD_NAMESPACE, else "+controllers.DefaultNamespace+").")
 	fs.StringVar(&f.receiverNamespaces, "receiver-namespaces", "",

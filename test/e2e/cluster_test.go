@@ -91,7 +91,7 @@ func TestApplyRouteDeliversSignedCallback(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(t, "manager", mgr)
 
-	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
+	d, err := cluster.WaitForStatefulSet(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	g.Expect(err).NotTo(HaveOccurred(), "manager log:\n%s", mgr.Tail())
 	g.Expect(d.Spec.Template.Spec.Containers[0].Image).To(Equal(ReceiverImage))
 	g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--namespace", receiverNamespace, "--table", controllers.DefaultReceiverName))
@@ -275,7 +275,7 @@ func TestReceiverKeepsServingWithoutAPIServer(t *testing.T) {
 	mgr, err := cluster.StartManager(ctx, receiverNamespace)
 	g.Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(t, "manager", mgr)
-	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
+	d, err := cluster.WaitForStatefulSet(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	g.Expect(err).NotTo(HaveOccurred())
 	api, err := cluster.APIServerHostPort()
 	g.Expect(err).NotTo(HaveOccurred())

@@ -114,8 +114,16 @@ type receiverProc struct {
 
 func startReceiver(t *testing.T, bin, routes, spoolDir string) *receiverProc {
 	t.Helper()
+	return startReceiverWith(t, nil, bin, routes, spoolDir)
+}
+
+// startReceiverWith starts the receiver through the command prefix (e.g. a shell setting
+// limits; nil for none), with extra flags, and waits for /readyz.
+func startReceiverWith(t *testing.T, prefix []string, bin, routes, spoolDir string, extra ...string) *receiverProc {
+	t.Helper()
 	p := &receiverProc{addr: freeAddr(t), logs: &syncBuffer{max: 1 << 20}}
-	p.cmd = exec.Command(bin, "receiver", "--routes", routes, "--listen", p.addr, "--spool-dir", spoolDir, "--drain-delay", "0s")
+	argv := append(append(append([]string(nil), prefix...), bin, "receiver", "--routes", routes, "--listen", p.addr, "--spool-dir", spoolDir, "--drain-delay", "0s"), extra...)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 // Package e2e runs callback-router end to end against a real kube-apiserver (envtest):
-// the manager and a receiver run as processes of the freshly built binary, the receiver
-// with the arguments the manager put in its Deployment, and backends are loopback HTTP
+// the manager and receivers run as processes of the freshly built binary, a receiver with
+// the arguments the manager put in its StatefulSet (StatefulPods runs all of a
+// StatefulSet's pods, each on a directory as its claim), and backends are loopback HTTP
 // servers. The harness here is shared by the tests and by hack/bench/controller.
 package e2e
 
@@ -20,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,7 +45,7 @@ import (
 const (
 	// StopTimeout is how long a process gets after SIGTERM before it is killed.
 	StopTimeout = 15 * time.Second
-	// ReceiverImage is the image the harness's manager puts in the receiver Deployment.
+	// ReceiverImage is the image the harness's manager puts in the receiver StatefulSet.
 	ReceiverImage = "registry.example/callback-router:e2e"
 )
 
@@ -147,7 +149,7 @@ func (c *Cluster) start(name string, env []string, args ...string) (*Process, er
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(context.Background(), c.Bin, args...) //nolint:gosec // the binary the harness built, with the Deployment's args
+	cmd := exec.CommandContext(context.Background(), c.Bin, args...) //nolint:gosec // the binary the harness built, with the workload's args
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
@@ -228,24 +230,26 @@ func (c *Cluster) StartManager(ctx context.Context, namespace string, extra ...s
 	return c.start("manager", nil, args...)
 }
 
-// WaitForDeployment waits for the receiver Deployment the manager creates.
-func (c *Cluster) WaitForDeployment(ctx context.Context, namespace, name string) (*appsv1.Deployment, error) {
-	d := &appsv1.Deployment{}
+// WaitForStatefulSet waits for the receiver StatefulSet the manager creates.
+func (c *Cluster) WaitForStatefulSet(ctx context.Context, namespace, name string) (*appsv1.StatefulSet, error) {
+	d := &appsv1.StatefulSet{}
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		err := c.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, d)
 		return err == nil, client.IgnoreNotFound(err)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("waiting for Deployment %s/%s: %w", namespace, name, err)
+		return nil, fmt.Errorf("waiting for StatefulSet %s/%s: %w", namespace, name, err)
 	}
 	return d, nil
 }
 
-// Receiver is a receiver process run as one pod of the Deployment would be.
+// Receiver is a receiver process run as one pod of the StatefulSet would be.
 type Receiver struct {
 	*Process
 	// URL is the receiver's base URL, http://127.0.0.1:<port>.
 	URL string
+	// Port and MetricsPort are its callback and metrics ports on 127.0.0.1.
+	Port, MetricsPort int
 	// MetricsURL is the base URL of its --metrics-listen (the manager always sets one).
 	MetricsURL string
 }
@@ -264,18 +268,28 @@ func freePort() (int, error) {
 // args with --listen moved to a free loopback port and --spool-dir to spoolDir, the
 // container's env with field references resolved as the kubelet would, and KUBECONFIG in
 // place of the in-cluster service account.
-func (c *Cluster) StartReceiver(d *appsv1.Deployment, spoolDir string) (*Receiver, error) {
+func (c *Cluster) StartReceiver(d *appsv1.StatefulSet, spoolDir string) (*Receiver, error) {
 	return c.StartReceiverWithKubeconfig(d, spoolDir, c.Kubeconfig)
 }
 
 // StartReceiverWithKubeconfig is StartReceiver with another kubeconfig (e.g. one through
 // a TCPProxy).
-func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, kubeconfig string) (*Receiver, error) {
+func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.StatefulSet, spoolDir, kubeconfig string) (*Receiver, error) {
+	return c.startPod(d, d.Name+"-local", spoolDir, kubeconfig)
+}
+
+// startPod runs the receiver container of d as the pod named podName would: see
+// StartReceiver. --metrics-listen moves to a free loopback port too (Receiver.MetricsPort).
+func (c *Cluster) startPod(d *appsv1.StatefulSet, podName, spoolDir, kubeconfig string) (*Receiver, error) {
 	if len(d.Spec.Template.Spec.Containers) != 1 {
-		return nil, fmt.Errorf("deployment %s has %d containers, want 1", d.Name, len(d.Spec.Template.Spec.Containers))
+		return nil, fmt.Errorf("statefulset %s has %d containers, want 1", d.Name, len(d.Spec.Template.Spec.Containers))
 	}
 	ctr := d.Spec.Template.Spec.Containers[0]
 	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	metricsPort, err := freePort()
 	if err != nil {
 		return nil, err
 	}
@@ -286,11 +300,7 @@ func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, ku
 		case "--listen":
 			args[i+1] = "127.0.0.1:" + strconv.Itoa(port)
 		case "--metrics-listen":
-			mport, err := freePort()
-			if err != nil {
-				return nil, err
-			}
-			args[i+1] = "127.0.0.1:" + strconv.Itoa(mport)
+			args[i+1] = "127.0.0.1:" + strconv.Itoa(metricsPort)
 			metricsURL = "http://" + args[i+1]
 		case "--spool-dir":
 			args[i+1] = spoolDir
@@ -304,7 +314,7 @@ func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, ku
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
 			env = append(env, e.Name+"="+d.Namespace)
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
-			env = append(env, e.Name+"="+d.Name+"-local")
+			env = append(env, e.Name+"="+podName)
 		default:
 			return nil, fmt.Errorf("env %s: unsupported valueFrom", e.Name)
 		}
@@ -313,7 +323,7 @@ func (c *Cluster) StartReceiverWithKubeconfig(d *appsv1.Deployment, spoolDir, ku
 	if err != nil {
 		return nil, err
 	}
-	return &Receiver{Process: p, URL: "http://127.0.0.1:" + strconv.Itoa(port), MetricsURL: metricsURL}, nil
+	return &Receiver{Process: p, URL: "http://127.0.0.1:" + strconv.Itoa(port), Port: port, MetricsPort: metricsPort, MetricsURL: metricsURL}, nil
 }
 
 // WaitReady waits until /readyz answers 200 (the first table loaded).
@@ -348,6 +358,8 @@ type Delivery struct {
 // the Tencent OK envelope.
 type Backend struct {
 	*httptest.Server
+	// down makes the backend answer 503 and record nothing (a backend outage).
+	down       atomic.Bool
 	mu         sync.Mutex
 	deliveries []Delivery
 	arrived    chan struct{}
@@ -358,6 +370,10 @@ func NewBackend() *Backend {
 	b := &Backend{arrived: make(chan struct{}, 1)}
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if b.down.Load() {
+			http.Error(w, "backend down", http.StatusServiceUnavailable)
+			return
+		}
 		b.mu.Lock()
 		b.deliveries = append(b.deliveries, Delivery{Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, At: time.Now()})
 		b.mu.Unlock()
@@ -370,6 +386,10 @@ func NewBackend() *Backend {
 	}))
 	return b
 }
+
+// SetDown starts (true) or ends (false) an outage: while down the backend answers 503
+// and records nothing.
+func (b *Backend) SetDown(down bool) { b.down.Store(down) }
 
 // Deliveries returns a copy of everything received so far.
 func (b *Backend) Deliveries() []Delivery {

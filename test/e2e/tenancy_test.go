@@ -38,7 +38,7 @@ func TestRouteInDisallowedNamespaceNeverReceives(t *testing.T) {
 	mgr, err := cluster.StartManager(ctx, receiverNamespace)
 	g.Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(t, "manager", mgr)
-	d, err := cluster.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
+	d, err := cluster.WaitForStatefulSet(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	g.Expect(err).NotTo(HaveOccurred())
 	rx, err := cluster.StartReceiver(d, t.TempDir())
 	g.Expect(err).NotTo(HaveOccurred())

@@ -67,7 +67,7 @@ func TestChartLint(t *testing.T) {
 		"TLS without secret":            "ingress.enabled=true,ingress.tls.enabled=true,ingress.host=im.example.com",
 		"HPA without a metric":          "receiver.autoscaling.enabled=true,receiver.autoscaling.targetCPUUtilizationPercentage=0",
 		"receiver name not a DNS label": "receiver.name=Receiver_1",
-		"receiver name over 54 chars":   "receiver.name=" + strings.Repeat("r", 55),
+		"receiver name over 43 chars":   "receiver.name=" + strings.Repeat("r", 44),
 		"Selector without a selector":   "receiver.allowedApps.namespaces.from=Selector",
 		"extra receiver without a name": "extraReceivers[0].spec.replicas=1",
 		"Kubernetes older than 1.31":    "",
@@ -304,7 +304,7 @@ func TestChartInstall(t *testing.T) {
 				t.Errorf("manager may not %s", a)
 			}
 		}
-		for _, a := range managerMustNot(routeNS) {
+		for _, a := range managerMustNot(ns, routeNS) {
 			if cl.allowed(t, user, groups, a) {
 				t.Errorf("manager may %s: more than least privilege", a)
 			}
@@ -323,7 +323,7 @@ func TestChartInstall(t *testing.T) {
 		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cr-callback-router-manager"}, d); err != nil {
 			t.Fatal(err)
 		}
-		createPodFromTemplate(t, cl, ns, d)
+		createPodFromTemplate(t, cl, ns, d.Name, d.Spec.Template, nil)
 		receiver := cl.checkManagerWorks(t, d, "default", routeNS)
 		cl.checkReceiverCompanions(t, receiver, rendered)
 	})
@@ -392,7 +392,7 @@ var crdNames = []string{
 }
 
 // waitGone waits until the CallbackReceiver named receiver and everything it owned (its
-// Deployment, Service, ServiceAccount, Role, RoleBinding and routing table Secrets) are
+// StatefulSet, Services, ServiceAccount, Role, RoleBinding and routing table Secrets) are
 // gone: deleted by the manager or the garbage collector, nothing left for anyone to clean.
 func (cl *cluster) waitGone(t *testing.T, ns, receiver string) {
 	t.Helper()
@@ -402,7 +402,7 @@ func (cl *cluster) waitGone(t *testing.T, ns, receiver string) {
 		left = nil
 		for _, k := range []struct{ apiVersion, kind, name string }{
 			{"callbacks.callback-router.dev/v1alpha1", "CallbackReceiver", receiver},
-			{"apps/v1", "Deployment", name}, {"v1", "Service", name}, {"v1", "ServiceAccount", name},
+			{"apps/v1", "StatefulSet", name}, {"v1", "Service", name}, {"v1", "Service", dataplane.HeadlessName(receiver)}, {"v1", "ServiceAccount", name},
 			{"rbac.authorization.k8s.io/v1", "Role", name}, {"rbac.authorization.k8s.io/v1", "RoleBinding", name},
 		} {
 			if cl.exists(t, k.apiVersion, k.kind, ns, k.name) {
@@ -423,17 +423,22 @@ func (cl *cluster) waitGone(t *testing.T, ns, receiver string) {
 	}
 }
 
-// createPodFromTemplate creates a Pod from a Deployment's template in a namespace that
-// enforces the restricted Pod Security Standard: admission rejects it otherwise. No
-// kubelet runs it; acceptance is what is tested.
-func createPodFromTemplate(t *testing.T, cl *cluster, ns string, d *appsv1.Deployment) {
+// createPodFromTemplate creates a Pod from a workload's template (with a volume per claim
+// template, as the statefulset controller adds) in a namespace that enforces the
+// restricted Pod Security Standard: admission rejects it otherwise. No kubelet runs it;
+// acceptance is what is tested.
+func createPodFromTemplate(t *testing.T, cl *cluster, ns, name string, tmpl corev1.PodTemplateSpec, claims []corev1.PersistentVolumeClaim) {
 	t.Helper()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: d.Name + "-", Labels: d.Spec.Template.Labels},
-		Spec:       d.Spec.Template.Spec,
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: name + "-", Labels: tmpl.Labels},
+		Spec:       *tmpl.Spec.DeepCopy(),
+	}
+	for _, c := range claims {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: c.Name, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name + "-" + name + "-0"}}})
 	}
 	if err := cl.c.Create(context.Background(), pod); err != nil {
-		t.Fatalf("a pod of %s is refused in a restricted namespace: %v", d.Name, err)
+		t.Fatalf("a pod of %s is refused in a restricted namespace: %v", name, err)
 	}
 }
 
@@ -591,15 +596,28 @@ func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Errorf("NetworkPolicy selects %v", sel)
 	}
 	rules, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
-	if len(rules) != 2 {
-		t.Fatalf("NetworkPolicy has %d ingress rules, want the callback port's and the metrics port's", len(rules))
+	if len(rules) != 3 {
+		t.Fatalf("NetworkPolicy has %d ingress rules, want the callback port's, the manager's to the metrics port and monitoring's", len(rules))
 	}
 	callbackPeers, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "from")
-	metricsPeers, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "from")
-	metricsPorts, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "ports")
+	managerPeers, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "from")
+	managerPorts, _, _ := unstructured.NestedSlice(rules[1].(map[string]any), "ports")
+	managerSel, _, _ := unstructured.NestedStringMap(managerPeers[0].(map[string]any), "podSelector", "matchLabels")
+	metricsPeers, _, _ := unstructured.NestedSlice(rules[2].(map[string]any), "from")
+	metricsPorts, _, _ := unstructured.NestedSlice(rules[2].(map[string]any), "ports")
 	if len(callbackPeers) != 2 || len(metricsPeers) != 1 || fmt.Sprint(metricsPorts[0].(map[string]any)["port"]) != "9090" {
 		t.Errorf("NetworkPolicy admits %d peers to callbacks (want ingress controller and OpenIM) and %d to metrics port %v (want monitoring to 9090)",
 			len(callbackPeers), len(metricsPeers), metricsPorts)
+	}
+	// The manager reads each pod's pending count from its /metrics (drain before scale-down).
+	mgrPod := managerDeployment(t, objs).Spec.Template.Labels
+	for k, v := range managerSel {
+		if mgrPod[k] != v {
+			t.Errorf("NetworkPolicy admits pods %v to the metrics port; the manager's pods are %v", managerSel, mgrPod)
+		}
+	}
+	if len(managerPeers) != 1 || len(managerSel) == 0 || fmt.Sprint(managerPorts[0].(map[string]any)["port"]) != "9090" {
+		t.Errorf("NetworkPolicy admits %v on %v, want the manager's pods on 9090", managerPeers, managerPorts)
 	}
 	ing := one(t, objs, "Ingress")
 	ingRules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
@@ -619,8 +637,10 @@ func checkProductionRender(t *testing.T, objs []*unstructured.Unstructured) {
 		if sm.GetName() != "im-callbacks-receiver" {
 			continue
 		}
-		if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, receiverSel) {
-			t.Errorf("receiver ServiceMonitor selects %v", sel)
+		// The headless Service, which alone carries the metrics port.
+		headlessSel := map[string]string{labelName: "im-callbacks-pods", labelComponent: "receiver"}
+		if sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels"); !reflect.DeepEqual(sel, headlessSel) {
+			t.Errorf("receiver ServiceMonitor selects %v, want the headless Service's %v", sel, headlessSel)
 		}
 	}
 }

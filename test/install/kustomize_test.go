@@ -67,7 +67,7 @@ func TestKustomizeInstall(t *testing.T) {
 		if err := cl.c.Get(context.Background(), client.ObjectKeyFromObject(d), got); err != nil {
 			t.Fatal(err)
 		}
-		createPodFromTemplate(t, cl, ns, got)
+		createPodFromTemplate(t, cl, ns, got.Name, got.Spec.Template, nil)
 		receiver := cl.checkManagerWorks(t, got, "default", "team-a")
 		cl.checkReceiverCompanions(t, receiver, objs)
 	})

@@ -186,8 +186,8 @@ func (m *managerRun) exited() (bool, error) {
 // ready, has won the leader election, runs the installation's CallbackReceiver (its
 // objects, owned by it, and its routing table), and has routed an app and a route of
 // another namespace (both Ready=True): the whole operator path under the installation's
-// RBAC. It returns the receiver Deployment the manager created.
-func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, receiverName, routeNS string) *appsv1.Deployment {
+// RBAC. It returns the receiver StatefulSet the manager created.
+func (cl *cluster) checkManagerWorks(t *testing.T, d *appsv1.Deployment, receiverName, routeNS string) *appsv1.StatefulSet {
 	t.Helper()
 	ctx := context.Background()
 	ns := d.Namespace
@@ -229,7 +229,7 @@ spec:
 	}
 
 	m := cl.startManager(t, d)
-	var receiver appsv1.Deployment
+	var receiver appsv1.StatefulSet
 	var last string
 	ready := func(o *unstructured.Unstructured) (bool, error) {
 		got := &unstructured.Unstructured{}
@@ -262,7 +262,7 @@ spec:
 			return false, nil
 		}
 		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: objectName}, &receiver); err != nil {
-			last = "receiver Deployment: " + err.Error()
+			last = "receiver StatefulSet: " + err.Error()
 			return false, nil
 		}
 		for _, o := range []client.Object{&receiver, &corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
@@ -301,9 +301,9 @@ spec:
 }
 
 // checkReceiverCompanions checks that the installation's companions select the pods of the
-// receiver Deployment the manager created, and that those pods meet the restricted Pod
+// receiver StatefulSet the manager created, and that those pods meet the restricted Pod
 // Security Standard.
-func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Deployment, companions []*unstructured.Unstructured) {
+func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.StatefulSet, companions []*unstructured.Unstructured) {
 	t.Helper()
 	podLabels := receiver.Spec.Template.Labels
 	matches := func(sel map[string]string) bool {
@@ -332,10 +332,11 @@ func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Deploy
 			if o.GetName() != receiver.Name {
 				continue
 			}
-			// It scrapes the receiver's metrics Service (ClusterIP, metrics port only), whose
-			// selector picks the receiver pods; never the callback Service.
+			// It scrapes the receiver pods through the headless Service (never a
+			// LoadBalancer), whose selector picks every receiver pod; never the callback Service.
 			svc := &corev1.Service{}
-			if err := cl.c.Get(context.Background(), client.ObjectKey{Namespace: receiver.Namespace, Name: receiver.Name + "-metrics"}, svc); err != nil {
+			headless := dataplane.HeadlessName(receiver.OwnerReferences[0].Name)
+			if err := cl.c.Get(context.Background(), client.ObjectKey{Namespace: receiver.Namespace, Name: headless}, svc); err != nil {
 				t.Fatal(err)
 			}
 			endpoints, _, _ := unstructured.NestedSlice(o.Object, "spec", "endpoints")
@@ -391,5 +392,5 @@ func (cl *cluster) checkReceiverCompanions(t *testing.T, receiver *appsv1.Deploy
 			t.Errorf("%s %s selects %v; the receiver pods are labelled %v", o.GetKind(), o.GetName(), sel, podLabels)
 		}
 	}
-	createPodFromTemplate(t, cl, receiver.Namespace, receiver)
+	createPodFromTemplate(t, cl, receiver.Namespace, receiver.Name, receiver.Spec.Template, receiver.Spec.VolumeClaimTemplates)
 }

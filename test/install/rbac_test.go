@@ -98,7 +98,7 @@ func managerNeeds(releaseNS, routeNS string) []access {
 	}
 	all := []string{"get", "list", "watch", "create", "update", "patch", "delete"}
 	for _, gr := range [][2]string{{"", "secrets"}, {"", "services"}, {"", "serviceaccounts"},
-		{"apps", "deployments"}, {"rbac.authorization.k8s.io", "roles"},
+		{"apps", "statefulsets"}, {"rbac.authorization.k8s.io", "roles"},
 		{"rbac.authorization.k8s.io", "rolebindings"}, {"coordination.k8s.io", "leases"},
 		{g, "callbackreceivers"}} {
 		for _, v := range all {
@@ -107,6 +107,14 @@ func managerNeeds(releaseNS, routeNS string) []access {
 	}
 	for _, v := range []string{"get", "update", "patch"} {
 		out = append(out, access{group: g, resource: "callbackreceivers", subresource: "status", verb: v, namespace: releaseNS})
+	}
+	// The migration from a Deployment, and draining before a scale-down.
+	for _, v := range []string{"get", "list", "watch", "delete"} {
+		out = append(out, access{group: "apps", resource: "deployments", verb: v, namespace: releaseNS})
+	}
+	for _, v := range []string{"get", "list", "watch", "patch"} {
+		out = append(out, access{resource: "pods", verb: v, namespace: releaseNS},
+			access{resource: "persistentvolumeclaims", verb: v, namespace: releaseNS})
 	}
 	out = append(out, access{group: g, resource: "callbackreceivers", subresource: "finalizers", verb: "update", namespace: releaseNS})
 	for _, v := range []string{"get", "list", "watch"} {
@@ -117,7 +125,7 @@ func managerNeeds(releaseNS, routeNS string) []access {
 
 // managerMustNot is what least privilege denies the manager: writes outside the release
 // namespace, cluster-scoped writes, and anything it never needs.
-func managerMustNot(routeNS string) []access {
+func managerMustNot(releaseNS, routeNS string) []access {
 	const g = "callbacks.callback-router.dev"
 	return []access{
 		{resource: "secrets", verb: "create", namespace: routeNS},
@@ -126,8 +134,11 @@ func managerMustNot(routeNS string) []access {
 		{resource: "services", verb: "create", namespace: routeNS},
 		{resource: "configmaps", verb: "list", namespace: routeNS},
 		{resource: "namespaces", verb: "update"},
-		{group: "apps", resource: "deployments", verb: "create", namespace: routeNS},
-		{group: "apps", resource: "deployments", verb: "list", namespace: ""},
+		{group: "apps", resource: "deployments", verb: "create", namespace: releaseNS},
+		{group: "apps", resource: "statefulsets", verb: "create", namespace: routeNS},
+		{group: "apps", resource: "statefulsets", verb: "list", namespace: ""},
+		{resource: "persistentvolumeclaims", verb: "delete", namespace: releaseNS},
+		{resource: "pods", verb: "delete", namespace: releaseNS},
 		{group: "rbac.authorization.k8s.io", resource: "roles", verb: "create", namespace: routeNS},
 		{group: "rbac.authorization.k8s.io", resource: "clusterroles", verb: "create"},
 		{group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", verb: "create"},

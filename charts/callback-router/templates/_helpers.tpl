@@ -84,10 +84,14 @@ app.kubernetes.io/name: {{ include "callback-router.receiverObjectName" . }}
 app.kubernetes.io/component: receiver
 {{- end }}
 
-{{/* Labels of the receiver's metrics Service (the manager's <receiver.name>-metrics). */}}
+{{/*
+Labels of the Service that carries the receiver pods' metrics port: the manager's headless
+"<receiver.name>-pods" (controllers/dataplane.HeadlessName), never the callback Service,
+which may be a LoadBalancer's.
+*/}}
 {{- define "callback-router.receiverMetricsSelectorLabels" -}}
-app.kubernetes.io/name: {{ .Values.receiver.name }}
-app.kubernetes.io/component: receiver-metrics
+app.kubernetes.io/name: {{ printf "%s-pods" .Values.receiver.name }}
+app.kubernetes.io/component: receiver
 {{- end }}
 
 {{/* An image reference from repository, tag (default: appVersion) and digest (wins). */}}

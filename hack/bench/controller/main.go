@@ -232,7 +232,7 @@ func (b *bench) stopManager() error {
 func (b *bench) mgrPID() int { return b.mgr.PID() }
 
 func (b *bench) startReceiver(ctx context.Context) error {
-	d, err := b.cl.WaitForDeployment(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
+	d, err := b.cl.WaitForStatefulSet(ctx, receiverNamespace, dataplane.ObjectName(controllers.DefaultReceiverName))
 	if err != nil {
 		return err
 	}
