@@ -193,7 +193,7 @@ func setWorkloadStatus(g Gomega, key types.NamespacedName, replicas, ready int32
 
 // TestReceiverOnJetStream: spec.spool.jetStream reaches the receiver as --spool-url,
 // a stream of the receiver's own, the replicas and the credentials file mounted from
-// the named Secret.
+// the named Secret; its StatefulSet has no claims.
 func TestReceiverOnJetStream(t *testing.T) {
 	g := NewWithT(t)
 	recv := newReceiver(t, receiverNS, "js-alpha", v1alpha1.CallbackReceiverSpec{
@@ -203,8 +203,9 @@ func TestReceiverOnJetStream(t *testing.T) {
 		}},
 	})
 	key := types.NamespacedName{Namespace: receiverNS, Name: ObjectName(recv.Name)}
-	d := &appsv1.Deployment{}
+	d := &appsv1.StatefulSet{}
 	g.Eventually(func() error { return k8s.Get(context.Background(), key, d) }, waitTimeout, pollInterval).Should(Succeed())
+	g.Expect(d.Spec.VolumeClaimTemplates).To(BeEmpty(), "a JetStream receiver keeps nothing on its pods: no claims")
 	c := d.Spec.Template.Spec.Containers[0]
 	g.Expect(c.Args).To(Equal([]string{"receiver", "--listen", ":8080", "--metrics-listen", ":9090",
 		"--spool-url", "nats://127.0.0.1:4222,127.0.0.1:4223", "--spool-stream", "CALLBACKS_" + strings.ToUpper(receiverNS) + "_JS-ALPHA",
