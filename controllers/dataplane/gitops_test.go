@@ -70,12 +70,12 @@ func TestReceiverHealthForGitOps(t *testing.T) {
 	}, waitTimeout, pollInterval).Should(Succeed())
 
 	bad := newReceiver(t, receiverNS, "kstatus-bad", v1alpha1.CallbackReceiverSpec{
-		Spool: &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{URL: "nats://127.0.0.1:4222"}},
+		Service: &v1alpha1.ReceiverService{Port: MetricsPort},
 	})
 	g.Eventually(func(g Gomega) {
 		res := kstatusOf(g, client.ObjectKeyFromObject(bad))
 		g.Expect(res.Status).To(Equal(status.FailedStatus))
-		g.Expect(res.Message).To(ContainSubstring("spool.jetStream is not supported"))
+		g.Expect(res.Message).To(ContainSubstring("is the receiver's metrics port"))
 	}, waitTimeout, pollInterval).Should(Succeed())
 }
 
@@ -123,7 +123,7 @@ func TestKubectlWaitReady(t *testing.T) {
 
 	// A receiver that cannot run never becomes Ready: the wait times out.
 	newReceiver(t, receiverNS, "never", v1alpha1.CallbackReceiverSpec{
-		Spool: &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{URL: "nats://127.0.0.1:4222"}},
+		Service: &v1alpha1.ReceiverService{Port: MetricsPort},
 	})
 	res, err := exec.CommandContext(context.Background(), kc, "--kubeconfig", kubeconfig, "wait", "--for=condition=Ready",
 		"--timeout=2s", "-n", receiverNS, "callbackreceiver/never").CombinedOutput()

@@ -73,6 +73,12 @@ const (
 	SpoolVolume = "spool"
 	// SpoolDir is where the receiver's spool volume is mounted.
 	SpoolDir = "/var/spool/callback-router"
+	// NATSCredsDir is where spec.spool.jetStream.credentialsSecretRef is mounted.
+	NATSCredsDir = "/etc/callback-router/nats" //nolint:gosec // a mount path, not a credential
+	// NATSCredsKey is the key of the NATS credentials file in that Secret.
+	NATSCredsKey = "creds"
+	// natsCredsVolume names the credentials volume.
+	natsCredsVolume = "nats-creds" //nolint:gosec // a volume name, not a credential
 	// TmpDir is a writable emptyDir for the read-only root filesystem.
 	TmpDir = "/tmp"
 	// MetricsPort serves the receiver pods' /metrics (--metrics-listen), apart from the

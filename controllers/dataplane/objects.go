@@ -75,6 +75,9 @@ type ReceiverSettings struct {
 	Port int32
 	// TrustedProxies are CIDRs whose X-Forwarded-For the receiver trusts.
 	TrustedProxies []string
+	// JetStream, when set, is the receiver's JetStream spool (spec.spool.jetStream):
+	// the pods get --spool-url instead of --spool-dir.
+	JetStream *v1alpha1.JetStreamSpool
 	// Retention keeps delivered callbacks for replay (--retention); 0: off.
 	Retention time.Duration
 	// OTLPEndpoint exports spans (--otlp-endpoint); "": off.
@@ -125,9 +128,12 @@ func ResolveReceiver(r *v1alpha1.CallbackReceiver, defaultImage string) (*Receiv
 	}
 	if sp := r.Spec.Spool; sp != nil {
 		if sp.JetStream != nil {
-			// The receiver binary of this version has no --spool-url: refuse rather than run
-			// receivers that silently spool somewhere else than the spec says.
-			return nil, errUnsupported("spool.jetStream is not supported by this version of the receiver; use spool.embedded")
+			if s.Retention > 0 {
+				// The JetStream spool keeps no delivered callbacks: refuse rather than run
+				// receivers that silently cannot replay.
+				return nil, errUnsupported("spec.retention (replay of delivered callbacks) is not supported with spool.jetStream in this version")
+			}
+			s.JetStream, s.Stateless = sp.JetStream.DeepCopy(), true
 		}
 		if e := sp.Embedded; e != nil {
 			if e.Size != nil {
@@ -189,11 +195,9 @@ func ReceiverArgs(s *ReceiverSettings) []string {
 		"receiver",
 		"--listen", ":" + strconv.Itoa(int(s.Port)),
 		"--metrics-listen", ":" + strconv.Itoa(MetricsPort),
-		"--spool-dir", SpoolDir,
-		"--spool-max-bytes", strconv.FormatInt(s.SpoolSize.Value()/SpoolMaxBytesFraction, 10),
-		"--namespace", s.Receiver.Namespace,
-		"--table", s.Table,
 	}
+	args = append(args, SpoolArgs(s)...)
+	args = append(args, "--namespace", s.Receiver.Namespace, "--table", s.Table)
 	if len(s.TrustedProxies) > 0 {
 		args = append(args, "--trusted-proxies", strings.Join(s.TrustedProxies, ","))
 	}
@@ -205,6 +209,36 @@ func ReceiverArgs(s *ReceiverSettings) []string {
 		args = append(args, "--otlp-endpoint", s.OTLPEndpoint)
 	}
 	return args
+}
+
+// SpoolArgs are the receiver's spool arguments: --spool-dir on its volume, or the
+// JetStream spool of spec.spool.jetStream (a stream of its own per CallbackReceiver,
+// JetStreamStreamName, so that receivers sharing a NATS cluster keep apart).
+func SpoolArgs(s *ReceiverSettings) []string {
+	js := s.JetStream
+	if js == nil {
+		return []string{"--spool-dir", SpoolDir,
+			"--spool-max-bytes", strconv.FormatInt(s.SpoolSize.Value()/SpoolMaxBytesFraction, 10)}
+	}
+	replicas := js.Replicas
+	if replicas <= 0 {
+		replicas = v1alpha1.DefaultJetStreamReplicas
+	}
+	args := []string{
+		"--spool-url", js.URL,
+		"--spool-stream", JetStreamStreamName(s.Receiver),
+		"--spool-replicas", strconv.Itoa(int(replicas)),
+	}
+	if js.CredentialsSecretRef != nil {
+		args = append(args, "--spool-creds", NATSCredsDir+"/"+NATSCredsKey)
+	}
+	return args
+}
+
+// JetStreamStreamName is the stream of a CallbackReceiver on a JetStream spool:
+// CALLBACKS_<namespace>_<name>, upper case, with '.' (not allowed in stream names) as '-'.
+func JetStreamStreamName(r *v1alpha1.CallbackReceiver) string {
+	return strings.ToUpper(strings.ReplaceAll("CALLBACKS_"+r.Namespace+"_"+r.Name, ".", "-"))
 }
 
 // DesiredServiceAccount is the receiver's identity.
@@ -331,6 +365,7 @@ func DesiredStatefulSet(s *ReceiverSettings) *appsv1ac.StatefulSetApplyConfigura
 			corev1ac.VolumeMount().WithName(SpoolVolume).WithMountPath(SpoolDir),
 			corev1ac.VolumeMount().WithName("tmp").WithMountPath(TmpDir),
 		).
+		WithVolumeMounts(natsCredsMounts(s)...).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithAllowPrivilegeEscalation(false).
 			WithReadOnlyRootFilesystem(true).
@@ -352,7 +387,8 @@ func DesiredStatefulSet(s *ReceiverSettings) *appsv1ac.StatefulSetApplyConfigura
 		WithVolumes(
 			corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().
 				WithSizeLimit(resource.MustParse(receiverTmpSize))),
-		)
+		).
+		WithVolumes(natsCredsVolumes(s)...)
 	if s.Stateless {
 		// Nothing durable on the pod: the spool mount is scratch space.
 		pod.WithVolumes(corev1ac.Volume().WithName(SpoolVolume).WithEmptyDir(corev1ac.EmptyDirVolumeSource().
@@ -389,4 +425,27 @@ func DesiredStatefulSet(s *ReceiverSettings) *appsv1ac.StatefulSetApplyConfigura
 	return appsv1ac.StatefulSet(s.Name, s.Receiver.Namespace).
 		WithLabels(receiverLabels(s)).WithOwnerReferences(ownerReference(s)).
 		WithSpec(spec)
+}
+
+// natsCredsMounts and natsCredsVolumes mount spec.spool.jetStream.credentialsSecretRef's
+// "creds" key at NATSCredsDir, read-only, when it is set.
+func natsCredsMounts(s *ReceiverSettings) []*corev1ac.VolumeMountApplyConfiguration {
+	if s.JetStream == nil || s.JetStream.CredentialsSecretRef == nil {
+		return nil
+	}
+	return []*corev1ac.VolumeMountApplyConfiguration{
+		corev1ac.VolumeMount().WithName(natsCredsVolume).WithMountPath(NATSCredsDir).WithReadOnly(true),
+	}
+}
+
+func natsCredsVolumes(s *ReceiverSettings) []*corev1ac.VolumeApplyConfiguration {
+	if s.JetStream == nil || s.JetStream.CredentialsSecretRef == nil {
+		return nil
+	}
+	return []*corev1ac.VolumeApplyConfiguration{
+		corev1ac.Volume().WithName(natsCredsVolume).WithSecret(corev1ac.SecretVolumeSource().
+			WithSecretName(s.JetStream.CredentialsSecretRef.Name).
+			WithItems(corev1ac.KeyToPath().WithKey(NATSCredsKey).WithPath(NATSCredsKey)).
+			WithDefaultMode(0o440)),
+	}
 }

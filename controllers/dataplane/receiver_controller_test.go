@@ -191,6 +191,38 @@ func setWorkloadStatus(g Gomega, key types.NamespacedName, replicas, ready int32
 	}, waitTimeout, pollInterval).Should(Succeed())
 }
 
+// TestReceiverOnJetStream: spec.spool.jetStream reaches the receiver as --spool-url,
+// a stream of the receiver's own, the replicas and the credentials file mounted from
+// the named Secret; its StatefulSet has no claims.
+func TestReceiverOnJetStream(t *testing.T) {
+	g := NewWithT(t)
+	recv := newReceiver(t, receiverNS, "js-alpha", v1alpha1.CallbackReceiverSpec{
+		Spool: &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{
+			URL:                  "nats://127.0.0.1:4222,127.0.0.1:4223",
+			CredentialsSecretRef: &v1alpha1.LocalObjectReference{Name: "nats-creds"},
+		}},
+	})
+	key := types.NamespacedName{Namespace: receiverNS, Name: ObjectName(recv.Name)}
+	d := &appsv1.StatefulSet{}
+	g.Eventually(func() error { return k8s.Get(context.Background(), key, d) }, waitTimeout, pollInterval).Should(Succeed())
+	g.Expect(d.Spec.VolumeClaimTemplates).To(BeEmpty(), "a JetStream receiver keeps nothing on its pods: no claims")
+	c := d.Spec.Template.Spec.Containers[0]
+	g.Expect(c.Args).To(Equal([]string{"receiver", "--listen", ":8080", "--metrics-listen", ":9090",
+		"--spool-url", "nats://127.0.0.1:4222,127.0.0.1:4223", "--spool-stream", "CALLBACKS_" + strings.ToUpper(receiverNS) + "_JS-ALPHA",
+		"--spool-replicas", "3", "--spool-creds", NATSCredsDir + "/creds",
+		"--namespace", receiverNS, "--table", TableName(recv.Name), "--admin-listen", AdminAddress}))
+	g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "nats-creds", MountPath: NATSCredsDir, ReadOnly: true}))
+	var found bool
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Name == "nats-creds" {
+			found = true
+			g.Expect(v.Secret.SecretName).To(Equal("nats-creds"))
+			g.Expect(v.Secret.Items).To(Equal([]corev1.KeyToPath{{Key: "creds", Path: "creds"}}))
+		}
+	}
+	g.Expect(found).To(BeTrue(), "no nats-creds volume")
+}
+
 func TestReceiverStatusFollowsWorkload(t *testing.T) {
 	g := NewWithT(t)
 	recv := newReceiver(t, receiverNS, "beta", v1alpha1.CallbackReceiverSpec{Replicas: ptr.To[int32](2)})
@@ -277,9 +309,12 @@ func TestReceiverThatCannotRunStalls(t *testing.T) {
 		// created says whether the StatefulSet exists (the refusal came from the API server).
 		created bool
 	}{
-		"JetStream spool, not supported by this receiver": {
-			spec:    v1alpha1.CallbackReceiverSpec{Spool: &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{URL: "nats://127.0.0.1:4222"}}},
-			message: "spool.jetStream is not supported",
+		"JetStream spool with retention (replay needs the embedded spool)": {
+			spec: v1alpha1.CallbackReceiverSpec{
+				Spool:     &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{URL: "nats://127.0.0.1:4222"}},
+				Retention: &metav1.Duration{Duration: time.Hour},
+			},
+			message: "spec.retention (replay of delivered callbacks) is not supported with spool.jetStream",
 		},
 		"service port on the metrics port": {
 			spec:    v1alpha1.CallbackReceiverSpec{Service: &v1alpha1.ReceiverService{Port: MetricsPort}},

@@ -15,10 +15,11 @@ import (
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/callback-router/callback-router/webhook/spool"
+	"github.com/callback-router/callback-router/webhook/spool/jsspool"
 )
 
 func init() {
-	register("deadletters", "list, redrive or purge the dead letters of a spool directory (receiver stopped)", runDeadLetters)
+	register("deadletters", "list, redrive or purge the dead letters of a spool directory (receiver stopped) or of a JetStream spool", runDeadLetters)
 }
 
 // silent drops the spool's logs: the command prints its own results.
@@ -39,7 +40,7 @@ const (
 	outputJSON    = "json"
 )
 
-const deadLettersSynopsis = "list|redrive|purge (--spool-dir DIR | --admin URL) [--route ns/name] [--id ID] [--output table|json] [--all]"
+const deadLettersSynopsis = "list|redrive|purge (--spool-dir DIR | --admin URL | --spool-url nats://HOST:PORT[,...] [--spool-creds FILE] [--spool-stream NAME]) [--route ns/name] [--id ID] [--output table|json] [--all]"
 
 func runDeadLetters(args []string) error {
 	fs := newFlagSet("deadletters", deadLettersSynopsis)
@@ -49,6 +50,10 @@ func runDeadLetters(args []string) error {
 	output := fs.String("output", "table", "list format: table or json")
 	all := fs.Bool("all", false, "purge: allow purging every dead letter when no --route or --id is given")
 	lockTimeout := fs.Duration("lock-timeout", spool.DefaultLockTimeout, "how long to wait for a spool held by another process")
+	natsURL := fs.String("spool-url", "", "the receivers' JetStream spool (NATS servers) instead of --spool-dir; works while receivers run")
+	js := jsspool.Options{NoCreate: true, Logger: silent}
+	fs.StringVar(&js.CredsFile, "spool-creds", "", "JetStream spool: NATS credentials file")
+	fs.StringVar(&js.Stream, "spool-stream", jsspool.DefaultStream, "JetStream spool: the receivers' stream name")
 	adminURL := fs.String("admin", "", "a running receiver's admin API (its --admin-listen), e.g. http://127.0.0.1:9091, instead of --spool-dir")
 	// The action may come before or after the flags.
 	if err := fs.Parse(args); err != nil {
@@ -81,19 +86,31 @@ func runDeadLetters(args []string) error {
 	if *adminURL != "" {
 		return deadLettersAdmin(*adminURL, action, filter, *output)
 	}
-	// Never create a spool where there was none (a mistyped --spool-dir).
-	if _, err := os.Stat(filepath.Join(*dir, spool.FileName)); err != nil {
-		return fmt.Errorf("deadletters: no spool in %s: %w", *dir, err)
-	}
-
-	// bbolt holds an exclusive lock while a receiver runs, so this fails fast with
-	// spool.ErrInUse instead of waiting for the receiver to stop.
-	s, err := spool.Open(*dir, spool.Options{LockTimeout: *lockTimeout, Logger: silent})
-	if err != nil {
-		return fmt.Errorf("deadletters: %w", err)
+	ctx := context.Background()
+	var s spool.Queue
+	where := *dir
+	if *natsURL != "" {
+		// Never create streams (a mistyped --spool-stream): NoCreate.
+		js.URL = *natsURL
+		q, err := jsspool.Open(ctx, js)
+		if err != nil {
+			return fmt.Errorf("deadletters: %w", err)
+		}
+		s, where = q, "the JetStream stream "+js.Stream
+	} else {
+		// Never create a spool where there was none (a mistyped --spool-dir).
+		if _, err := os.Stat(filepath.Join(*dir, spool.FileName)); err != nil {
+			return fmt.Errorf("deadletters: no spool in %s: %w", *dir, err)
+		}
+		// bbolt holds an exclusive lock while a receiver runs, so this fails fast with
+		// spool.ErrInUse instead of waiting for the receiver to stop.
+		q, err := spool.Open(*dir, spool.Options{LockTimeout: *lockTimeout, Logger: silent})
+		if err != nil {
+			return fmt.Errorf("deadletters: %w", err)
+		}
+		s = q
 	}
 	defer s.Close()
-	ctx := context.Background()
 
 	switch action {
 	case "list":
@@ -115,7 +132,11 @@ func runDeadLetters(args []string) error {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(deadLettersOut, "Redrove %d dead letters: they are delivered when a receiver next runs on %s.\n", n, *dir)
+		if *natsURL != "" {
+			_, err = fmt.Fprintf(deadLettersOut, "Redrove %d dead letters: running receivers deliver them now.\n", n)
+			return err
+		}
+		_, err = fmt.Fprintf(deadLettersOut, "Redrove %d dead letters: they are delivered when a receiver next runs on %s.\n", n, where)
 		return err
 	default:
 		n, err := s.PurgeDeadLetters(ctx, filter)

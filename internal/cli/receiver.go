@@ -33,6 +33,7 @@ import (
 	"github.com/callback-router/callback-router/webhook/replays"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
+	"github.com/callback-router/callback-router/webhook/spool/jsspool"
 	"github.com/callback-router/callback-router/webhook/tablestore"
 	"github.com/callback-router/callback-router/webhook/tracing"
 )
@@ -47,6 +48,8 @@ type receiverFlags struct {
 	listen         string
 	metricsListen  string
 	spoolDir       string
+	spoolURL       string
+	spoolDirSet    bool
 	trustedProxies string
 	maxBodyBytes   int64
 	maxInflight    int64
@@ -59,6 +62,7 @@ type receiverFlags struct {
 	table          string
 	tableStart     time.Duration
 	spool          spool.Options
+	jetStream      jsspool.Options
 	otlpEndpoint   string
 	adminListen    string
 }
@@ -68,6 +72,7 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.listen, "listen", ":8080", "address of the callback endpoints, /healthz and /readyz (and /metrics without --metrics-listen)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "address to serve /metrics on instead of --listen")
 	fs.StringVar(&f.spoolDir, "spool-dir", spool.DefaultDir(), "directory of the durable queue of acknowledged Async callbacks")
+	fs.StringVar(&f.spoolURL, "spool-url", "", "NATS servers (nats://[user:password@]HOST:PORT[,HOST:PORT...]) of a JetStream cluster to spool Async callbacks in instead of --spool-dir; the receiver then keeps no state")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed for sourceCIDRs checks (default: none, X-Forwarded-For ignored)")
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", receiver.DefaultMaxBodyBytes, "largest callback body accepted; larger is answered 413")
 	fs.Int64Var(&f.maxInflight, "max-inflight-body-bytes", receiver.DefaultMaxInflightBodyBytes,
@@ -91,6 +96,32 @@ func (f *receiverFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.adminListen, "admin-listen", "", "serve the admin API (dead letters, replay) on this address: loopback or pod-internal, never the callback port (off by default)")
 	fs.DurationVar(&f.tableStart, "table-start-timeout", DefaultTableStartTimeout, "in-cluster mode: exit with an error when the table Secrets cannot be listed within this (API server unreachable, no permission), so that Kubernetes restarts the receiver")
 	f.spool.BindFlags(fs)
+	f.jetStream.BindFlags(fs)
+}
+
+// openSpool opens the embedded spool in --spool-dir, or the JetStream spool of
+// --spool-url, with the shared limits of f.spool.
+func (f *receiverFlags) openSpool(ctx context.Context) (spool.Queue, string, error) {
+	if f.spoolURL == "" {
+		sp, err := spool.Open(f.spoolDir, f.spool)
+		if err != nil {
+			return nil, "", fmt.Errorf("opening spool %s: %w", f.spoolDir, err)
+		}
+		return sp, f.spoolDir, nil
+	}
+	if f.spool.DeliveredRetention > 0 {
+		return nil, "", errors.New("--retention (replay of delivered callbacks) is not supported with --spool-url in this version")
+	}
+	o := f.jetStream
+	o.URL = f.spoolURL
+	o.MaxConcurrencyPerRoute, o.MaxRetryAfter = f.spool.MaxConcurrencyPerRoute, f.spool.MaxRetryAfter
+	o.DeadLetterRetention, o.Delivery = f.spool.DeadLetterRetention, f.spool.Delivery
+	o.Registerer, o.Logger, o.DeadLetterLogger = f.spool.Registerer, f.spool.Logger, f.spool.DeadLetterLogger
+	sp, err := jsspool.Open(ctx, o)
+	if err != nil {
+		return nil, "", err
+	}
+	return sp, jsspool.Redact(f.spoolURL), nil
 }
 
 // startTracing starts span export to endpoint ("" : none) and returns the provider (nil
@@ -166,6 +197,8 @@ func (f *receiverFlags) validate() ([]netip.Prefix, error) {
 		return nil, errors.New("--max-connections must be positive")
 	case f.syncBudget <= 0 || f.syncBudget >= 2*time.Second:
 		return nil, fmt.Errorf("--sync-budget must be positive and under Tencent's 2s, not %s", f.syncBudget)
+	case f.spoolURL != "" && f.spoolDirSet:
+		return nil, errors.New("--spool-dir and --spool-url are exclusive: the spool is either a directory or a JetStream stream")
 	}
 	if err := receiver.ValidateOpenIMTimeout(f.openIMTimeout); err != nil {
 		return nil, fmt.Errorf("--openim-timeout: %w", err)
@@ -174,7 +207,7 @@ func (f *receiverFlags) validate() ([]netip.Prefix, error) {
 }
 
 func runReceiver(args []string) error {
-	fs := newFlagSet("receiver", "[--routes FILE] [--listen :8080] [--metrics-listen ADDR] [--spool-dir DIR]")
+	fs := newFlagSet("receiver", "[--routes FILE] [--listen :8080] [--metrics-listen ADDR] [--spool-dir DIR | --spool-url nats://HOST:PORT[,HOST:PORT...]]")
 	var f receiverFlags
 	f.bind(fs)
 	zopts := zap.Options{}
@@ -182,6 +215,7 @@ func runReceiver(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	fs.Visit(func(fl *flag.Flag) { f.spoolDirSet = f.spoolDirSet || fl.Name == "spool-dir" })
 	log, unsampled := newLoggers(&zopts)
 	log, unsampled = log.WithName("receiver"), unsampled.WithName("receiver")
 	trusted, err := f.validate()
@@ -201,9 +235,9 @@ func runReceiver(args []string) error {
 	f.spool.Registerer, f.spool.Logger = reg, log.WithName("spool")
 	f.spool.Tracer = tp.Tracer()
 	f.spool.DeadLetterLogger = unsampled.WithName("spool")
-	sp, err := spool.Open(f.spoolDir, f.spool)
+	sp, spoolAt, err := f.openSpool(context.Background())
 	if err != nil {
-		return fmt.Errorf("opening spool %s: %w", f.spoolDir, err)
+		return err
 	}
 	defer func() {
 		if err := sp.Close(); err != nil {
@@ -281,7 +315,11 @@ func runReceiver(args []string) error {
 		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		g.Go(func() error { return receiver.Serve(serveCtx, pln, pmux, f.server) })
 	}
-	if err := serveAdmin(serveCtx, &g, &f, sp); err != nil {
+	st, ok := sp.(admin.Store)
+	if !ok {
+		return fmt.Errorf("the spool (%T) has no admin API", sp)
+	}
+	if err := serveAdmin(serveCtx, &g, &f, st); err != nil {
 		return err
 	}
 	if mln != nil {
@@ -291,7 +329,7 @@ func runReceiver(args []string) error {
 	}
 	spoolDone := make(chan error, 1)
 	go func() { spoolDone <- sp.Run(spoolCtx) }()
-	log.Info("Receiver started", "listen", ln.Addr().String(), "metricsListen", f.metricsListen, "spoolDir", f.spoolDir, "routes", f.routes)
+	log.Info("Receiver started", "listen", ln.Addr().String(), "metricsListen", f.metricsListen, "spool", spoolAt, "routes", f.routes)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Wait() }()

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 
@@ -30,9 +31,13 @@ func ComputeID(provider v1alpha1.Provider, command string, body []byte) string {
 	return command + ":sha256:" + hex.EncodeToString(sum[:16])
 }
 
-// naturalID is the callback's natural key, "" when it has none.
+// naturalID is the callback's natural key, "" when it has none. The result may share
+// body's memory (gjson returns unescaped strings as slices of its input): ComputeID,
+// its only caller, copies it into the key before returning.
 func naturalID(provider v1alpha1.Provider, body []byte) string {
-	root := gjson.ParseBytes(body)
+	// Parsed in place, without gjson.ParseBytes's copy of the body: body is not modified
+	// while this runs, and nothing parsed from it outlives ComputeID.
+	root := gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body)))
 	if !root.IsObject() {
 		return ""
 	}

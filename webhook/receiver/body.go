@@ -57,11 +57,15 @@ func (h *Handler) readBody(x *exchange, q *request) (body []byte, release func()
 	if n < 0 { // chunked: its length is known only at the end
 		reserve = limit
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), BodyBudgetWait)
-	err = h.bodyBudget.Acquire(ctx, reserve)
-	cancel()
-	if err != nil {
-		return nil, release, errBusy
+	// The budget is almost always free: take it without a context and its timer, and
+	// wait (up to BodyBudgetWait) only when it is not.
+	if !h.bodyBudget.TryAcquire(reserve) {
+		ctx, cancel := context.WithTimeout(context.Background(), BodyBudgetWait)
+		err = h.bodyBudget.Acquire(ctx, reserve)
+		cancel()
+		if err != nil {
+			return nil, release, errBusy
+		}
 	}
 	release = func() { h.bodyBudget.Release(reserve) }
 

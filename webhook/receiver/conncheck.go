@@ -26,6 +26,7 @@ var errStaleConn = errors.New("kept-alive backend connection was closed by the b
 type checkedConn struct {
 	net.Conn
 	raw          syscall.RawConn // nil when the connection cannot be checked
+	peek         *connPeek       // the peek's buffer and callback, made once
 	readSinceUse bool            // an answer was read: the next write starts a new request
 }
 
@@ -33,7 +34,7 @@ func newCheckedConn(c net.Conn) net.Conn {
 	cc := &checkedConn{Conn: c}
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
-			cc.raw = raw
+			cc.raw, cc.peek = raw, newConnPeek()
 		}
 	}
 	return cc
@@ -47,7 +48,7 @@ func (c *checkedConn) Read(p []byte) (int, error) {
 func (c *checkedConn) Write(p []byte) (int, error) {
 	if c.readSinceUse {
 		c.readSinceUse = false
-		if c.raw != nil && !connAlive(c.raw) {
+		if c.raw != nil && !connAlive(c.raw, c.peek) {
 			return 0, errStaleConn
 		}
 	}

@@ -70,6 +70,11 @@ type attemptResult struct {
 
 // attempt POSTs cb to t once.
 func (s *Spool) attempt(ctx context.Context, cb *callback.Callback, t *callback.Target, n int) attemptResult {
+	return attemptWith(ctx, s.client, cb, t, n)
+}
+
+// attemptWith POSTs cb to t once through client; both spools deliver with it.
+func attemptWith(ctx context.Context, client httpDoer, cb *callback.Callback, t *callback.Target, n int) attemptResult {
 	actx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost,
@@ -79,7 +84,7 @@ func (s *Spool) attempt(ctx context.Context, cb *callback.Callback, t *callback.
 		return attemptResult{reason: fmt.Sprintf("building request: %v", err)}
 	}
 	cb.VisitHeaders(t.Route, n, req.Header.Set)
-	resp, err := s.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return attemptResult{aborted: true, reason: "shutting down"}

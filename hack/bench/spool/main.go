@@ -11,11 +11,17 @@
 //     sends them, whatever the spool's speed; latency is measured from each callback's
 //     scheduled arrival, so a stall shows in full (no coordinated omission).
 //
+// Modes (-modes): the embedded spool durable ("durable": fsync per commit) and
+// in-memory ("nosync"), and the JetStream spool on a NATS cluster run in this process on
+// loopback (nats-server/v2, file storage, sync_interval always): one server, stream
+// replicas 1 ("js-r1"), and three servers, replicas 3 ("js-r3"). An acknowledgement is
+// Enqueue returning nil: an fsync'd commit, or JetStream's PubAck.
+//
 // Every case is bounded by -duration and -max. The delivery cases (order.go) then time the
 // delivery of a stored backlog, unordered against ordered by conversation. The result is
 // markdown tables:
 //
-//	go run ./hack/bench/spool [-duration 5s] [-concurrency 32,128] [-rate 5000] [-deliver=true]
+//	go run ./hack/bench/spool [-duration 5s] [-concurrency 32,128] [-rate 5000] [-deliver=true] [-modes durable,nosync,js-r1,js-r3]
 package main
 
 import (
@@ -41,8 +47,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/internal/natstest"
 	"github.com/callback-router/callback-router/webhook/callback"
 	"github.com/callback-router/callback-router/webhook/spool"
+	"github.com/callback-router/callback-router/webhook/spool/jsspool"
 )
 
 // sampleBody is testdata/tencent-c2c-after-send.json; its MsgKey is replaced per callback.
@@ -117,7 +125,9 @@ func run() error {
 	deliver := flag.Bool("deliver", true, "deliver to a loopback backend while enqueuing, as a receiver does")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	dir := flag.String("dir", "", "where to create the spools (default: a temp dir, removed afterwards)")
+	modeList := flag.String("modes", "durable,nosync,js-r1,js-r3", "spools to measure: durable, nosync, js-r1, js-r3")
 	flag.Parse()
+	modes := strings.Split(*modeList, ",")
 
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -169,10 +179,27 @@ func run() error {
 		url = "http://" + l.Addr().String() + "/im"
 	}
 
+	clusters := map[string]*natstest.Cluster{}
+	defer func() {
+		for _, c := range clusters {
+			c.Stop()
+		}
+	}()
+	for _, m := range modes {
+		n := map[string]int{modeJSR1: 1, modeJSR3: 3}[m]
+		if n == 0 {
+			continue
+		}
+		c, err := natstest.Start(n, filepath.Join(base, m), "", "")
+		if err != nil {
+			return err
+		}
+		clusters[m] = c
+	}
 	var results []result
 	for i, l := range loads {
-		for _, noSync := range []bool{false, true} {
-			r, err := runCase(fmt.Sprintf("%s/%d-%t", base, i, noSync), noSync, l, *duration, *maxAcks, url, *perRoute)
+		for _, m := range modes {
+			r, err := runCase(fmt.Sprintf("%s/%d-%s", base, i, m), m, clusters[m], i, l, *duration, *maxAcks, url, *perRoute)
 			if err != nil {
 				return err
 			}
@@ -190,12 +217,18 @@ func run() error {
 			perCommit = float64(r.acks) / r.commits
 		}
 		commits := fmt.Sprintf("%.0f", r.commits/secs)
-		if r.mode != "durable" {
+		switch {
+		case strings.HasPrefix(r.mode, "JetStream"):
+			commits, perCommit = "(server side)", 0
+		case r.mode != modeDurable:
 			commits = "(no fsync) " + commits
 		}
 		fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %s | %.1f | %.0f | %d | %.1f (%.1f) |\n", r.mode, r.load,
 			float64(r.acks)/secs, ms(r.p50), ms(r.p99), commits, ms(r.commitP99), perCommit, r.delivered/secs, r.errors,
 			float64(r.logical)/(1<<20), float64(r.file)/(1<<20))
+	}
+	if e := firstErr.Load(); e != nil {
+		fmt.Printf("\nFirst Enqueue error: %s\n", e)
 	}
 	return runOrderCases(base, *perRoute)
 }
@@ -211,11 +244,26 @@ func newCallback(i int64) *callback.Callback {
 	}
 }
 
-func runCase(dir string, noSync bool, l load, duration time.Duration, maxAcks int, url string, perRoute int) (result, error) {
+func runCase(dir, mode string, nc *natstest.Cluster, caseNo int, l load, duration time.Duration, maxAcks int, url string, perRoute int) (result, error) {
 	reg := prometheus.NewRegistry()
-	s, err := spool.Open(dir, spool.Options{NoSync: noSync, Registerer: reg, Logger: silent, MaxConcurrencyPerRoute: perRoute})
-	if err != nil {
-		return result{}, err
+	var s spool.Queue
+	var embedded *spool.Spool
+	switch mode {
+	case modeDurable, modeNoSync:
+		sp, err := spool.Open(dir, spool.Options{NoSync: mode == modeNoSync, Registerer: reg, Logger: silent, MaxConcurrencyPerRoute: perRoute})
+		if err != nil {
+			return result{}, err
+		}
+		s, embedded = sp, sp
+	case modeJSR1, modeJSR3:
+		sp, err := jsspool.Open(context.Background(), jsspool.Options{URL: nc.URL(), Stream: fmt.Sprintf("BENCH%d", caseNo),
+			Replicas: len(nc.Servers), Registerer: reg, Logger: silent, MaxConcurrencyPerRoute: perRoute})
+		if err != nil {
+			return result{}, err
+		}
+		s = sp
+	default:
+		return result{}, fmt.Errorf("unknown mode %q", mode)
 	}
 	defer s.Close()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -271,7 +319,10 @@ func runCase(dir string, noSync bool, l load, duration time.Duration, maxAcks in
 			}
 		}
 	}
-	logical := s.Bytes()
+	var logical int64
+	if embedded != nil {
+		logical = embedded.Bytes()
+	}
 	if err := s.Close(); err != nil {
 		return result{}, err
 	}
@@ -280,11 +331,9 @@ func runCase(dir string, noSync bool, l load, duration time.Duration, maxAcks in
 		file = fi.Size()
 	}
 	slices.Sort(all)
-	r := result{mode: "durable", load: l, acks: len(all), errors: int(errs.Load()), elapsed: elapsed,
+	r := result{mode: map[string]string{modeDurable: "durable", modeNoSync: "in-memory (NoSync)",
+		modeJSR1: "JetStream R1", modeJSR3: "JetStream R3 (3 servers)"}[mode], load: l, acks: len(all), errors: int(errs.Load()), elapsed: elapsed,
 		logical: logical, file: file, commits: commits, delivered: delivered, commitP99: commitP99}
-	if noSync {
-		r.mode = "in-memory (NoSync)"
-	}
 	if len(all) > 0 {
 		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
 	}
@@ -292,7 +341,7 @@ func runCase(dir string, noSync bool, l load, duration time.Duration, maxAcks in
 }
 
 // closedLoop runs n enqueuers until the deadline; each records its own latencies.
-func closedLoop(ctx context.Context, s *spool.Spool, targets []callback.Target, n int, deadline time.Time, maxAcks int,
+func closedLoop(ctx context.Context, s spool.Queue, targets []callback.Target, n int, deadline time.Time, maxAcks int,
 	errs *atomic.Int64, record func([]time.Duration)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -308,6 +357,7 @@ func closedLoop(ctx context.Context, s *spool.Spool, targets []callback.Target, 
 				cb := newCallback(i)
 				t0 := time.Now()
 				if err := s.Enqueue(ctx, cb, targets); err != nil {
+					noteErr(err)
 					errs.Add(1)
 					if errors.Is(err, spool.ErrClosed) {
 						return
@@ -323,7 +373,7 @@ func closedLoop(ctx context.Context, s *spool.Spool, targets []callback.Target, 
 
 // openLoop starts one enqueue per 1/rate second until the deadline, whatever the spool's
 // speed, and measures each from its scheduled arrival.
-func openLoop(ctx context.Context, s *spool.Spool, targets []callback.Target, rate int, deadline time.Time, maxAcks int,
+func openLoop(ctx context.Context, s spool.Queue, targets []callback.Target, rate int, deadline time.Time, maxAcks int,
 	errs *atomic.Int64, record func([]time.Duration)) {
 	sem := make(chan struct{}, maxOpenLoopInFlight)
 	lat := make(chan time.Duration, maxOpenLoopInFlight)
@@ -351,6 +401,7 @@ func openLoop(ctx context.Context, s *spool.Spool, targets []callback.Target, ra
 		wg.Go(func() {
 			defer func() { <-sem }()
 			if err := s.Enqueue(ctx, newCallback(i), targets); err != nil {
+				noteErr(err)
 				errs.Add(1)
 				return
 			}
@@ -361,6 +412,19 @@ func openLoop(ctx context.Context, s *spool.Spool, targets []callback.Target, ra
 	close(lat)
 	<-collected
 }
+
+// Modes of -modes.
+const (
+	modeDurable = "durable"
+	modeNoSync  = "nosync"
+	modeJSR1    = "js-r1"
+	modeJSR3    = "js-r3"
+)
+
+// firstErr keeps the first Enqueue error of the run, printed under the table.
+var firstErr atomic.Value
+
+func noteErr(err error) { firstErr.CompareAndSwap(nil, err.Error()) }
 
 func ms(d time.Duration) string {
 	return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000)
