@@ -270,7 +270,11 @@ func runReceiver(args []string) error {
 	} else {
 		// In-cluster mode carries out the CallbackReplays published in the table; standalone
 		// mode has no CallbackReplays (`callback-router replay --admin` is the way there).
-		runner, err := replays.New(sp, reg, log.WithName("replay"), 0)
+		rs, ok := sp.(replays.Spool)
+		if !ok {
+			rs = replays.Unsupported(spoolAt)
+		}
+		runner, err := replays.New(rs, reg, log.WithName("replay"), 0)
 		if err != nil {
 			return fmt.Errorf("registering the replay metrics: %w", err)
 		}

@@ -10,6 +10,7 @@ package replays
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -39,6 +40,17 @@ const DefaultRetryInterval = 10 * time.Second
 // Spool is what a Runner needs of the spool.
 type Spool interface {
 	ReplayOnce(ctx context.Context, id string, req spool.ReplayRequest) (spool.ReplayResult, error)
+}
+
+// Unsupported is the Spool of a queue that cannot run replays (the JetStream spool keeps
+// no delivered callbacks and no replay records): every replay fails with an error that
+// says so, shown per pod in the CallbackReplay's status.
+func Unsupported(where string) Spool { return unsupported(where) }
+
+type unsupported string
+
+func (u unsupported) ReplayOnce(context.Context, string, spool.ReplayRequest) (spool.ReplayResult, error) {
+	return spool.ReplayResult{}, fmt.Errorf("the spool at %s does not carry out CallbackReplays: use `callback-router deadletters redrive --spool-url`", string(u))
 }
 
 // Runner runs the replays of the latest table.
