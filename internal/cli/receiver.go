@@ -267,21 +267,8 @@ func runReceiver(args []string) error {
 		if err := loadRoutes(log, h, f.routes); err != nil {
 			return err
 		}
-	} else {
-		// In-cluster mode carries out the CallbackReplays published in the table; standalone
-		// mode has no CallbackReplays (`callback-router replay --admin` is the way there).
-		rs, ok := sp.(replays.Spool)
-		if !ok {
-			rs = replays.Unsupported(spoolAt)
-		}
-		runner, err := replays.New(rs, reg, log.WithName("replay"), 0)
-		if err != nil {
-			return fmt.Errorf("registering the replay metrics: %w", err)
-		}
-		go runner.Run(watchCtx)
-		if watchErr, err = watchTable(watchCtx, log, h, runner, f.namespace, f.table, f.tableStart); err != nil {
-			return err
-		}
+	} else if watchErr, err = startInCluster(watchCtx, log, h, sp, spoolAt, reg, &f); err != nil {
+		return err
 	}
 
 	ln, err := listen(f.listen)
@@ -478,6 +465,23 @@ func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
 	debug.FreeOSMemory()
 	log.Info("Routing table loaded", "apps", len(out.Tables[routing.StandaloneReceiver].Apps), "routes", t.Len(), "of", len(out.Routes))
 	return nil
+}
+
+// startInCluster starts the table watch and the runner of the CallbackReplays published
+// in the table. Standalone mode has no CallbackReplays (`callback-router replay --admin`
+// is the way there).
+func startInCluster(ctx context.Context, log logr.Logger, h *receiver.Handler, sp spool.Queue, spoolAt string,
+	reg prometheus.Registerer, f *receiverFlags) (<-chan error, error) {
+	rs, ok := sp.(replays.Spool)
+	if !ok {
+		rs = replays.Unsupported(spoolAt)
+	}
+	runner, err := replays.New(rs, reg, log.WithName("replay"), 0)
+	if err != nil {
+		return nil, fmt.Errorf("registering the replay metrics: %w", err)
+	}
+	go runner.Run(ctx)
+	return watchTable(ctx, log, h, runner, f.namespace, f.table, f.tableStart)
 }
 
 // DefaultTableStartTimeout is --table-start-timeout: how long the receiver waits for the
