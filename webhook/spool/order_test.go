@@ -350,9 +350,26 @@ func TestOrderedRestartKill9(t *testing.T) {
 	killTimer := time.AfterFunc(2*crashHelperTime, func() { _ = cmd.Process.Kill() })
 	defer killTimer.Stop()
 	acked := map[string]int{}
-	total := 0
+	var total atomic.Int64
+	// Kill once half are acknowledged and the backend has delivered some of them,
+	// mid-stream. Watched apart from the reading loop: the helper may print every ACK
+	// before the backend has seen 40 deliveries, and then print nothing more.
+	watchDone := make(chan struct{})
+	defer close(watchDone)
+	go func() {
+		for {
+			select {
+			case <-watchDone:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			if total.Load() >= orderKeys*orderPerKey/2 && len(b.requests()) >= 40 {
+				_ = cmd.Process.Signal(syscall.SIGKILL)
+				return
+			}
+		}
+	}()
 	r := bufio.NewReader(stdout)
-	killed := false
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -364,19 +381,12 @@ func TestOrderedRestartKill9(t *testing.T) {
 		}
 		n, _ := strconv.Atoi(f[2])
 		acked[f[1]] = max(acked[f[1]], n)
-		total++
-		// Kill once the backend has delivered some of them, mid-stream.
-		if !killed && total >= orderKeys*orderPerKey/2 && len(b.requests()) >= 40 {
-			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			killed = true
-		}
+		total.Add(1)
 	}
 	err = cmd.Wait()
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || !exitErr.Sys().(syscall.WaitStatus).Signaled() {
-		t.Fatalf("helper was not killed by SIGKILL (acknowledged %d, backend got %d): %v\nstderr:\n%s", total, len(b.requests()), err, stderr.String())
+		t.Fatalf("helper was not killed by SIGKILL (acknowledged %d, backend got %d): %v\nstderr:\n%s", total.Load(), len(b.requests()), err, stderr.String())
 	}
 	before := len(b.requests())
 	s, _ := openSpool(t, dir, Options{})
@@ -408,7 +418,7 @@ func TestOrderedRestartKill9(t *testing.T) {
 		}
 	}
 	t.Logf("killed after %d acknowledgements and %d deliveries; after the restart %d more, %d repeats of a callback in flight at the kill",
-		total, before, len(b.requests())-before, repeats)
+		total.Load(), before, len(b.requests())-before, repeats)
 	if repeats > orderKeys {
 		t.Errorf("%d repeats: more than one per conversation", repeats)
 	}
