@@ -5,8 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -44,44 +41,8 @@ const (
 	c2cCommand = "C2C.CallbackAfterSendMsg"
 )
 
-// crashRoutes fans every C2C after-send callback out to two Async routes of one backend.
-const crashRoutes = `---
-apiVersion: v1
-kind: Secret
-metadata: {name: tencent-im, namespace: chat}
-stringData: {token: %[1]s}
----
-apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackApp
-metadata: {name: chat-prod, namespace: chat}
-spec:
-  provider: TencentIM
-  appID: "%[2]s"
-  receiverRef: {name: default}
-  verify: {tokenSecretRef: {name: tencent-im}}
----
-apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: archive, namespace: chat}
-spec:
-  appRef: {name: chat-prod}
-  commands: [C2C.CallbackAfterSendMsg]
-  mode: Async
-  backend: {url: "%[3]s", path: /archive, timeout: 2s}
-  retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 500ms}
----
-apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: analytics, namespace: chat}
-spec:
-  appRef: {name: chat-prod}
-  commands: ["C2C.*"]
-  mode: Async
-  backend: {url: "%[3]s", path: /analytics, timeout: 2s}
-  retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 500ms}
-`
-
-var routeNames = []string{"chat/archive", "chat/analytics"}
+// routeNames are the routes of testenv.FanOutRoutes, the test routes.
+var routeNames = testenv.FanOutRouteNames
 
 // buildBinary builds callback-router from the repository root into a temp dir.
 func buildBinary(t *testing.T) string {
@@ -94,71 +55,24 @@ func buildBinary(t *testing.T) string {
 }
 
 // freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
-}
+func freeAddr(t *testing.T) string { return testenv.FreeAddr(t) }
 
-// receiverProc is a running `callback-router receiver`.
-type receiverProc struct {
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	addr string
-}
-
-func startReceiver(t *testing.T, bin, routes, spoolDir string) *receiverProc {
+// startReceiver starts the receiver on spoolDir and waits for /readyz.
+func startReceiver(t *testing.T, bin, routes, spoolDir string) *testenv.ReceiverProc {
 	t.Helper()
 	return startReceiverWith(t, nil, bin, routes, spoolDir)
 }
 
 // startReceiverWith starts the receiver through the command prefix (e.g. a shell setting
 // limits; nil for none), with extra flags, and waits for /readyz.
-func startReceiverWith(t *testing.T, prefix []string, bin, routes, spoolDir string, extra ...string) *receiverProc {
+func startReceiverWith(t *testing.T, prefix []string, bin, routes, spoolDir string, extra ...string) *testenv.ReceiverProc {
 	t.Helper()
-	p := &receiverProc{addr: freeAddr(t), logs: &syncBuffer{max: 1 << 20}}
-	argv := append(append(append([]string(nil), prefix...), bin, "receiver", "--routes", routes, "--listen", p.addr, "--spool-dir", spoolDir, "--drain-delay", "0s"), extra...)
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("receiver logs (%s):\n%s", p.addr, p.logs.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + p.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("receiver on %s not ready after 30s: %v\n%s", p.addr, err, p.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return testenv.StartReceiver(t, prefix, bin, routes, append([]string{"--spool-dir", spoolDir}, extra...)...)
 }
 
 // signedURL is the URL Tencent IM would call, signed with crashToken.
 func signedURL(addr string) string {
-	rt := strconv.FormatInt(time.Now().Unix(), 10)
-	sum := sha256.Sum256([]byte(crashToken + rt))
-	return fmt.Sprintf("http://%s/tencent?SdkAppid=%s&CallbackCommand=%s&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI&Sign=%s&RequestTime=%s",
-		addr, crashAppID, c2cCommand, hex.EncodeToString(sum[:]), rt)
+	return testenv.SignedTencentURL(addr, crashToken, crashAppID, c2cCommand)
 }
 
 // TestReceiverCrashKill9 is the durability promise through the real binary: while the
@@ -184,7 +98,7 @@ func TestReceiverCrashKill9(t *testing.T) {
 	spoolDir := filepath.Join(work, "spool")
 	backendAddr := freeAddr(t) // down until after the crash
 	routes := filepath.Join(work, "routes.yaml")
-	if err := os.WriteFile(routes, fmt.Appendf(nil, crashRoutes, crashToken, crashAppID, "http://"+backendAddr), 0o600); err != nil {
+	if err := os.WriteFile(routes, fmt.Appendf(nil, testenv.FanOutRoutes, crashToken, crashAppID, "http://"+backendAddr), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -227,7 +141,7 @@ func TestReceiverCrashKill9(t *testing.T) {
 					return
 				}
 				b := makeBody(i)
-				resp, err := client.Post(signedURL(rcv.addr), "application/json", bytes.NewReader(b))
+				resp, err := client.Post(signedURL(rcv.Addr), "application/json", bytes.NewReader(b))
 				if err != nil {
 					mu.Lock()
 					other[0]++
@@ -241,7 +155,7 @@ func TestReceiverCrashKill9(t *testing.T) {
 					acked[callback.ComputeID(v1alpha1.ProviderTencentIM, c2cCommand, b)] = true
 					if len(acked) >= crashKillAfter {
 						killOnce.Do(func() {
-							_ = rcv.cmd.Process.Signal(syscall.SIGKILL)
+							_ = rcv.Cmd.Process.Signal(syscall.SIGKILL)
 							close(killed)
 						})
 					}
@@ -253,7 +167,7 @@ func TestReceiverCrashKill9(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	err = rcv.cmd.Wait()
+	err = rcv.Cmd.Wait()
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || !exitErr.Sys().(syscall.WaitStatus).Signaled() {
 		t.Fatalf("receiver was not killed by SIGKILL: %v (acked %d, other answers %v)", err, len(acked), other)
@@ -307,10 +221,10 @@ func TestReceiverCrashKill9(t *testing.T) {
 	}
 
 	// A graceful stop of the second receiver exits cleanly.
-	if err := rcv2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := rcv2.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := rcv2.cmd.Wait(); err != nil {
+	if err := rcv2.Cmd.Wait(); err != nil {
 		t.Errorf("receiver after SIGTERM: %v", err)
 	}
 	hmu.Lock()
@@ -325,27 +239,3 @@ func TestReceiverCrashKill9(t *testing.T) {
 	t.Logf("backend got %d requests for %d acknowledged callbacks x %d routes: %d duplicates; %d deliveries of callbacks stored but whose OK the kill cut off",
 		total, len(acked), len(routeNames), dups, unacked)
 }
-
-// syncBuffer is a goroutine-safe buffer that keeps the first max bytes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.max - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-var _ io.Writer = (*syncBuffer)(nil)

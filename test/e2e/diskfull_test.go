@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/internal/testenv"
 	"github.com/callback-router/callback-router/webhook/callback"
 )
 
@@ -65,7 +66,7 @@ func TestReceiverDiskFull(t *testing.T) {
 	work := t.TempDir()
 	backendAddr := freeAddr(t) // down until the volume is full
 	routes := filepath.Join(work, "routes.yaml")
-	if err := os.WriteFile(routes, fmt.Appendf(nil, crashRoutes, crashToken, crashAppID, "http://"+backendAddr), 0o600); err != nil {
+	if err := os.WriteFile(routes, fmt.Appendf(nil, testenv.FanOutRoutes, crashToken, crashAppID, "http://"+backendAddr), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// The shell ignores SIGXFSZ; the ignored disposition survives exec into prlimit and the
@@ -97,7 +98,7 @@ func TestReceiverDiskFull(t *testing.T) {
 	)
 	post := func(i int64) (int, []byte, string, error) {
 		b := makeBody(i)
-		resp, err := client.Post(signedURL(rcv.addr), "application/json", bytes.NewReader(b))
+		resp, err := client.Post(signedURL(rcv.Addr), "application/json", bytes.NewReader(b))
 		if err != nil {
 			return 0, nil, "", err
 		}
@@ -141,10 +142,10 @@ func TestReceiverDiskFull(t *testing.T) {
 	if len(acked) == 0 || len(other) > 0 || len(badFails) > 0 {
 		t.Fatalf("want 200 OKs, then 503s in the provider's envelope only; got %d OKs, other %v, 503 bodies %q", len(acked), other, badFails)
 	}
-	if rcv.cmd.ProcessState != nil {
-		t.Fatalf("the receiver exited: %v", rcv.cmd.ProcessState)
+	if rcv.Cmd.ProcessState != nil {
+		t.Fatalf("the receiver exited: %v", rcv.Cmd.ProcessState)
 	}
-	if !strings.Contains(rcv.logs.String(), "file too large") {
+	if !strings.Contains(rcv.Logs.String(), "file too large") {
 		t.Errorf("the receiver's log does not show EFBIG (file too large): the refusals had another cause")
 	}
 
