@@ -180,45 +180,9 @@ func TestReceiverCrashKill9(t *testing.T) {
 	}
 
 	// Phase 2: the backend comes up, a new receiver resumes from the same spool.
-	type hit struct{ route, id string }
-	var hmu sync.Mutex
-	hits := map[hit]int{}
-	total := 0
-	bl, err := net.Listen("tcp", backendAddr)
-	if err != nil {
-		t.Fatalf("backend re-listening on %s: %v", backendAddr, err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		hmu.Lock()
-		hits[hit{r.Header.Get(callback.HeaderRoute), r.Header.Get(callback.HeaderID)}]++
-		total++
-		hmu.Unlock()
-	})}
-	go func() { _ = srv.Serve(bl) }()
-	t.Cleanup(func() { _ = srv.Close() })
-
+	backend := serveDeliveries(t, backendAddr)
 	rcv2 := startReceiver(t, bin, routes, spoolDir)
-	missing := func() int {
-		hmu.Lock()
-		defer hmu.Unlock()
-		n := 0
-		for id := range acked {
-			for _, r := range routeNames {
-				if hits[hit{r, id}] == 0 {
-					n++
-				}
-			}
-		}
-		return n
-	}
-	deadline := time.Now().Add(crashDeliverTimeout)
-	for missing() > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := missing(); n > 0 {
-		t.Fatalf("%d of %d acknowledged deliveries lost across kill -9", n, len(acked)*len(routeNames))
-	}
+	backend.waitDelivered(t, acked, " across kill -9")
 
 	// A graceful stop of the second receiver exits cleanly.
 	if err := rcv2.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -227,15 +191,75 @@ func TestReceiverCrashKill9(t *testing.T) {
 	if err := rcv2.Cmd.Wait(); err != nil {
 		t.Errorf("receiver after SIGTERM: %v", err)
 	}
-	hmu.Lock()
-	defer hmu.Unlock()
+	backend.mu.Lock()
+	defer backend.mu.Unlock()
 	dups, unacked := 0, 0
-	for h, n := range hits {
+	for h, n := range backend.hits {
 		dups += n - 1
 		if !acked[h.id] {
 			unacked++
 		}
 	}
 	t.Logf("backend got %d requests for %d acknowledged callbacks x %d routes: %d duplicates; %d deliveries of callbacks stored but whose OK the kill cut off",
-		total, len(acked), len(routeNames), dups, unacked)
+		backend.total, len(acked), len(routeNames), dups, unacked)
+}
+
+// deliveryKey is one delivery: a route and a callback ID.
+type deliveryKey struct{ route, id string }
+
+// deliveryBackend is a loopback backend that counts deliveries per route and callback ID.
+type deliveryBackend struct {
+	mu    sync.Mutex
+	hits  map[deliveryKey]int
+	total int
+}
+
+// serveDeliveries starts a deliveryBackend on addr until the test's end.
+func serveDeliveries(t *testing.T, addr string) *deliveryBackend {
+	t.Helper()
+	b := &deliveryBackend{hits: map[deliveryKey]int{}}
+	bl, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("backend listening on %s: %v", addr, err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		b.mu.Lock()
+		b.hits[deliveryKey{r.Header.Get(callback.HeaderRoute), r.Header.Get(callback.HeaderID)}]++
+		b.total++
+		b.mu.Unlock()
+	})}
+	go func() { _ = srv.Serve(bl) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return b
+}
+
+// missing counts the deliveries of acknowledged callbacks, on every route of routeNames,
+// the backend has not received.
+func (b *deliveryBackend) missing(acked map[string]bool) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for id := range acked {
+		for _, r := range routeNames {
+			if b.hits[deliveryKey{r, id}] == 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// waitDelivered waits up to crashDeliverTimeout until the backend has received every
+// acknowledged callback on every route of routeNames, and fails t with how many it has
+// not ("... lost" followed by after, e.g. " across kill -9").
+func (b *deliveryBackend) waitDelivered(t *testing.T, acked map[string]bool, after string) {
+	t.Helper()
+	deadline := time.Now().Add(crashDeliverTimeout)
+	for b.missing(acked) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := b.missing(acked); n > 0 {
+		t.Fatalf("%d of %d acknowledged deliveries lost%s", n, len(acked)*len(routeNames), after)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -150,7 +149,7 @@ func TestReceiverDiskFull(t *testing.T) {
 	}
 
 	// The backend comes up: everything acknowledged reaches both routes.
-	serveUntilDelivered(t, backendAddr, acked)
+	serveDeliveries(t, backendAddr).waitDelivered(t, acked, "")
 
 	// Delivered callbacks freed their pages: new callbacks are stored again.
 	var status int
@@ -163,46 +162,4 @@ func TestReceiverDiskFull(t *testing.T) {
 	if status != http.StatusOK {
 		t.Errorf("after the backlog was delivered, a new callback got %d (err %v), want 200", status, err)
 	}
-}
-
-// serveUntilDelivered starts a backend on addr and waits until it has received every
-// acknowledged callback on every route of routeNames.
-func serveUntilDelivered(t *testing.T, backendAddr string, acked map[string]bool) {
-	t.Helper()
-	type hit struct{ route, id string }
-	var hmu sync.Mutex
-	hits := map[hit]int{}
-	bl, err := net.Listen("tcp", backendAddr)
-	if err != nil {
-		t.Fatalf("backend listening on %s: %v", backendAddr, err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		hmu.Lock()
-		hits[hit{r.Header.Get(callback.HeaderRoute), r.Header.Get(callback.HeaderID)}]++
-		hmu.Unlock()
-	})}
-	go func() { _ = srv.Serve(bl) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	missing := func() int {
-		hmu.Lock()
-		defer hmu.Unlock()
-		n := 0
-		for id := range acked {
-			for _, r := range routeNames {
-				if hits[hit{r, id}] == 0 {
-					n++
-				}
-			}
-		}
-		return n
-	}
-	deadline := time.Now().Add(crashDeliverTimeout)
-	for missing() > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := missing(); n > 0 {
-		t.Fatalf("%d of %d acknowledged deliveries lost", n, len(acked)*len(routeNames))
-	}
-
 }
