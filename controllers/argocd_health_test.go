@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	lua "github.com/yuin/gopher-lua"
@@ -189,7 +190,12 @@ func TestArgoCDHealthReceiver(t *testing.T) {
 	}
 	bad := &v1alpha1.CallbackReceiver{
 		ObjectMeta: metav1.ObjectMeta{Namespace: opts.Namespace, Name: "argo-bad"},
-		Spec:       v1alpha1.CallbackReceiverSpec{Spool: &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{URL: "nats://127.0.0.1:4222"}}},
+		// A spec the manager accepts but cannot run (terminal: Stalled): replay of delivered
+		// callbacks (retention) is not supported on the JetStream spool.
+		Spec: v1alpha1.CallbackReceiverSpec{
+			Spool:     &v1alpha1.Spool{JetStream: &v1alpha1.JetStreamSpool{URL: "nats://127.0.0.1:4222"}},
+			Retention: &metav1.Duration{Duration: time.Hour},
+		},
 	}
 	createExpectingProgressing(t, "CallbackReceiver", recv)
 	create(t, bad)

@@ -74,6 +74,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o ManagerOptions) error {
 	if err := table.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the table controller: %w", err)
 	}
+	replay := &ReplayReconciler{Client: mgr.GetClient()}
+	if err := replay.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the replay controller: %w", err)
+	}
 	if err := RegisterStatusMetrics(mgr); err != nil {
 		return fmt.Errorf("registering the status metrics: %w", err)
 	}

@@ -63,7 +63,7 @@ var tableRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: 
 // `receiver --namespace <receiver namespace> --table <TableName>`.
 func TableName(r *v1alpha1.CallbackReceiver) string { return dataplane.TableName(r.Name) }
 
-// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes;callbackapps;callbackreceivers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes;callbackapps;callbackreceivers;callbackreplays,verbs=get;list;watch
 // +kubebuilder:rbac:groups=callbacks.callback-router.dev,resources=callbackroutes/status;callbackapps/status;callbackreceivers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
@@ -106,7 +106,8 @@ func (r *TableReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (c
 	apps := &v1alpha1.CallbackAppList{}
 	routes := &v1alpha1.CallbackRouteList{}
 	namespaces := &corev1.NamespaceList{}
-	for _, l := range []client.ObjectList{receivers, apps, routes, namespaces} {
+	replayList := &v1alpha1.CallbackReplayList{}
+	for _, l := range []client.ObjectList{receivers, apps, routes, namespaces, replayList} {
 		if err := r.Client.List(ctx, l, client.UnsafeDisableDeepCopy); err != nil {
 			return ctrl.Result{}, fmt.Errorf("listing %T: %w", l, err)
 		}
@@ -164,6 +165,7 @@ func (r *TableReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (c
 	r.secrets.retain(used)
 	compiled := time.Since(start)
 
+	addReplays(out, replayList.Items)
 	if err := r.writeTables(ctx, receivers.Items, out); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -607,6 +609,7 @@ func (r *TableReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager
 		Watches(&v1alpha1.CallbackReceiver{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.CallbackApp{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.CallbackRoute{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.CallbackReplay{}, all, builder.WithPredicates(replayPublishChanged())).
 		Watches(&corev1.Namespace{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&corev1.Service{}, mapService, builder.WithPredicates(servicePortsChanged())).
 		WatchesMetadata(&corev1.Secret{}, mapSecret, builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).

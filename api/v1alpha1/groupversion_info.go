@@ -25,7 +25,8 @@ func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&CallbackReceiver{}, &CallbackReceiverList{},
 		&CallbackApp{}, &CallbackAppList{},
-		&CallbackRoute{}, &CallbackRouteList{})
+		&CallbackRoute{}, &CallbackRouteList{},
+		&CallbackReplay{}, &CallbackReplayList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -287,8 +287,15 @@ func TestReceiverScaleSubresource(t *testing.T) {
 	g.Expect(scale.Status.Selector).To(Equal("app.kubernetes.io/component=receiver,app.kubernetes.io/instance=gamma,app.kubernetes.io/name=gamma-receiver"))
 	g.Expect(scale.Spec.Replicas).To(Equal(int32(v1alpha1.DefaultReceiverReplicas)))
 
-	scale.Spec.Replicas = 5
-	g.Expect(k8s.SubResource("scale").Update(ctx, recv, client.WithSubResourceBody(scale))).To(Succeed())
+	// As kubectl scale and an HPA do: read the scale, set replicas, write it back, and read
+	// again when the manager's status write got in between (a conflict on resourceVersion).
+	g.Eventually(func() error {
+		if err := k8s.SubResource("scale").Get(ctx, recv, scale); err != nil {
+			return err
+		}
+		scale.Spec.Replicas = 5
+		return k8s.SubResource("scale").Update(ctx, recv, client.WithSubResourceBody(scale))
+	}, waitTimeout, pollInterval).Should(Succeed())
 	g.Eventually(func(g Gomega) {
 		d := &appsv1.StatefulSet{}
 		g.Expect(k8s.Get(ctx, key, d)).To(Succeed())

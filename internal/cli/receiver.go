@@ -30,6 +30,7 @@ import (
 	"github.com/callback-router/callback-router/controllers/dataplane"
 	"github.com/callback-router/callback-router/webhook/admin"
 	"github.com/callback-router/callback-router/webhook/receiver"
+	"github.com/callback-router/callback-router/webhook/replays"
 	"github.com/callback-router/callback-router/webhook/routing"
 	"github.com/callback-router/callback-router/webhook/spool"
 	"github.com/callback-router/callback-router/webhook/spool/jsspool"
@@ -266,7 +267,7 @@ func runReceiver(args []string) error {
 		if err := loadRoutes(log, h, f.routes); err != nil {
 			return err
 		}
-	} else if watchErr, err = watchTable(watchCtx, log, h, f.namespace, f.table, f.tableStart); err != nil {
+	} else if watchErr, err = startInCluster(watchCtx, log, h, sp, spoolAt, reg, &f); err != nil {
 		return err
 	}
 
@@ -466,6 +467,23 @@ func loadRoutes(log logr.Logger, h *receiver.Handler, path string) error {
 	return nil
 }
 
+// startInCluster starts the table watch and the runner of the CallbackReplays published
+// in the table. Standalone mode has no CallbackReplays (`callback-router replay --admin`
+// is the way there).
+func startInCluster(ctx context.Context, log logr.Logger, h *receiver.Handler, sp spool.Queue, spoolAt string,
+	reg prometheus.Registerer, f *receiverFlags) (<-chan error, error) {
+	rs, ok := sp.(replays.Spool)
+	if !ok {
+		rs = replays.Unsupported(spoolAt)
+	}
+	runner, err := replays.New(rs, reg, log.WithName("replay"), 0)
+	if err != nil {
+		return nil, fmt.Errorf("registering the replay metrics: %w", err)
+	}
+	go runner.Run(ctx)
+	return watchTable(ctx, log, h, runner, f.namespace, f.table, f.tableStart)
+}
+
 // DefaultTableStartTimeout is --table-start-timeout: how long the receiver waits for the
 // first successful list of its table Secrets before it exits with an error.
 const DefaultTableStartTimeout = 60 * time.Second
@@ -476,7 +494,7 @@ const DefaultTableStartTimeout = 60 * time.Second
 // The config comes from KUBECONFIG when set, else the in-cluster service account.
 // The channel receives the error the watch ended with: it could not start within
 // startTimeout, or it stopped; the receiver then exits non-zero.
-func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, namespace, name string, startTimeout time.Duration) (<-chan error, error) {
+func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, runner *replays.Runner, namespace, name string, startTimeout time.Duration) (<-chan error, error) {
 	if startTimeout <= 0 {
 		return nil, fmt.Errorf("--table-start-timeout must be positive, not %s", startTimeout)
 	}
@@ -494,6 +512,8 @@ func watchTable(ctx context.Context, log logr.Logger, h *receiver.Handler, names
 				return
 			}
 			h.SetTable(t)
+			// After the table: a replayed delivery is sent with the table's routes.
+			runner.Set(s.Replays)
 		})
 		if ctx.Err() != nil {
 			return // stopping

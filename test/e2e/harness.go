@@ -304,6 +304,13 @@ func (c *Cluster) startPod(d *appsv1.StatefulSet, podName, spoolDir, kubeconfig 
 			metricsURL = "http://" + args[i+1]
 		case "--spool-dir":
 			args[i+1] = spoolDir
+		case "--admin-listen":
+			// Loopback in every pod; here the pods share one loopback.
+			adminPort, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			args[i+1] = "127.0.0.1:" + strconv.Itoa(adminPort)
 		}
 	}
 	env := []string{"KUBECONFIG=" + kubeconfig}

@@ -477,7 +477,7 @@ func checkDefaultRender(t *testing.T, objs []*unstructured.Unstructured) {
 	}
 	sort.Strings(kinds)
 	want := []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-		"ConfigMap", "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition", "Deployment",
+		"ConfigMap", "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition", "Deployment",
 		"PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"}
 	if !reflect.DeepEqual(kinds, want) {
 		t.Fatalf("default values render %v, want %v", kinds, want)

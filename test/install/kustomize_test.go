@@ -207,8 +207,8 @@ func checkKustomizeMatchesChart(t *testing.T, objs []*unstructured.Unstructured,
 	t.Helper()
 	// The CRDs are the generated ones, unchanged.
 	crds := byKind(objs, "CustomResourceDefinition")
-	if len(crds) != 3 {
-		t.Errorf("%d CRDs, want CallbackReceiver, CallbackApp and CallbackRoute", len(crds))
+	if len(crds) != 4 {
+		t.Errorf("%d CRDs, want CallbackReceiver, CallbackApp, CallbackRoute and CallbackReplay", len(crds))
 	}
 	for _, crd := range crds {
 		generated := decode(t, readFile(t, filepath.Join(crdBasesDir, "callbacks.callback-router.dev_"+strings.TrimSuffix(crd.GetName(), ".callbacks.callback-router.dev")+".yaml")))[0]

@@ -256,7 +256,7 @@ func TestPeopleRoles(t *testing.T) {
 	read := []string{"get", "list", "watch"}
 	write := []string{"create", "update", "patch", "delete"}
 	for _, user := range []string{"dev", "lead", "auditor"} {
-		for _, kind := range []string{"callbackroutes", "callbackapps", "callbackreceivers"} {
+		for _, kind := range []string{"callbackroutes", "callbackapps", "callbackreceivers", "callbackreplays"} {
 			add(user, true, kind, "", read...)
 			add(user, false, kind, "status", "update", "patch")
 		}
@@ -264,6 +264,9 @@ func TestPeopleRoles(t *testing.T) {
 		add(user, false, "callbackreceivers", "scale", "update")
 	}
 	add("dev", true, "callbackroutes", "", write...)
+	add("dev", true, "callbackreplays", "", write...) // route editors replay their routes
+	add("lead", true, "callbackreplays", "", write...)
+	add("auditor", false, "callbackreplays", "", write...)
 	add("dev", false, "callbackapps", "", write...)
 	add("lead", true, "callbackroutes", "", write...)
 	add("lead", true, "callbackapps", "", write...)

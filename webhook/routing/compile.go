@@ -125,6 +125,27 @@ type Snapshot struct {
 	// Apps are the apps in the table, in namespace/name order (no secrets).
 	Apps   []CompiledApp   `json:"apps,omitempty"`
 	Routes []CompiledRoute `json:"routes"`
+	// Replays are the accepted CallbackReplays of the table's routes that are not yet
+	// complete, in UID order; each pod runs each once (spool.ReplayOnce). The compiler
+	// leaves it empty: the table controller adds them.
+	Replays []Replay `json:"replays,omitempty"`
+}
+
+// Replay is a CallbackReplay as published to the receiver pods.
+type Replay struct {
+	// UID is the CallbackReplay's UID: a pod runs a UID once.
+	UID string `json:"uid"`
+	// Namespace and Name name the CallbackReplay (for logs).
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Route is the route's key, "namespace/name" (CompiledRoute.Key).
+	Route string `json:"route"`
+	// Source is spool.SourceDeadLetters or spool.SourceDelivered.
+	Source string `json:"source"`
+	// IDs select by X-Callback-Id; else From (inclusive) and To (exclusive) by receive time.
+	IDs  []string  `json:"ids,omitempty"`
+	From time.Time `json:"from,omitzero"`
+	To   time.Time `json:"to,omitzero"`
 }
 
 // CompiledApp names an app in a table.

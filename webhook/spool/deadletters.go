@@ -116,7 +116,7 @@ func (s *Spool) PurgeDeadLetters(ctx context.Context, f Filter) (int, error) {
 }
 
 // purge removes the matching dead letters: deleted for good, or redriven to pending.
-func (s *Spool) purge(ctx context.Context, match func(*DeadLetter) bool, drop bool) (int, error) {
+func (s *Spool) purge(ctx context.Context, match func(*DeadLetter) bool, drop bool, record ...func(w *txWriter, n int) error) (int, error) {
 	type moved struct {
 		seq        uint64
 		idx        uint16
@@ -163,6 +163,11 @@ func (s *Spool) purge(ctx context.Context, match func(*DeadLetter) bool, drop bo
 					return err
 				}
 				done = append(done, moved{seq: seq, idx: idx, d: d, receivedAt: recv[i]})
+			}
+			for _, rec := range record {
+				if err := rec(w, len(done)); err != nil {
+					return err
+				}
 			}
 			return nil
 		},

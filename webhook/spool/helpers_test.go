@@ -54,9 +54,9 @@ func sampleCallback(t testing.TB, n int) *callback.Callback {
 
 // received is one request a test backend got.
 type received struct {
-	id, route, attempt, query, contentType string
-	body                                   []byte
-	at                                     time.Time
+	id, route, attempt, query, contentType, replay string
+	body                                           []byte
+	at                                             time.Time
 }
 
 // backend is a real HTTP server on loopback that records what it receives and answers
@@ -93,7 +93,7 @@ func newBackendAt(t testing.TB, addr string, respond func(w http.ResponseWriter,
 		b.got = append(b.got, received{
 			id: r.Header.Get(callback.HeaderID), route: r.Header.Get(callback.HeaderRoute),
 			attempt: r.Header.Get(callback.HeaderAttempt), query: r.URL.RawQuery,
-			contentType: r.Header.Get("Content-Type"), body: body, at: time.Now(),
+			contentType: r.Header.Get("Content-Type"), replay: r.Header.Get(callback.HeaderReplay), body: body, at: time.Now(),
 		})
 		n := len(b.got)
 		b.mu.Unlock()

@@ -74,11 +74,20 @@ func (r *ReplayRequest) match(route, id string, receivedAt time.Time) bool {
 // traceparent). Dead letters leave the dead-letter store; delivered callbacks leave the
 // retained set (and come back to it, with a new retention window, once delivered).
 func (s *Spool) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, error) {
+	return s.replay(ctx, req, nil)
+}
+
+// replay is Replay; record, when set, runs in the replay's transaction with the count.
+func (s *Spool) replay(ctx context.Context, req ReplayRequest, record func(w *txWriter, n int) error) (ReplayResult, error) {
 	if err := req.Validate(); err != nil {
 		return ReplayResult{}, err
 	}
+	var recs []func(w *txWriter, n int) error
+	if record != nil {
+		recs = append(recs, record)
+	}
 	if req.Source == SourceDeadLetters {
-		n, err := s.purge(ctx, func(dl *DeadLetter) bool { return req.match(dl.Route, dl.ID, dl.ReceivedAt) }, false)
+		n, err := s.purge(ctx, func(dl *DeadLetter) bool { return req.match(dl.Route, dl.ID, dl.ReceivedAt) }, false, recs...)
 		if err != nil {
 			return ReplayResult{}, fmt.Errorf("replaying dead letters: %w", err)
 		}
@@ -140,6 +149,11 @@ func (s *Spool) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, er
 				}
 				seq, idx, _ := parseDeliveryKey(x.k)
 				done = append(done, moved{seq, idx, d, x.at})
+			}
+			for _, rec := range recs {
+				if err := rec(w, len(done)); err != nil {
+					return err
+				}
 			}
 			return nil
 		},

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
@@ -57,5 +58,65 @@ func TestReplayRequestValidate(t *testing.T) {
 		if err := r.Validate(); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// TestReplayOnce: a replay identified by an ID runs once per spool, also across a
+// reopen (the record is in the replay's own transaction); another ID runs on its own.
+func TestReplayOnce(t *testing.T) {
+	be := newBackend(t, func(_ *http.Request, n int) int {
+		if n == 1 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	dir := t.TempDir()
+	s, _ := openSpool(t, dir, Options{})
+	stop := run(t, s)
+	cb := sampleCallback(t, 1)
+	if err := s.Enqueue(context.Background(), cb, []callback.Target{target("ns/r", be.URL, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "dead-lettered", func() bool {
+		dl, err := s.DeadLetters(Filter{Route: "ns/r"})
+		return err == nil && len(dl) == 1
+	})
+	req := ReplayRequest{Route: "ns/r", Source: SourceDeadLetters}
+	if _, ok, err := s.ReplayDone("uid-1"); ok || err != nil {
+		t.Fatalf("ReplayDone before the replay: %v, %v", ok, err)
+	}
+	for i := range 2 {
+		res, err := s.ReplayOnce(context.Background(), "uid-1", req)
+		if err != nil || res.Matched != 1 || res.Replayed != 1 {
+			t.Fatalf("ReplayOnce #%d: %+v, %v", i, res, err)
+		}
+	}
+	eventually(t, 5*time.Second, "replayed", func() bool { return be.count() == 2 })
+	if r := be.requests()[1]; r.id != cb.ID || r.replay != "true" {
+		t.Errorf("replayed request %+v", r)
+	}
+	stop()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2, _ := openSpool(t, dir, Options{})
+	run(t, s2)
+	rec, ok, err := s2.ReplayDone("uid-1")
+	if err != nil || !ok || rec.Matched != 1 || rec.At.IsZero() {
+		t.Fatalf("ReplayDone after reopening: %+v, %v, %v", rec, ok, err)
+	}
+	if res, err := s2.ReplayOnce(context.Background(), "uid-1", req); err != nil || res.Matched != 1 {
+		t.Fatalf("ReplayOnce after reopening: %+v, %v", res, err)
+	}
+	if res, err := s2.ReplayOnce(context.Background(), "uid-2", req); err != nil || res.Matched != 0 {
+		t.Fatalf("another replay, nothing left to replay: %+v, %v", res, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := be.count(); n != 2 {
+		t.Errorf("backend got %d requests, want 2: a replay ran twice", n)
+	}
+	if _, err := s2.ReplayOnce(context.Background(), "", req); err == nil {
+		t.Error("ReplayOnce without an ID succeeded")
 	}
 }

@@ -46,6 +46,8 @@ var (
 	bucketDead      = []byte("dead")
 	// bucketDelivered keeps delivered deliveries for Options.DeliveredRetention (replay).
 	bucketDelivered = []byte("delivered")
+	// bucketReplays records the replays run by ID (ReplayOnce): ID -> ReplayRecord JSON.
+	bucketReplays = []byte("replays")
 )
 
 // Spool is a durable, fan-out delivery queue. It is safe for concurrent use.
@@ -154,6 +156,9 @@ func Open(dir string, opts Options) (*Spool, error) {
 func (s *Spool) load() error {
 	var pending int
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketReplays); err != nil {
+			return fmt.Errorf("creating bucket %s: %w", bucketReplays, err)
+		}
 		for _, name := range [][]byte{bucketCallbacks, bucketPending, bucketDead, bucketDelivered} {
 			b, err := tx.CreateBucketIfNotExists(name)
 			if err != nil {
