@@ -5,8 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -44,44 +41,8 @@ const (
 	c2cCommand = "C2C.CallbackAfterSendMsg"
 )
 
-// crashRoutes fans every C2C after-send callback out to two Async routes of one backend.
-const crashRoutes = `---
-apiVersion: v1
-kind: Secret
-metadata: {name: tencent-im, namespace: chat}
-stringData: {token: %[1]s}
----
-apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackApp
-metadata: {name: chat-prod, namespace: chat}
-spec:
-  provider: TencentIM
-  appID: "%[2]s"
-  receiverRef: {name: default}
-  verify: {tokenSecretRef: {name: tencent-im}}
----
-apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: archive, namespace: chat}
-spec:
-  appRef: {name: chat-prod}
-  commands: [C2C.CallbackAfterSendMsg]
-  mode: Async
-  backend: {url: "%[3]s", path: /archive, timeout: 2s}
-  retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 500ms}
----
-apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: analytics, namespace: chat}
-spec:
-  appRef: {name: chat-prod}
-  commands: ["C2C.*"]
-  mode: Async
-  backend: {url: "%[3]s", path: /analytics, timeout: 2s}
-  retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 500ms}
-`
-
-var routeNames = []string{"chat/archive", "chat/analytics"}
+// routeNames are the routes of testenv.FanOutRoutes, the test routes.
+var routeNames = testenv.FanOutRouteNames
 
 // buildBinary builds callback-router from the repository root into a temp dir.
 func buildBinary(t *testing.T) string {
@@ -94,71 +55,24 @@ func buildBinary(t *testing.T) string {
 }
 
 // freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
-}
+func freeAddr(t *testing.T) string { return testenv.FreeAddr(t) }
 
-// receiverProc is a running `callback-router receiver`.
-type receiverProc struct {
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	addr string
-}
-
-func startReceiver(t *testing.T, bin, routes, spoolDir string) *receiverProc {
+// startReceiver starts the receiver on spoolDir and waits for /readyz.
+func startReceiver(t *testing.T, bin, routes, spoolDir string) *testenv.ReceiverProc {
 	t.Helper()
 	return startReceiverWith(t, nil, bin, routes, spoolDir)
 }
 
 // startReceiverWith starts the receiver through the command prefix (e.g. a shell setting
 // limits; nil for none), with extra flags, and waits for /readyz.
-func startReceiverWith(t *testing.T, prefix []string, bin, routes, spoolDir string, extra ...string) *receiverProc {
+func startReceiverWith(t *testing.T, prefix []string, bin, routes, spoolDir string, extra ...string) *testenv.ReceiverProc {
 	t.Helper()
-	p := &receiverProc{addr: freeAddr(t), logs: &syncBuffer{max: 1 << 20}}
-	argv := append(append(append([]string(nil), prefix...), bin, "receiver", "--routes", routes, "--listen", p.addr, "--spool-dir", spoolDir, "--drain-delay", "0s"), extra...)
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("receiver logs (%s):\n%s", p.addr, p.logs.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + p.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("receiver on %s not ready after 30s: %v\n%s", p.addr, err, p.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return testenv.StartReceiver(t, prefix, bin, routes, append([]string{"--spool-dir", spoolDir}, extra...)...)
 }
 
 // signedURL is the URL Tencent IM would call, signed with crashToken.
 func signedURL(addr string) string {
-	rt := strconv.FormatInt(time.Now().Unix(), 10)
-	sum := sha256.Sum256([]byte(crashToken + rt))
-	return fmt.Sprintf("http://%s/tencent?SdkAppid=%s&CallbackCommand=%s&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI&Sign=%s&RequestTime=%s",
-		addr, crashAppID, c2cCommand, hex.EncodeToString(sum[:]), rt)
+	return testenv.SignedTencentURL(addr, crashToken, crashAppID, c2cCommand)
 }
 
 // TestReceiverCrashKill9 is the durability promise through the real binary: while the
@@ -184,7 +98,7 @@ func TestReceiverCrashKill9(t *testing.T) {
 	spoolDir := filepath.Join(work, "spool")
 	backendAddr := freeAddr(t) // down until after the crash
 	routes := filepath.Join(work, "routes.yaml")
-	if err := os.WriteFile(routes, fmt.Appendf(nil, crashRoutes, crashToken, crashAppID, "http://"+backendAddr), 0o600); err != nil {
+	if err := os.WriteFile(routes, fmt.Appendf(nil, testenv.FanOutRoutes, crashToken, crashAppID, "http://"+backendAddr), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -227,7 +141,7 @@ func TestReceiverCrashKill9(t *testing.T) {
 					return
 				}
 				b := makeBody(i)
-				resp, err := client.Post(signedURL(rcv.addr), "application/json", bytes.NewReader(b))
+				resp, err := client.Post(signedURL(rcv.Addr), "application/json", bytes.NewReader(b))
 				if err != nil {
 					mu.Lock()
 					other[0]++
@@ -241,7 +155,7 @@ func TestReceiverCrashKill9(t *testing.T) {
 					acked[callback.ComputeID(v1alpha1.ProviderTencentIM, c2cCommand, b)] = true
 					if len(acked) >= crashKillAfter {
 						killOnce.Do(func() {
-							_ = rcv.cmd.Process.Signal(syscall.SIGKILL)
+							_ = rcv.Cmd.Process.Signal(syscall.SIGKILL)
 							close(killed)
 						})
 					}
@@ -253,7 +167,7 @@ func TestReceiverCrashKill9(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	err = rcv.cmd.Wait()
+	err = rcv.Cmd.Wait()
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || !exitErr.Sys().(syscall.WaitStatus).Signaled() {
 		t.Fatalf("receiver was not killed by SIGKILL: %v (acked %d, other answers %v)", err, len(acked), other)
@@ -266,86 +180,86 @@ func TestReceiverCrashKill9(t *testing.T) {
 	}
 
 	// Phase 2: the backend comes up, a new receiver resumes from the same spool.
-	type hit struct{ route, id string }
-	var hmu sync.Mutex
-	hits := map[hit]int{}
-	total := 0
-	bl, err := net.Listen("tcp", backendAddr)
-	if err != nil {
-		t.Fatalf("backend re-listening on %s: %v", backendAddr, err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		hmu.Lock()
-		hits[hit{r.Header.Get(callback.HeaderRoute), r.Header.Get(callback.HeaderID)}]++
-		total++
-		hmu.Unlock()
-	})}
-	go func() { _ = srv.Serve(bl) }()
-	t.Cleanup(func() { _ = srv.Close() })
-
+	backend := serveDeliveries(t, backendAddr)
 	rcv2 := startReceiver(t, bin, routes, spoolDir)
-	missing := func() int {
-		hmu.Lock()
-		defer hmu.Unlock()
-		n := 0
-		for id := range acked {
-			for _, r := range routeNames {
-				if hits[hit{r, id}] == 0 {
-					n++
-				}
-			}
-		}
-		return n
-	}
-	deadline := time.Now().Add(crashDeliverTimeout)
-	for missing() > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := missing(); n > 0 {
-		t.Fatalf("%d of %d acknowledged deliveries lost across kill -9", n, len(acked)*len(routeNames))
-	}
+	backend.waitDelivered(t, acked, " across kill -9")
 
 	// A graceful stop of the second receiver exits cleanly.
-	if err := rcv2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := rcv2.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := rcv2.cmd.Wait(); err != nil {
+	if err := rcv2.Cmd.Wait(); err != nil {
 		t.Errorf("receiver after SIGTERM: %v", err)
 	}
-	hmu.Lock()
-	defer hmu.Unlock()
+	backend.mu.Lock()
+	defer backend.mu.Unlock()
 	dups, unacked := 0, 0
-	for h, n := range hits {
+	for h, n := range backend.hits {
 		dups += n - 1
 		if !acked[h.id] {
 			unacked++
 		}
 	}
 	t.Logf("backend got %d requests for %d acknowledged callbacks x %d routes: %d duplicates; %d deliveries of callbacks stored but whose OK the kill cut off",
-		total, len(acked), len(routeNames), dups, unacked)
+		backend.total, len(acked), len(routeNames), dups, unacked)
 }
 
-// syncBuffer is a goroutine-safe buffer that keeps the first max bytes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
+// deliveryKey is one delivery: a route and a callback ID.
+type deliveryKey struct{ route, id string }
+
+// deliveryBackend is a loopback backend that counts deliveries per route and callback ID.
+type deliveryBackend struct {
+	mu    sync.Mutex
+	hits  map[deliveryKey]int
+	total int
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.max - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
+// serveDeliveries starts a deliveryBackend on addr until the test's end.
+func serveDeliveries(t *testing.T, addr string) *deliveryBackend {
+	t.Helper()
+	b := &deliveryBackend{hits: map[deliveryKey]int{}}
+	bl, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("backend listening on %s: %v", addr, err)
 	}
-	return len(p), nil
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		b.mu.Lock()
+		b.hits[deliveryKey{r.Header.Get(callback.HeaderRoute), r.Header.Get(callback.HeaderID)}]++
+		b.total++
+		b.mu.Unlock()
+	})}
+	go func() { _ = srv.Serve(bl) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return b
 }
 
-func (b *syncBuffer) String() string {
+// missing counts the deliveries of acknowledged callbacks, on every route of routeNames,
+// the backend has not received.
+func (b *deliveryBackend) missing(acked map[string]bool) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.String()
+	n := 0
+	for id := range acked {
+		for _, r := range routeNames {
+			if b.hits[deliveryKey{r, id}] == 0 {
+				n++
+			}
+		}
+	}
+	return n
 }
 
-var _ io.Writer = (*syncBuffer)(nil)
+// waitDelivered waits up to crashDeliverTimeout until the backend has received every
+// acknowledged callback on every route of routeNames, and fails t with how many it has
+// not ("... lost" followed by after, e.g. " across kill -9").
+func (b *deliveryBackend) waitDelivered(t *testing.T, acked map[string]bool, after string) {
+	t.Helper()
+	deadline := time.Now().Add(crashDeliverTimeout)
+	for b.missing(acked) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := b.missing(acked); n > 0 {
+		t.Fatalf("%d of %d acknowledged deliveries lost%s", n, len(acked)*len(routeNames), after)
+	}
+}

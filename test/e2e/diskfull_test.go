@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/callback-router/callback-router/api/v1alpha1"
+	"github.com/callback-router/callback-router/internal/testenv"
 	"github.com/callback-router/callback-router/webhook/callback"
 )
 
@@ -65,7 +65,7 @@ func TestReceiverDiskFull(t *testing.T) {
 	work := t.TempDir()
 	backendAddr := freeAddr(t) // down until the volume is full
 	routes := filepath.Join(work, "routes.yaml")
-	if err := os.WriteFile(routes, fmt.Appendf(nil, crashRoutes, crashToken, crashAppID, "http://"+backendAddr), 0o600); err != nil {
+	if err := os.WriteFile(routes, fmt.Appendf(nil, testenv.FanOutRoutes, crashToken, crashAppID, "http://"+backendAddr), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// The shell ignores SIGXFSZ; the ignored disposition survives exec into prlimit and the
@@ -97,7 +97,7 @@ func TestReceiverDiskFull(t *testing.T) {
 	)
 	post := func(i int64) (int, []byte, string, error) {
 		b := makeBody(i)
-		resp, err := client.Post(signedURL(rcv.addr), "application/json", bytes.NewReader(b))
+		resp, err := client.Post(signedURL(rcv.Addr), "application/json", bytes.NewReader(b))
 		if err != nil {
 			return 0, nil, "", err
 		}
@@ -141,15 +141,15 @@ func TestReceiverDiskFull(t *testing.T) {
 	if len(acked) == 0 || len(other) > 0 || len(badFails) > 0 {
 		t.Fatalf("want 200 OKs, then 503s in the provider's envelope only; got %d OKs, other %v, 503 bodies %q", len(acked), other, badFails)
 	}
-	if rcv.cmd.ProcessState != nil {
-		t.Fatalf("the receiver exited: %v", rcv.cmd.ProcessState)
+	if rcv.Cmd.ProcessState != nil {
+		t.Fatalf("the receiver exited: %v", rcv.Cmd.ProcessState)
 	}
-	if !strings.Contains(rcv.logs.String(), "file too large") {
+	if !strings.Contains(rcv.Logs.String(), "file too large") {
 		t.Errorf("the receiver's log does not show EFBIG (file too large): the refusals had another cause")
 	}
 
 	// The backend comes up: everything acknowledged reaches both routes.
-	serveUntilDelivered(t, backendAddr, acked)
+	serveDeliveries(t, backendAddr).waitDelivered(t, acked, "")
 
 	// Delivered callbacks freed their pages: new callbacks are stored again.
 	var status int
@@ -162,46 +162,4 @@ func TestReceiverDiskFull(t *testing.T) {
 	if status != http.StatusOK {
 		t.Errorf("after the backlog was delivered, a new callback got %d (err %v), want 200", status, err)
 	}
-}
-
-// serveUntilDelivered starts a backend on addr and waits until it has received every
-// acknowledged callback on every route of routeNames.
-func serveUntilDelivered(t *testing.T, backendAddr string, acked map[string]bool) {
-	t.Helper()
-	type hit struct{ route, id string }
-	var hmu sync.Mutex
-	hits := map[hit]int{}
-	bl, err := net.Listen("tcp", backendAddr)
-	if err != nil {
-		t.Fatalf("backend listening on %s: %v", backendAddr, err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		hmu.Lock()
-		hits[hit{r.Header.Get(callback.HeaderRoute), r.Header.Get(callback.HeaderID)}]++
-		hmu.Unlock()
-	})}
-	go func() { _ = srv.Serve(bl) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	missing := func() int {
-		hmu.Lock()
-		defer hmu.Unlock()
-		n := 0
-		for id := range acked {
-			for _, r := range routeNames {
-				if hits[hit{r, id}] == 0 {
-					n++
-				}
-			}
-		}
-		return n
-	}
-	deadline := time.Now().Add(crashDeliverTimeout)
-	for missing() > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := missing(); n > 0 {
-		t.Fatalf("%d of %d acknowledged deliveries lost", n, len(acked)*len(routeNames))
-	}
-
 }

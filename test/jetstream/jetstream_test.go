@@ -7,8 +7,6 @@ package jetstream
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,127 +56,23 @@ const (
 	c2cCommand = "C2C.CallbackAfterSendMsg"
 )
 
-// routesYAML fans every C2C after-send callback out to two Async routes of one backend.
-const routesYAML = `---
-apiVersion: v1
-kind: Secret
-metadata: {name: tencent-im, namespace: chat}
-stringData: {token: %[1]s}
----
-apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackApp
-metadata: {name: chat-prod, namespace: chat}
-spec:
-  provider: TencentIM
-  appID: "%[2]s"
-  receiverRef: {name: default}
-  verify: {tokenSecretRef: {name: tencent-im}}
----
-apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: archive, namespace: chat}
-spec:
-  appRef: {name: chat-prod}
-  commands: [C2C.CallbackAfterSendMsg]
-  mode: Async
-  backend: {url: "%[3]s", path: /archive, timeout: 2s}
-  retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 500ms}
----
-apiVersion: callbacks.callback-router.dev/v1alpha1
-kind: CallbackRoute
-metadata: {name: analytics, namespace: chat}
-spec:
-  appRef: {name: chat-prod}
-  commands: ["C2C.*"]
-  mode: Async
-  backend: {url: "%[3]s", path: /analytics, timeout: 2s}
-  retry: {maxAttempts: 100, initialBackoff: 50ms, maxBackoff: 500ms}
-`
+// routeNames are the routes of testenv.FanOutRoutes, the test routes.
+var routeNames = testenv.FanOutRouteNames
 
-var routeNames = []string{"chat/archive", "chat/analytics"}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// syncBuffer is a goroutine-safe buffer that keeps the first max bytes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.max - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-type receiverProc struct {
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	addr string
-}
+func freeAddr(t *testing.T) string { return testenv.FreeAddr(t) }
 
 func receiverCmd(bin, routes, addr string, extra ...string) *exec.Cmd {
-	args := append([]string{"receiver", "--routes", routes, "--listen", addr, "--drain-delay", "0s"}, extra...)
-	return exec.Command(bin, args...)
+	return testenv.ReceiverCmd(nil, bin, routes, addr, extra...)
 }
 
-func startReceiver(t *testing.T, bin, routes string, extra ...string) *receiverProc {
+func startReceiver(t *testing.T, bin, routes string, extra ...string) *testenv.ReceiverProc {
 	t.Helper()
-	p := &receiverProc{addr: freeAddr(t), logs: &syncBuffer{max: 1 << 20}}
-	p.cmd = receiverCmd(bin, routes, p.addr, extra...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("receiver logs (%s):\n%s", p.addr, p.logs.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + p.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("receiver on %s not ready after 30s: %v\n%s", p.addr, err, p.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return testenv.StartReceiver(t, nil, bin, routes, extra...)
 }
 
 // signedURL is the URL Tencent IM would call, signed with token.
 func signedURL(addr string) string {
-	rt := strconv.FormatInt(time.Now().Unix(), 10)
-	sum := sha256.Sum256([]byte(token + rt))
-	return fmt.Sprintf("http://%s/tencent?SdkAppid=%s&CallbackCommand=%s&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI&Sign=%s&RequestTime=%s",
-		addr, appID, c2cCommand, hex.EncodeToString(sum[:]), rt)
+	return testenv.SignedTencentURL(addr, token, appID, c2cCommand)
 }
 
 func body(i int64) []byte {
@@ -234,7 +127,7 @@ func setup(t *testing.T, backendURL string) (bin, routes string) {
 		t.Fatal(err)
 	}
 	routes = filepath.Join(t.TempDir(), "routes.yaml")
-	if err := os.WriteFile(routes, fmt.Appendf(nil, routesYAML, token, appID, backendURL), 0o600); err != nil {
+	if err := os.WriteFile(routes, fmt.Appendf(nil, testenv.FanOutRoutes, token, appID, backendURL), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return bin, routes
@@ -295,7 +188,7 @@ func TestKill9ReceiverAndNATSServer(t *testing.T) {
 					rcv, name = a, "A"
 				}
 				bd := body(i)
-				resp, err := client.Post(signedURL(rcv.addr), "application/json", bytes.NewReader(bd))
+				resp, err := client.Post(signedURL(rcv.Addr), "application/json", bytes.NewReader(bd))
 				if err != nil {
 					mu.Lock()
 					other[name+" 0"]++
@@ -311,7 +204,7 @@ func TestKill9ReceiverAndNATSServer(t *testing.T) {
 					if n >= killReceiverAfter {
 						killA.Do(func() {
 							aDead.Store(true)
-							_ = a.cmd.Process.Signal(syscall.SIGKILL)
+							_ = a.Cmd.Process.Signal(syscall.SIGKILL)
 						})
 					}
 					if n >= killNATSAfter {
@@ -332,7 +225,7 @@ func TestKill9ReceiverAndNATSServer(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	err := a.cmd.Wait()
+	err := a.Cmd.Wait()
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || !exitErr.Sys().(syscall.WaitStatus).Signaled() {
 		t.Fatalf("receiver A was not killed by SIGKILL: %v", err)
@@ -376,10 +269,10 @@ func TestKill9ReceiverAndNATSServer(t *testing.T) {
 	if dupKeys > bound {
 		t.Errorf("%d deliveries were duplicated, more than the %d that can have been in flight when a process died", dupKeys, bound)
 	}
-	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := b.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.cmd.Wait(); err != nil {
+	if err := b.Cmd.Wait(); err != nil {
 		t.Errorf("receiver B after SIGTERM: %v", err)
 	}
 }
@@ -396,7 +289,7 @@ func TestNATSDownAnswers503(t *testing.T) {
 	nc := startNATS(t, 1)
 	r := startReceiver(t, bin, routes, "--spool-url", nc.URL(), "--spool-replicas", "1")
 	post := func(i int64) (int, string) {
-		resp, err := http.Post(signedURL(r.addr), "application/json", bytes.NewReader(body(i)))
+		resp, err := http.Post(signedURL(r.Addr), "application/json", bytes.NewReader(body(i)))
 		if err != nil {
 			t.Fatal(err)
 		}
