@@ -323,7 +323,8 @@ func TestScaleDownDrainsFirst(t *testing.T) {
 	r.g.Eventually(func(g Gomega) {
 		// A bool, not the *Process: on failure gomega would format the process by
 		// reflection while the harness stops it (a data race in the test, not the product).
-		g.Expect(r.pods.Receiver(2) == nil).To(BeTrue(), "pod 2 is still running")
+		stillRunning := r.pods.Receiver(2) != nil
+		g.Expect(stillRunning).To(BeFalse(), "pod 2 is still running")
 		claim := &corev1.PersistentVolumeClaim{}
 		g.Expect(cluster.Client.Get(ctx, types.NamespacedName{Namespace: receiverNamespace, Name: r.pods.ClaimName(2)}, claim)).To(Succeed())
 		g.Expect(claim.DeletionTimestamp).To(BeNil())
