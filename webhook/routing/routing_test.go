@@ -118,7 +118,7 @@ func TestCompileStatuses(t *testing.T) {
 			if s.Name == "gone" {
 				return "", errors.New("service chat/gone not found")
 			}
-			return fmt.Sprintf("http://10.0.0.1:%d", s.Port), nil
+			return fmt.Sprintf("http://127.0.0.1:%d", s.Port), nil
 		},
 	}
 	out := Compile(in)
@@ -183,7 +183,7 @@ func TestCompileStatuses(t *testing.T) {
 				t.Errorf("async: defaults not applied: %+v", r)
 			}
 		case "svc":
-			if r.URL != "http://10.0.0.1:8080/cb" || r.BasicAuth == nil || r.BasicAuth.Username != "u" || r.ForwardSignature {
+			if r.URL != "http://127.0.0.1:8080/cb" || r.BasicAuth == nil || r.BasicAuth.Username != "u" || r.ForwardSignature {
 				t.Errorf("svc: %+v", r)
 			}
 		case "sync-tie":
