@@ -77,7 +77,11 @@ func (h *Handler) fastError(ctx *fasthttp.RequestCtx, err error) {
 	ctx.Response.Header.Set("Connection", "close")
 	provider, ok := providerOf(ctx.Request.URI().Path())
 	if !ok {
-		ctx.Error(http.StatusText(status), status)
+		// The request could not be parsed far enough to tell its provider (its path may be
+		// one of ours): answer in JSON all the same, never plain text.
+		ctx.SetStatusCode(status)
+		ctx.SetContentType(contentTypeJSON)
+		ctx.SetBodyString(`{"error":"` + http.StatusText(status) + `"}`)
 		return
 	}
 	h.metrics.request(string(provider), labelOther, labelOther, outcome)
